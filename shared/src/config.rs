@@ -1,0 +1,541 @@
+//! Typed configuration, loaded once at start-up.
+//!
+//! Every setting has a key such as `worker_concurrency`. Its value comes from, in order of
+//! precedence: the environment variable `STORYFORGE_<KEY>` (upper-case), the ecosystem-standard
+//! variable where one exists (`REDIS_URL`, `OLLAMA_HOST`, `OPENAI_API_KEY`, …), the TOML file named
+//! by `--config FILE` or `STORYFORGE_CONFIG` (same keys, lower-case, flat), then the default.
+//! The README's configuration table lists every key; `Settings::load` rejects bad values with an
+//! error naming the variable.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+use crate::llm::{ProviderKind, ProviderSettings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid TOML: {source}")]
+    Toml {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{variable}={value:?} is invalid: {reason}")]
+    Invalid {
+        variable: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Everything the API and the workers are configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The Redis holding the queue and the job store.
+    pub redis_url: String,
+    /// Prefix of every Redis key, so deployments and test runs can share one Redis.
+    pub namespace: String,
+    pub api_addr: SocketAddr,
+    /// Jobs one worker process runs at once.
+    pub worker_concurrency: usize,
+    /// Prefix of worker names; a unique suffix is always appended.
+    pub worker_name: String,
+    /// The generation provider chain: the primary first, then fallbacks.
+    pub llm: Vec<ProviderSettings>,
+    /// The judge's provider (defaults to the generation primary).
+    pub judge_llm: ProviderSettings,
+    pub judge_enabled: bool,
+    /// Relevance at or above which the judge's verdict passes.
+    pub judge_pass_threshold: f64,
+    /// Longest story accepted, in characters.
+    pub max_story_chars: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long finished jobs stay readable.
+    pub job_ttl: Duration,
+    /// Deliveries of one job (crashed workers included) before it fails.
+    pub max_attempts: u32,
+    /// How long a claim is valid without renewal.
+    pub lease_ttl: Duration,
+    /// A dispatched job nobody claimed within this time is dispatched again.
+    pub dispatch_timeout: Duration,
+    /// Most jobs handed to apalis and not yet claimed (apalis-redis breaks past ~8,000 due tasks).
+    pub dispatch_window: usize,
+    pub reconcile_interval: Duration,
+    /// First retry delay after a transient failure; later ones double.
+    pub retry_base: Duration,
+    /// How long a stopping worker lets running jobs finish before handing them back.
+    pub shutdown_grace: Duration,
+    /// Repair rounds after a reply fails validation.
+    pub repair_rounds: u32,
+    /// Token budget of one job (prompt and completion, all calls); repairs stop when reached.
+    pub job_token_budget: Option<u64>,
+    /// Largest completion asked of the model per call.
+    pub max_output_tokens: u32,
+    pub temperature: f32,
+    pub prompts_dir: PathBuf,
+    /// Which template set under `prompts_dir` to use.
+    pub prompt_set: String,
+    /// Most tokens the generation prompt may take; few-shot examples are dropped to fit.
+    pub prompt_token_budget: u64,
+    pub data_dir: PathBuf,
+    /// Serve identical submissions from the result cache.
+    pub cache_enabled: bool,
+    /// USD per million tokens, by model: (input, output).
+    pub pricing: HashMap<String, (f64, f64)>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where values come from: the environment, then the file.
+struct Source {
+    file: HashMap<String, String>,
+    env: HashMap<String, String>,
+}
+
+impl Source {
+    fn get(&self, key: &str, fallbacks: &[&str]) -> Option<(String, String)> {
+        let variable = format!("STORYFORGE_{}", key.to_uppercase());
+        if let Some(value) = self.env.get(&variable) {
+            return Some((variable, value.clone()));
+        }
+        for name in fallbacks {
+            if let Some(value) = self.env.get(*name) {
+                return Some((name.to_string(), value.clone()));
+            }
+        }
+        self.file
+            .get(key)
+            .map(|value| (format!("{key} (config file)"), value.clone()))
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(key, &[]) {
+            None => Ok(default),
+            Some((variable, value)) => value
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| invalid(&variable, &value, e)),
+        }
+    }
+
+    fn duration(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.get(key, &[]) {
+            None => Ok(default),
+            Some((variable, value)) => {
+                parse_duration(&value).map_err(|e| invalid(&variable, &value, e))
+            }
+        }
+    }
+
+    fn flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(key, &[]) {
+            None => Ok(default),
+            Some((variable, value)) => match value.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "on" | "yes" => Ok(true),
+                "0" | "false" | "off" | "no" => Ok(false),
+                _ => Err(invalid(
+                    &variable,
+                    &value,
+                    "expected on/off, true/false or 1/0",
+                )),
+            },
+        }
+    }
+
+    fn string(&self, key: &str, fallbacks: &[&str]) -> Option<String> {
+        self.get(key, fallbacks)
+            .map(|(_, v)| v)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn invalid(variable: &str, value: &str, reason: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        variable: variable.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Parses `250ms`, `5s`, `24h`, `1h 30m` and bare seconds (`30`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+impl Settings {
+    /// Loads from the process environment and, if given, a TOML file.
+    pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Settings::from_sources(config_file, env)
+    }
+
+    /// Loads from an explicit environment map; tests use this to stay independent of the process.
+    pub fn from_sources(
+        config_file: Option<&Path>,
+        env: HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let file_path = config_file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("STORYFORGE_CONFIG").map(PathBuf::from));
+        let file = match file_path {
+            Some(path) => read_toml(&path)?,
+            None => HashMap::new(),
+        };
+        let src = Source { file, env };
+
+        let llm = provider_chain(&src)?;
+        let judge_llm = judge_provider(&src, &llm[0])?;
+        let log_format = match src.string("log_format", &[]).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "STORYFORGE_LOG_FORMAT",
+                    other,
+                    "expected text or json",
+                ));
+            }
+        };
+        let settings = Settings {
+            redis_url: src
+                .string("redis_url", &["REDIS_URL"])
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            namespace: src
+                .string("namespace", &[])
+                .unwrap_or_else(|| "storyforge".into()),
+            api_addr: src.parse("api_addr", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            worker_concurrency: src.parse("worker_concurrency", 32)?,
+            worker_name: src
+                .string("worker_name", &[])
+                .unwrap_or_else(|| "worker".into()),
+            llm,
+            judge_llm,
+            judge_enabled: src.flag("judge", true)?,
+            judge_pass_threshold: src.parse("judge_pass_threshold", 0.7)?,
+            max_story_chars: src.parse("max_story_chars", 20_000)?,
+            max_body_bytes: src.parse("max_body_bytes", 256 * 1024)?,
+            job_ttl: src.duration("job_ttl", Duration::from_secs(7 * 24 * 3600))?,
+            max_attempts: src.parse("max_attempts", 3)?,
+            lease_ttl: src.duration("lease_ttl", Duration::from_secs(30))?,
+            dispatch_timeout: src.duration("dispatch_timeout", Duration::from_secs(60))?,
+            dispatch_window: src.parse("dispatch_window", 2_000)?,
+            reconcile_interval: src.duration("reconcile_interval", Duration::from_secs(5))?,
+            retry_base: src.duration("retry_base", Duration::from_secs(2))?,
+            shutdown_grace: src.duration("shutdown_grace", Duration::from_secs(30))?,
+            repair_rounds: src.parse("repair_rounds", 2)?,
+            job_token_budget: match src.parse::<u64>("job_token_budget", 0)? {
+                0 => None,
+                n => Some(n),
+            },
+            max_output_tokens: src.parse("max_output_tokens", 2_000)?,
+            temperature: src.parse("temperature", 0.2)?,
+            prompts_dir: src
+                .string("prompts_dir", &[])
+                .unwrap_or_else(|| "prompts".into())
+                .into(),
+            prompt_set: src.string("prompt_set", &[]).unwrap_or_else(|| "v1".into()),
+            prompt_token_budget: src.parse("prompt_token_budget", 3_000)?,
+            data_dir: src
+                .string("data_dir", &[])
+                .unwrap_or_else(|| "data".into())
+                .into(),
+            cache_enabled: src.flag("cache", true)?,
+            pricing: pricing(&src)?,
+            log_format,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("STORYFORGE_WORKER_CONCURRENCY", self.worker_concurrency),
+            ("STORYFORGE_MAX_STORY_CHARS", self.max_story_chars),
+            ("STORYFORGE_MAX_BODY_BYTES", self.max_body_bytes),
+            ("STORYFORGE_DISPATCH_WINDOW", self.dispatch_window),
+            ("STORYFORGE_MAX_ATTEMPTS", self.max_attempts as usize),
+        ];
+        for (variable, value) in positive {
+            if value == 0 {
+                return Err(invalid(variable, "0", "must be at least 1"));
+            }
+        }
+        if self.lease_ttl < Duration::from_millis(300) {
+            return Err(invalid(
+                "STORYFORGE_LEASE_TTL",
+                &format!("{:?}", self.lease_ttl),
+                "must be at least 300ms",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The model used when a job does not ask for one.
+    pub fn generation_model(&self) -> &str {
+        &self.llm[0].model
+    }
+}
+
+fn read_toml(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigError::Toml {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(table
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (key, text)
+        })
+        .collect())
+}
+
+/// One provider from `{prefix}_provider`, `_base_url`, `_model`, `_api_key`, `_timeout`,
+/// `_max_concurrency`, `_requests_per_minute`.
+fn provider(
+    src: &Source,
+    prefix: &str,
+    inherit: Option<&ProviderSettings>,
+) -> Result<ProviderSettings, ConfigError> {
+    let kind = match src.get(&format!("{prefix}_provider"), &[]) {
+        Some((variable, value)) => value
+            .parse::<ProviderKind>()
+            .map_err(|e| invalid(&variable, &value, e))?,
+        None => match inherit {
+            Some(parent) => parent.kind,
+            None => ProviderKind::Ollama,
+        },
+    };
+    let mut settings = match inherit {
+        Some(parent) if parent.kind == kind => parent.clone(),
+        _ => ProviderSettings::new(kind),
+    };
+    let standard_url: &[&str] = match (kind, inherit) {
+        (ProviderKind::Ollama, None) => &["OLLAMA_HOST"],
+        _ => &[],
+    };
+    if let Some(url) = src.string(&format!("{prefix}_base_url"), standard_url) {
+        settings.base_url = if url.starts_with("http") {
+            url
+        } else {
+            format!("http://{url}")
+        };
+    }
+    if let Some(model) = src.string(&format!("{prefix}_model"), &[]) {
+        settings.model = model;
+    }
+    let standard_key: &[&str] = match kind {
+        ProviderKind::OpenAi => &["OPENAI_API_KEY"],
+        ProviderKind::Anthropic => &["ANTHROPIC_API_KEY"],
+        ProviderKind::Ollama => &[],
+    };
+    if let Some(key) = src.string(&format!("{prefix}_api_key"), standard_key) {
+        settings.api_key = Some(SecretString::from(key));
+    }
+    settings.timeout = src.duration(&format!("{prefix}_timeout"), settings.timeout)?;
+    settings.max_concurrency = src.parse(
+        &format!("{prefix}_max_concurrency"),
+        settings.max_concurrency,
+    )?;
+    if let Some(rpm) = src.string(&format!("{prefix}_requests_per_minute"), &[]) {
+        let variable = format!("STORYFORGE_{}_REQUESTS_PER_MINUTE", prefix.to_uppercase());
+        settings.requests_per_minute = Some(rpm.parse().map_err(|e| invalid(&variable, &rpm, e))?);
+    }
+    Ok(settings)
+}
+
+/// The primary provider (`STORYFORGE_LLM_*`) then `STORYFORGE_LLM_FALLBACKS`, a comma-separated
+/// list of `provider|base_url|model` entries (base URL and model may be empty for defaults).
+fn provider_chain(src: &Source) -> Result<Vec<ProviderSettings>, ConfigError> {
+    let primary = provider(src, "llm", None)?;
+    let mut chain = vec![primary.clone()];
+    if let Some((variable, value)) = src.get("llm_fallbacks", &[]) {
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let mut parts = entry.split('|');
+            let kind: ProviderKind = parts
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .parse()
+                .map_err(|e| invalid(&variable, entry, e))?;
+            let mut fallback = ProviderSettings::new(kind);
+            fallback.timeout = primary.timeout;
+            if let Some(url) = parts.next().map(str::trim).filter(|s| !s.is_empty()) {
+                fallback.base_url = url.to_string();
+            }
+            if let Some(model) = parts.next().map(str::trim).filter(|s| !s.is_empty()) {
+                fallback.model = model.to_string();
+            }
+            chain.push(fallback);
+        }
+    }
+    Ok(chain)
+}
+
+fn judge_provider(
+    src: &Source,
+    primary: &ProviderSettings,
+) -> Result<ProviderSettings, ConfigError> {
+    provider(src, "judge", Some(primary))
+}
+
+/// `STORYFORGE_PRICING`: `model=input/output` pairs in USD per million tokens, comma-separated,
+/// e.g. `gpt-4o-mini=0.15/0.60,claude-3-5-haiku-latest=0.80/4.00`.
+fn pricing(src: &Source) -> Result<HashMap<String, (f64, f64)>, ConfigError> {
+    let mut table = HashMap::new();
+    let Some((variable, value)) = src.get("pricing", &[]) else {
+        return Ok(table);
+    };
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let parsed = entry.split_once('=').and_then(|(model, prices)| {
+            let (input, output) = prices.split_once('/')?;
+            Some((
+                model.trim().to_string(),
+                (input.trim().parse().ok()?, output.trim().parse().ok()?),
+            ))
+        });
+        let (model, prices) =
+            parsed.ok_or_else(|| invalid(&variable, entry, "expected model=input/output"))?;
+        table.insert(model, prices);
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = Settings::from_sources(None, env(&[])).unwrap();
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(s.namespace, "storyforge");
+        assert_eq!(s.api_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.worker_concurrency, 32);
+        assert_eq!(s.llm[0].kind, ProviderKind::Ollama);
+        assert_eq!(s.llm[0].model, "llama3.2:3b");
+        assert!(s.judge_enabled);
+        assert_eq!(s.max_story_chars, 20_000);
+    }
+
+    #[test]
+    fn storyforge_variables_win_over_standard_ones() {
+        let s = Settings::from_sources(
+            None,
+            env(&[
+                ("REDIS_URL", "redis://a:1"),
+                ("STORYFORGE_REDIS_URL", "redis://b:2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.redis_url, "redis://b:2");
+    }
+
+    #[test]
+    fn ollama_host_is_honoured_without_a_scheme() {
+        let s = Settings::from_sources(None, env(&[("OLLAMA_HOST", "gpu-box:11434")])).unwrap();
+        assert_eq!(s.llm[0].base_url, "http://gpu-box:11434");
+    }
+
+    #[test]
+    fn judge_inherits_the_generation_provider() {
+        let s = Settings::from_sources(
+            None,
+            env(&[
+                ("STORYFORGE_LLM_PROVIDER", "openai"),
+                ("STORYFORGE_LLM_BASE_URL", "http://x/v1"),
+                ("STORYFORGE_JUDGE_MODEL", "judge-model"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.judge_llm.kind, ProviderKind::OpenAi);
+        assert_eq!(s.judge_llm.base_url, "http://x/v1");
+        assert_eq!(s.judge_llm.model, "judge-model");
+    }
+
+    #[test]
+    fn fallbacks_and_pricing_are_parsed() {
+        let s = Settings::from_sources(
+            None,
+            env(&[
+                (
+                    "STORYFORGE_LLM_FALLBACKS",
+                    "openai|http://b/v1|m2, anthropic||",
+                ),
+                ("STORYFORGE_PRICING", "m2=0.15/0.6"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.llm.len(), 3);
+        assert_eq!(s.llm[1].model, "m2");
+        assert_eq!(s.llm[2].kind, ProviderKind::Anthropic);
+        assert_eq!(s.pricing["m2"], (0.15, 0.6));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = Settings::from_sources(None, env(&[("STORYFORGE_WORKER_CONCURRENCY", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STORYFORGE_WORKER_CONCURRENCY"), "{err}");
+        let err = Settings::from_sources(None, env(&[("STORYFORGE_LLM_PROVIDER", "gpt")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("STORYFORGE_LLM_PROVIDER"), "{err}");
+    }
+
+    #[test]
+    fn the_config_file_sets_the_same_keys() {
+        let dir = tempdir();
+        let path = dir.join("sf.toml");
+        std::fs::write(&path, "namespace = \"from-file\"\nworker_concurrency = 4\n").unwrap();
+        let s = Settings::from_sources(Some(&path), env(&[("STORYFORGE_WORKER_CONCURRENCY", "8")]))
+            .unwrap();
+        assert_eq!(s.namespace, "from-file");
+        assert_eq!(
+            s.worker_concurrency, 8,
+            "the environment wins over the file"
+        );
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sf-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

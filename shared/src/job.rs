@@ -1,0 +1,301 @@
+//! The job as clients see it (`CONTRACT.md`'s Job shape) and the submission it was made from.
+//!
+//! Nothing here knows about Redis: the store turns these types into its own records.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Lifecycle of a job. `queued` and `running` are live; the other three are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        JobStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled
+        )
+    }
+}
+
+/// Where a job is inside the pipeline; shown while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Queued,
+    Generating,
+    Validating,
+    Repairing,
+    Judging,
+    Done,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Queued => "queued",
+            Stage::Generating => "generating",
+            Stage::Validating => "validating",
+            Stage::Repairing => "repairing",
+            Stage::Judging => "judging",
+            Stage::Done => "done",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Stage> {
+        [
+            Stage::Queued,
+            Stage::Generating,
+            Stage::Validating,
+            Stage::Repairing,
+            Stage::Judging,
+            Stage::Done,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+/// Per-job generation options; every field is optional in the request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerationOptions {
+    /// Fewest test cases a valid answer may have (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_cases: Option<u32>,
+    /// Most test cases a valid answer may have (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cases: Option<u32>,
+    /// Run the LLM judge for this job (default: the deployment's `STORYFORGE_JUDGE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<bool>,
+    /// Generation model for this job instead of the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl GenerationOptions {
+    pub const DEFAULT_MIN_CASES: u32 = 3;
+    pub const DEFAULT_MAX_CASES: u32 = 10;
+
+    pub fn min_cases(&self) -> u32 {
+        self.min_cases.unwrap_or(Self::DEFAULT_MIN_CASES)
+    }
+
+    pub fn max_cases(&self) -> u32 {
+        self.max_cases.unwrap_or(Self::DEFAULT_MAX_CASES)
+    }
+}
+
+/// Where to send the job's final event (delivered by a later issue's webhook sender).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    pub url: String,
+    /// Signing secret; never shown back to clients.
+    #[serde(default, skip_serializing)]
+    pub secret: Option<String>,
+}
+
+/// What a client submitted: immutable once the job exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub story: String,
+    #[serde(default)]
+    pub acceptance_criteria: Vec<String>,
+    #[serde(default)]
+    pub story_id: Option<String>,
+    #[serde(default)]
+    pub options: GenerationOptions,
+    #[serde(default)]
+    pub webhook: Option<StoredWebhook>,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub batch_id: Option<Uuid>,
+}
+
+/// The webhook as kept in the store, secret included (unlike [`WebhookTarget`]'s client view).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredWebhook {
+    pub url: String,
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// One generated test case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestCase {
+    pub id: String,
+    pub title: String,
+    pub priority: Priority,
+    pub given: String,
+    pub when: String,
+    pub then: String,
+    /// Acceptance criteria (`AC1`, …) this case exercises; empty when the story has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Critical,
+    High,
+    Medium,
+    Low,
+}
+
+impl Priority {
+    pub fn parse(text: &str) -> Option<Priority> {
+        match text {
+            "critical" => Some(Priority::Critical),
+            "high" => Some(Priority::High),
+            "medium" => Some(Priority::Medium),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+}
+
+/// Outcome of structural validation (seed 000's rules) and the repair rounds it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub structure_valid: bool,
+    pub count: usize,
+    pub repairs: u32,
+    pub issues: Vec<String>,
+}
+
+/// The LLM judge's verdict, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relevance: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clarity: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overall: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    pub model: String,
+    /// Set when the judge itself failed; the scores are then absent, never zero.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+}
+
+/// Deterministic checks beside the judge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Coverage {
+    pub count: usize,
+    pub priority_diversity: usize,
+    pub has_positive_cases: bool,
+    pub has_negative_cases: bool,
+    pub score: f64,
+    pub passed: bool,
+    /// Pairs of case ids that say nearly the same thing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub near_duplicates: Vec<[String; 2]>,
+    /// Acceptance criterion id → ids of the cases covering it; absent without criteria.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criteria: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncovered_criteria: Vec<String>,
+}
+
+/// Tokens, calls, time and money one job cost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub provider: String,
+    pub model: String,
+    pub llm_calls: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    /// True when this result was served from the duplicate-story cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub test_cases: Vec<TestCase>,
+    pub validation: Validation,
+    pub quality: Option<Quality>,
+    pub coverage: Coverage,
+    pub usage: Usage,
+    pub prompt_version: String,
+}
+
+/// Why a job failed: a stable machine-readable code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    pub code: String,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        JobError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A job as `GET /v1/jobs/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: Uuid,
+    pub status: JobStatus,
+    pub stage: Stage,
+    pub attempts: u32,
+    pub batch_id: Option<Uuid>,
+    pub story_id: Option<String>,
+    pub story: String,
+    pub acceptance_criteria: Vec<String>,
+    pub options: GenerationOptions,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub webhook: Option<WebhookTarget>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub result: Option<JobResult>,
+    pub error: Option<JobError>,
+}

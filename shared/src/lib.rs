@@ -1,0 +1,21 @@
+//! Everything the API and the workers both need.
+//!
+//! # Layout
+//! - [`job`]: the Job as clients see it, the submission it came from, test cases and results.
+//! - [`config`]: the typed `Settings`, from environment variables and an optional TOML file.
+//! - [`store`]: the job store trait — the source of truth for job state — and its Redis
+//!   implementation.
+//! - [`queue`]: the apalis queue carrying "run job X now" tickets, and the dispatcher step.
+//! - [`llm`]: LLM provider clients (OpenAI-compatible, Ollama, Anthropic), the fallback chain
+//!   with its circuit breaker and rate limits. Shared because the API reports provider health.
+//! - [`telemetry`]: logging and OpenTelemetry set-up.
+
+pub mod config;
+pub mod job;
+pub mod llm;
+pub mod queue;
+pub mod store;
+pub mod telemetry;
+
+/// The version reported by `/status` and the binaries.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

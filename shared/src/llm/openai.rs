@@ -1,0 +1,558 @@
+//! The OpenAI chat-completions protocol, which OpenAI and most self-hosted servers (vLLM,
+//! llama.cpp, LM Studio) speak: `POST {base}/chat/completions` with a bearer token.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::limits::Limiter;
+use super::transport::{self, send_json};
+use super::{
+    ChatProvider, ChatRequest, ChatResponse, FinishReason, LlmError, PROBE_TIMEOUT,
+    ProviderSettings, StructuredOutput,
+};
+
+/// `response_format` types from richest to plainest; `Auto` walks down this list as servers
+/// reject them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Format {
+    JsonSchema = 0,
+    JsonObject = 1,
+    Text = 2,
+}
+
+impl Format {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Format::JsonSchema,
+            1 => Format::JsonObject,
+            _ => Format::Text,
+        }
+    }
+
+    fn plainer(self) -> Option<Self> {
+        match self {
+            Format::JsonSchema => Some(Format::JsonObject),
+            Format::JsonObject => Some(Format::Text),
+            Format::Text => None,
+        }
+    }
+}
+
+pub(crate) struct OpenAiClient {
+    settings: ProviderSettings,
+    http: reqwest::Client,
+    limiter: Limiter,
+    /// In `Auto` mode, the richest format this server has not rejected yet; shared by all calls
+    /// so only the first call pays for the discovery.
+    negotiated: AtomicU8,
+}
+
+impl OpenAiClient {
+    pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
+        let limiter = Limiter::new(settings.max_concurrency, settings.requests_per_minute);
+        Self {
+            settings,
+            http,
+            limiter,
+            negotiated: AtomicU8::new(Format::JsonSchema as u8),
+        }
+    }
+
+    fn format_for(&self, req: &ChatRequest) -> Format {
+        if req.json_schema.is_none() {
+            return Format::Text;
+        }
+        match self.settings.structured_output {
+            StructuredOutput::Auto => Format::from_u8(self.negotiated.load(Ordering::Relaxed)),
+            StructuredOutput::JsonSchema => Format::JsonSchema,
+            StructuredOutput::JsonObject => Format::JsonObject,
+            StructuredOutput::Text => Format::Text,
+        }
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.settings.api_key {
+            Some(key) => request.bearer_auth(key.expose_secret()),
+            None => request,
+        }
+    }
+
+    async fn send(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        format: Format,
+        deadline: Instant,
+    ) -> Result<WireReply, LlmError> {
+        let response_format = match (format, &req.json_schema) {
+            (Format::JsonSchema, Some(schema)) => Some(json!({
+                "type": "json_schema",
+                "json_schema": {"name": schema_name(req), "schema": schema, "strict": false},
+            })),
+            (Format::JsonObject, Some(_)) => Some(json!({"type": "json_object"})),
+            _ => None,
+        };
+        let body = WireRequest {
+            model,
+            messages: req
+                .messages
+                .iter()
+                .map(|m| WireMessage {
+                    role: m.role.as_str(),
+                    content: &m.content,
+                })
+                .collect(),
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+            response_format,
+        };
+        let request = self
+            .http
+            .post(self.settings.endpoint("/chat/completions"))
+            .json(&body);
+        send_json(self.authorized(request), deadline).await
+    }
+}
+
+#[async_trait]
+impl ChatProvider for OpenAiClient {
+    fn name(&self) -> &str {
+        "openai"
+    }
+
+    fn model(&self) -> &str {
+        &self.settings.model
+    }
+
+    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        let deadline = Instant::now() + self.settings.timeout;
+        let _slot = self.limiter.acquire(deadline).await?;
+        let started = Instant::now();
+        let model = req.model.as_deref().unwrap_or(&self.settings.model);
+        let mut format = self.format_for(req);
+        let reply = loop {
+            match self.send(req, model, format, deadline).await {
+                Err(LlmError::InvalidRequest { status, body })
+                    if self.settings.structured_output == StructuredOutput::Auto
+                        && rejects_response_format(status, &body) =>
+                {
+                    let Some(plainer) = format.plainer() else {
+                        return Err(LlmError::InvalidRequest { status, body });
+                    };
+                    // `fetch_max` keeps a concurrent call's further downgrade.
+                    self.negotiated.fetch_max(plainer as u8, Ordering::Relaxed);
+                    tracing::warn!(
+                        gen_ai.system = "openai",
+                        server.address = %self.settings.base_url,
+                        rejected = ?format,
+                        now_using = ?plainer,
+                        "the server rejected this response_format; using a plainer one from now on"
+                    );
+                    format = plainer;
+                    self.limiter.wait_for_rate_slot(deadline).await?;
+                }
+                other => break other?,
+            }
+        };
+        let latency = started.elapsed();
+
+        let choice = reply
+            .choices
+            .into_iter()
+            .next()
+            .ok_or_else(|| LlmError::BadResponse("the reply has no choices".into()))?;
+        let text = match (choice.message.content, choice.message.refusal) {
+            (Some(text), _) => text,
+            (None, Some(refusal)) => {
+                return Err(LlmError::BadResponse(format!(
+                    "the model refused: {refusal}"
+                )));
+            }
+            (None, None) => {
+                return Err(LlmError::BadResponse(
+                    "the reply's message has no content".into(),
+                ));
+            }
+        };
+        let usage = reply.usage.unwrap_or_default();
+        Ok(ChatResponse {
+            text,
+            provider: "openai".to_owned(),
+            model: reply.model.unwrap_or_else(|| model.to_owned()),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            finish: match choice.finish_reason.as_deref() {
+                Some("stop") => FinishReason::Stop,
+                Some("length") => FinishReason::Length,
+                Some(other) => FinishReason::Other(other.to_owned()),
+                None => FinishReason::Other("unknown".to_owned()),
+            },
+            latency,
+        })
+    }
+
+    async fn probe(&self) -> Result<(), LlmError> {
+        let deadline = Instant::now() + self.settings.timeout.min(PROBE_TIMEOUT);
+        let request = self.http.get(self.settings.endpoint("/models"));
+        transport::send(self.authorized(request), deadline)
+            .await
+            .map(drop)
+    }
+}
+
+/// OpenAI requires `^[a-zA-Z0-9_-]{1,64}$`; anything else becomes `_`.
+fn schema_name(req: &ChatRequest) -> String {
+    let name: String = req
+        .schema_name
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "response".to_owned()
+    } else {
+        name
+    }
+}
+
+/// Whether a 4xx complains about `response_format` rather than about the prompt. Compatible
+/// servers word this differently, so look for the parameter's names.
+fn rejects_response_format(status: u16, body: &str) -> bool {
+    let body = body.to_ascii_lowercase();
+    matches!(status, 400 | 422)
+        && ["response_format", "json_schema", "json_object"]
+            .iter()
+            .any(|word| body.contains(word))
+}
+
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    max_tokens: u32,
+    temperature: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Deserialize)]
+struct WireReply {
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<WireChoice>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    message: WireReplyMessage,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireReplyMessage {
+    content: Option<String>,
+    refusal: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::llm::fake_server::FakeServer;
+    use crate::llm::{ChatMessage, ProviderKind, build_provider};
+
+    fn completion(content: &str, finish_reason: &str) -> Value {
+        json!({
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": "gpt-4o-mini-2024-07-18",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": null},
+                "finish_reason": finish_reason
+            }],
+            "usage": {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}
+        })
+    }
+
+    fn settings(server: &FakeServer, mode: StructuredOutput) -> ProviderSettings {
+        let mut settings = ProviderSettings::new(ProviderKind::OpenAi);
+        settings.base_url = format!("{}/v1", server.base_url);
+        settings.api_key = Some(SecretString::from("sk-test"));
+        settings.structured_output = mode;
+        settings
+    }
+
+    fn schema_request() -> ChatRequest {
+        ChatRequest {
+            messages: vec![
+                ChatMessage::system("Reply in JSON."),
+                ChatMessage::user("Story"),
+            ],
+            json_schema: Some(json!({"type": "object"})),
+            schema_name: "test_cases".into(),
+            max_tokens: 500,
+            temperature: 0.1,
+            model: None,
+        }
+    }
+
+    /// A server that records each request's headers and body and answers with `reply`.
+    async fn recording_server(
+        reply: impl Fn(&Value) -> Response + Clone + Send + Sync + 'static,
+    ) -> (FakeServer, Arc<Mutex<Vec<(HeaderMap, Value)>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let router = Router::new().route(
+            "/v1/chat/completions",
+            post({
+                let seen = seen.clone();
+                move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| async move {
+                    let response = reply(&body);
+                    seen.lock().unwrap().push((headers, body));
+                    response
+                }
+            }),
+        );
+        (FakeServer::start(router).await, seen)
+    }
+
+    #[tokio::test]
+    async fn parses_content_usage_and_finish_reason_and_sends_the_schema() {
+        let (server, seen) = recording_server(|_| {
+            axum::Json(completion(r#"{"test_cases":[]}"#, "stop")).into_response()
+        })
+        .await;
+        let provider = build_provider(
+            settings(&server, StructuredOutput::Auto),
+            reqwest::Client::new(),
+        );
+
+        let response = provider.chat(&schema_request()).await.unwrap();
+
+        assert_eq!(response.text, r#"{"test_cases":[]}"#);
+        assert_eq!(response.provider, "openai");
+        assert_eq!(response.model, "gpt-4o-mini-2024-07-18");
+        assert_eq!(
+            (response.prompt_tokens, response.completion_tokens),
+            (42, 7)
+        );
+        assert_eq!(response.finish, FinishReason::Stop);
+        let seen = seen.lock().unwrap();
+        let (headers, body) = &seen[0];
+        assert_eq!(headers["authorization"], "Bearer sk-test");
+        assert_eq!(body["model"], "gpt-4o-mini");
+        assert_eq!(body["max_tokens"], 500);
+        assert_eq!(
+            body["messages"][0],
+            json!({"role": "system", "content": "Reply in JSON."})
+        );
+        assert_eq!(
+            body["response_format"],
+            json!({"type": "json_schema", "json_schema": {
+                "name": "test_cases", "schema": {"type": "object"}, "strict": false}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_length_finish_and_a_per_request_model_are_reported() {
+        let (server, seen) =
+            recording_server(|_| axum::Json(completion("{\"test_ca", "length")).into_response())
+                .await;
+        let provider = build_provider(
+            settings(&server, StructuredOutput::Text),
+            reqwest::Client::new(),
+        );
+        let request = ChatRequest {
+            model: Some("gpt-4.1".into()),
+            ..schema_request()
+        };
+
+        let response = provider.chat(&request).await.unwrap();
+
+        assert_eq!(response.finish, FinishReason::Length);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].1["model"], "gpt-4.1");
+        assert!(
+            seen[0].1.get("response_format").is_none(),
+            "text mode sends no response_format"
+        );
+    }
+
+    #[tokio::test]
+    async fn auto_mode_falls_back_to_json_object_when_the_server_rejects_json_schema_and_remembers()
+    {
+        // Arrange: a server that, like many compatible ones, knows json_object but not json_schema.
+        let (server, seen) = recording_server(|body| {
+            if body["response_format"]["type"] == "json_schema" {
+                let error = json!({"error": {
+                    "message": "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.",
+                    "type": "invalid_request_error", "param": "response_format"}});
+                (StatusCode::BAD_REQUEST, axum::Json(error)).into_response()
+            } else {
+                axum::Json(completion("{}", "stop")).into_response()
+            }
+        })
+        .await;
+        let provider = build_provider(
+            settings(&server, StructuredOutput::Auto),
+            reqwest::Client::new(),
+        );
+
+        // Act
+        let first = provider.chat(&schema_request()).await;
+        let second = provider.chat(&schema_request()).await;
+
+        // Assert: one rejected request, then json_object for this call and every later one.
+        assert!(first.is_ok() && second.is_ok());
+        let formats: Vec<Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| body["response_format"]["type"].clone())
+            .collect();
+        assert_eq!(
+            formats,
+            [
+                json!("json_schema"),
+                json!("json_object"),
+                json!("json_object")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn auto_mode_ends_with_plain_text_and_keeps_other_bad_requests_as_errors() {
+        let (server, seen) = recording_server(|body| match body.get("response_format") {
+            Some(_) => {
+                (StatusCode::BAD_REQUEST, "response_format is not supported").into_response()
+            }
+            None => (StatusCode::BAD_REQUEST, "context length exceeded").into_response(),
+        })
+        .await;
+        let provider = build_provider(
+            settings(&server, StructuredOutput::Auto),
+            reqwest::Client::new(),
+        );
+
+        let error = provider.chat(&schema_request()).await.unwrap_err();
+
+        assert!(
+            matches!(&error, LlmError::InvalidRequest { status: 400, body } if body.contains("context length")),
+            "{error:?}"
+        );
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            3,
+            "json_schema, json_object, then text"
+        );
+    }
+
+    #[tokio::test]
+    async fn explicit_json_schema_mode_does_not_fall_back() {
+        let (server, _) = recording_server(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                "response_format json_schema unsupported",
+            )
+                .into_response()
+        })
+        .await;
+        let provider = build_provider(
+            settings(&server, StructuredOutput::JsonSchema),
+            reqwest::Client::new(),
+        );
+
+        let error = provider.chat(&schema_request()).await.unwrap_err();
+
+        assert!(
+            matches!(error, LlmError::InvalidRequest { status: 400, .. }),
+            "{error:?}"
+        );
+        assert_eq!(server.hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reply_without_content_is_a_bad_response() {
+        let (server, _) = recording_server(|_| {
+            axum::Json(
+                json!({"model": "m", "choices": [{"message": {"role": "assistant", "content": null},
+                "finish_reason": "stop"}]}),
+            )
+            .into_response()
+        })
+        .await;
+        let provider = build_provider(
+            settings(&server, StructuredOutput::Auto),
+            reqwest::Client::new(),
+        );
+
+        let error = provider.chat(&schema_request()).await.unwrap_err();
+
+        assert!(matches!(error, LlmError::BadResponse(_)), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn probe_lists_models_with_the_key() {
+        let server = FakeServer::start(Router::new().route(
+            "/v1/models",
+            get(|headers: HeaderMap| async move {
+                if headers
+                    .get("authorization")
+                    .is_some_and(|v| v == "Bearer sk-test")
+                {
+                    axum::Json(json!({"object": "list", "data": []})).into_response()
+                } else {
+                    StatusCode::UNAUTHORIZED.into_response()
+                }
+            }),
+        ))
+        .await;
+        let provider = build_provider(
+            settings(&server, StructuredOutput::Auto),
+            reqwest::Client::new(),
+        );
+        let mut keyless = settings(&server, StructuredOutput::Auto);
+        keyless.api_key = None;
+        let keyless = build_provider(keyless, reqwest::Client::new());
+
+        assert!(provider.probe().await.is_ok());
+        assert!(matches!(
+            keyless.probe().await,
+            Err(LlmError::Unauthorized { status: 401 })
+        ));
+    }
+}

@@ -1,0 +1,10 @@
+-- ARGV: ns, live_window_ms. Returns {queued, running, succeeded, failed, canceled, depth, worker...}.
+local out = {}
+for _, s in ipairs({'queued', 'running', 'succeeded', 'failed', 'canceled'}) do
+  table.insert(out, redis.call('ZCARD', key('idx', s)))
+end
+table.insert(out, redis.call('ZCARD', key('pending')) + redis.call('ZCARD', key('dispatched')))
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', key('workers'), now_ms() - tonumber(ARGV[2]), '+inf')) do
+  table.insert(out, w)
+end
+return out

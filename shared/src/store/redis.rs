@@ -1,0 +1,497 @@
+//! [`JobStore`] on Redis. Every state change is one Lua script (in `lua/`), so it is atomic; the
+//! scripts read Redis's own clock, so workers on machines with skewed clocks agree on leases.
+//!
+//! # Key layout (all under the namespace `ns`)
+//! - `ns:job:{id}` — hash: `spec` (JSON), `status`, `stage`, `attempts`,
+//!   `due_at`, `token` and `lease_until` (while running), `worker`, `created_at`, `started_at`,
+//!   `finished_at` (ms), `result` / `error` / `last_error` (JSON). Expires `job_ttl` after finishing.
+//! - `ns:pending` — zset id → due time: jobs waiting to be dispatched.
+//! - `ns:dispatched` — zset id → dispatch time: handed to apalis, not yet claimed.
+//! - `ns:leases` — zset id → lease deadline: running jobs.
+//! - `ns:idx:all`, `ns:idx:{status}`, `ns:idx:batch:{id}` — zsets of ids, all scores 0, so that
+//!   the lexical order of the time-ordered UUIDv7 ids is creation order.
+//! - `ns:expiry` — zset id → time its hash expires, to prune the indexes.
+//! - `ns:idem:{key}` — hash `id`, `hash` of an idempotent submission.
+//! - `ns:workers` — zset worker name → last heartbeat; `ns:capacity` — hash name → concurrency.
+//!
+//! The scripts build key names from the namespace, so this layout suits one Redis (or a
+//! primary with replicas), not Redis Cluster.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use uuid::Uuid;
+
+use super::{
+    CancelOutcome, Claim, Created, Dispatch, JobStore, Lease, LeaseState, ListQuery, Page,
+    Reconciled, StoreError, StorePolicy, StoreStats,
+};
+use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, WebhookTarget};
+
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/prelude.lua"),
+                "\n",
+                include_str!(concat!("lua/", $file))
+            ))
+        })
+    };
+}
+
+static CREATE: LazyLock<Script> = script!("create.lua");
+static TAKE_DUE: LazyLock<Script> = script!("take_due.lua");
+static CLAIM: LazyLock<Script> = script!("claim.lua");
+static TOUCH: LazyLock<Script> = script!("touch.lua");
+static FINISH: LazyLock<Script> = script!("finish.lua");
+static RETRY: LazyLock<Script> = script!("retry.lua");
+static HAND_BACK: LazyLock<Script> = script!("hand_back.lua");
+static CANCEL: LazyLock<Script> = script!("cancel.lua");
+static RECONCILE: LazyLock<Script> = script!("reconcile.lua");
+static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
+static STATS: LazyLock<Script> = script!("stats.lua");
+
+/// Jobs a reconcile pass looks at per category; the next pass picks up the rest.
+const RECONCILE_BATCH: usize = 1_000;
+/// A worker that has not beaten for this long is not counted as live.
+const LIVE_WINDOW: Duration = Duration::from_secs(30);
+
+/// Connects with a response timeout long enough for loaded servers (redis-rs's 500 ms default
+/// turns a busy moment into errors) and reconnects after Redis restarts.
+pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url).map_err(unavailable)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(2));
+    client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(unavailable)
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+#[derive(Clone)]
+pub struct RedisJobStore {
+    conn: ConnectionManager,
+    namespace: String,
+    policy: StorePolicy,
+}
+
+impl RedisJobStore {
+    pub fn new(conn: ConnectionManager, namespace: impl Into<String>, policy: StorePolicy) -> Self {
+        RedisJobStore {
+            conn,
+            namespace: namespace.into(),
+            policy,
+        }
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.namespace)
+    }
+
+    fn invocation<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(&self.namespace);
+        invocation
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn lease_call(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<LeaseState, StoreError> {
+        let state: String = self.run(invocation).await?;
+        parse_lease_state(&state)
+    }
+
+    async fn load(&self, ids: &[String]) -> Result<Vec<Option<Job>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.key(&format!("job:{id}")));
+        }
+        let mut conn = self.conn.clone();
+        let hashes: Vec<std::collections::HashMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        ids.iter()
+            .zip(hashes)
+            .map(|(id, fields)| {
+                if fields.is_empty() {
+                    Ok(None)
+                } else {
+                    job_from_fields(id, &fields).map(Some)
+                }
+            })
+            .collect()
+    }
+}
+
+fn parse_lease_state(state: &str) -> Result<LeaseState, StoreError> {
+    match state {
+        "held" => Ok(LeaseState::Held),
+        "lost" | "failed" => Ok(LeaseState::Lost),
+        "canceled" => Ok(LeaseState::Canceled),
+        other => Err(corrupt(format!("unexpected lease state {other:?}"))),
+    }
+}
+
+fn time_field(
+    fields: &std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let Some(text) = fields.get(name) else {
+        return Ok(None);
+    };
+    let ms: i64 = text
+        .parse()
+        .map_err(|_| corrupt(format!("{name}={text:?}")))?;
+    Ok(Utc.timestamp_millis_opt(ms).single())
+}
+
+fn json_field<T: serde::de::DeserializeOwned>(
+    fields: &std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, StoreError> {
+    fields
+        .get(name)
+        .map(|text| serde_json::from_str(text).map_err(|e| corrupt(format!("{name}: {e}"))))
+        .transpose()
+}
+
+/// Assembles the client view of a job from its hash.
+fn job_from_fields(
+    id: &str,
+    fields: &std::collections::HashMap<String, String>,
+) -> Result<Job, StoreError> {
+    let spec: JobSpec =
+        json_field(fields, "spec")?.ok_or_else(|| corrupt(format!("job {id} has no spec")))?;
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    let status = JobStatus::parse(field("status"))
+        .ok_or_else(|| corrupt(format!("job {id} status {:?}", field("status"))))?;
+    let stage = Stage::parse(field("stage")).unwrap_or(Stage::Queued);
+    Ok(Job {
+        id: id.parse().map_err(corrupt)?,
+        status,
+        stage,
+        attempts: field("attempts").parse().unwrap_or(0),
+        batch_id: spec.batch_id,
+        story_id: spec.story_id,
+        story: spec.story,
+        acceptance_criteria: spec.acceptance_criteria,
+        options: spec.options,
+        metadata: spec.metadata,
+        webhook: spec.webhook.map(|w| WebhookTarget {
+            url: w.url,
+            secret: None,
+        }),
+        created_at: time_field(fields, "created_at")?
+            .ok_or_else(|| corrupt(format!("job {id} has no created_at")))?,
+        started_at: time_field(fields, "started_at")?,
+        finished_at: time_field(fields, "finished_at")?,
+        result: json_field::<JobResult>(fields, "result")?,
+        error: json_field::<JobError>(fields, "error")?,
+    })
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+#[async_trait]
+impl JobStore for RedisJobStore {
+    async fn create(
+        &self,
+        spec: &JobSpec,
+        idempotency: Option<(&str, &str)>,
+    ) -> Result<Created, StoreError> {
+        let id = Uuid::now_v7();
+        let (key, hash) = idempotency.unwrap_or(("", ""));
+        let mut invocation = self.invocation(&CREATE);
+        invocation
+            .arg(id.to_string())
+            .arg(to_json(spec)?)
+            .arg(key)
+            .arg(hash)
+            .arg(millis(self.policy.job_ttl))
+            .arg(spec.batch_id.map(|b| b.to_string()).unwrap_or_default());
+        let (outcome, job_id): (String, String) = self.run(&invocation).await?;
+        if outcome == "conflict" {
+            return Err(StoreError::IdempotencyConflict {
+                key: key.to_string(),
+            });
+        }
+        let job = self
+            .load(std::slice::from_ref(&job_id))
+            .await?
+            .pop()
+            .flatten()
+            .ok_or_else(|| corrupt(format!("job {job_id} vanished right after creation")))?;
+        Ok(Created {
+            job,
+            replayed: outcome == "replay",
+        })
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        Ok(self.load(&[id.to_string()]).await?.pop().flatten())
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError> {
+        let index = match (query.batch_id, query.status) {
+            (Some(batch), _) => self.key(&format!("idx:batch:{batch}")),
+            (None, Some(status)) => self.key(&format!("idx:{}", status.as_str())),
+            (None, None) => self.key("idx:all"),
+        };
+        let limit = query.limit.max(1);
+        let mut items = Vec::new();
+        let mut upper = match query.cursor {
+            Some(cursor) => format!("({cursor}"),
+            None => "+".to_string(),
+        };
+        let mut conn = self.conn.clone();
+        // Expired jobs and (with a batch filter) other statuses are skipped, so read in rounds.
+        loop {
+            let ids: Vec<String> = conn
+                .zrevrangebylex_limit(&index, &upper, "-", 0, (limit * 2) as isize)
+                .await
+                .map_err(unavailable)?;
+            let exhausted = ids.len() < limit * 2;
+            let jobs = self.load(&ids).await?;
+            for (id, job) in ids.iter().zip(jobs) {
+                upper = format!("({id}");
+                match job {
+                    None => {
+                        let _: () = conn.zrem(&index, id).await.map_err(unavailable)?;
+                    }
+                    Some(job) if query.status.is_none_or(|s| s == job.status) => {
+                        items.push(job);
+                        if items.len() == limit + 1 {
+                            break;
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            if items.len() > limit || exhausted {
+                break;
+            }
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        let mut invocation = self.invocation(&CANCEL);
+        invocation
+            .arg(id.to_string())
+            .arg(millis(self.policy.job_ttl));
+        let outcome: String = self.run(&invocation).await?;
+        let job = self.get(id).await?;
+        Ok(match (outcome.as_str(), job) {
+            ("canceled", Some(job)) => CancelOutcome::Canceled(job),
+            ("finished", Some(job)) => CancelOutcome::AlreadyFinished(job),
+            _ => CancelOutcome::NotFound,
+        })
+    }
+
+    async fn take_due(&self, limit: usize, window: usize) -> Result<Vec<Dispatch>, StoreError> {
+        let mut invocation = self.invocation(&TAKE_DUE);
+        invocation.arg(limit).arg(window);
+        let ids: Vec<String> = self.run(&invocation).await?;
+        ids.iter()
+            .map(|id| {
+                Ok(Dispatch {
+                    job_id: id.parse().map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim(&self, ticket: &Dispatch, worker: &str) -> Result<Claim, StoreError> {
+        let token = Uuid::new_v4().to_string();
+        let mut invocation = self.invocation(&CLAIM);
+        invocation
+            .arg(ticket.job_id.to_string())
+            .arg(&token)
+            .arg(worker)
+            .arg(millis(self.policy.lease_ttl))
+            .arg(self.policy.max_attempts)
+            .arg(millis(self.policy.job_ttl));
+        let reply: Vec<String> = self.run(&invocation).await?;
+        match reply.first().map(String::as_str) {
+            Some("granted") if reply.len() == 3 => Ok(Claim::Granted(Box::new(Lease {
+                job_id: ticket.job_id,
+                token,
+                attempt: reply[1].parse().map_err(corrupt)?,
+                spec: serde_json::from_str(&reply[2]).map_err(corrupt)?,
+            }))),
+            Some("stale") => Ok(Claim::Stale),
+            Some("exhausted") => Ok(Claim::Exhausted),
+            _ => Err(corrupt(format!("unexpected claim reply {reply:?}"))),
+        }
+    }
+
+    async fn touch(&self, lease: &Lease, stage: Option<Stage>) -> Result<LeaseState, StoreError> {
+        let mut invocation = self.invocation(&TOUCH);
+        invocation
+            .arg(lease.job_id.to_string())
+            .arg(&lease.token)
+            .arg(millis(self.policy.lease_ttl))
+            .arg(stage.map(Stage::as_str).unwrap_or_default());
+        self.lease_call(&invocation).await
+    }
+
+    async fn complete(&self, lease: &Lease, result: &JobResult) -> Result<LeaseState, StoreError> {
+        let mut invocation = self.invocation(&FINISH);
+        invocation
+            .arg(lease.job_id.to_string())
+            .arg(&lease.token)
+            .arg("succeeded")
+            .arg("result")
+            .arg(to_json(result)?)
+            .arg(millis(self.policy.job_ttl));
+        self.lease_call(&invocation).await
+    }
+
+    async fn fail(&self, lease: &Lease, error: &JobError) -> Result<LeaseState, StoreError> {
+        let mut invocation = self.invocation(&FINISH);
+        invocation
+            .arg(lease.job_id.to_string())
+            .arg(&lease.token)
+            .arg("failed")
+            .arg("error")
+            .arg(to_json(error)?)
+            .arg(millis(self.policy.job_ttl));
+        self.lease_call(&invocation).await
+    }
+
+    async fn retry_later(
+        &self,
+        lease: &Lease,
+        delay: Duration,
+        error: &JobError,
+    ) -> Result<LeaseState, StoreError> {
+        let final_error = JobError::new(
+            error.code.clone(),
+            format!(
+                "{} (gave up after {} attempts)",
+                error.message, self.policy.max_attempts
+            ),
+        );
+        let mut invocation = self.invocation(&RETRY);
+        invocation
+            .arg(lease.job_id.to_string())
+            .arg(&lease.token)
+            .arg(millis(delay))
+            .arg(to_json(error)?)
+            .arg(to_json(&final_error)?)
+            .arg(self.policy.max_attempts)
+            .arg(millis(self.policy.job_ttl));
+        self.lease_call(&invocation).await
+    }
+
+    async fn hand_back(&self, lease: &Lease) -> Result<LeaseState, StoreError> {
+        let mut invocation = self.invocation(&HAND_BACK);
+        invocation.arg(lease.job_id.to_string()).arg(&lease.token);
+        self.lease_call(&invocation).await
+    }
+
+    async fn reconcile(&self) -> Result<Reconciled, StoreError> {
+        let mut invocation = self.invocation(&RECONCILE);
+        invocation
+            .arg(self.policy.max_attempts)
+            .arg(millis(self.policy.dispatch_timeout))
+            .arg(millis(self.policy.job_ttl))
+            .arg(RECONCILE_BATCH);
+        let report: Vec<usize> = self.run(&invocation).await?;
+        let [requeued, failed, redispatched, pruned] = report[..] else {
+            return Err(corrupt(format!("unexpected reconcile reply {report:?}")));
+        };
+        Ok(Reconciled {
+            expired_leases_requeued: requeued,
+            exhausted_failed: failed,
+            redispatched,
+            pruned,
+        })
+    }
+
+    async fn heartbeat(&self, worker: &str, capacity: usize) -> Result<(), StoreError> {
+        let mut invocation = self.invocation(&HEARTBEAT);
+        invocation.arg(worker).arg(capacity);
+        self.run::<i64>(&invocation).await.map(drop)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut invocation = self.invocation(&STATS);
+        invocation.arg(millis(LIVE_WINDOW));
+        let reply: Vec<redis::Value> = self.run(&invocation).await?;
+        let count = |i: usize| -> Result<u64, StoreError> {
+            reply
+                .get(i)
+                .map(redis::from_redis_value_ref)
+                .transpose()
+                .map_err(corrupt)?
+                .ok_or_else(|| corrupt("short stats reply"))
+        };
+        let by_status = JobStatus::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Ok((s.as_str().to_string(), count(i)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let live_workers = reply[6..]
+            .iter()
+            .map(redis::from_redis_value_ref)
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(corrupt)?;
+        Ok(StoreStats {
+            by_status,
+            queue_depth: count(5)?,
+            live_workers,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}

@@ -1,0 +1,215 @@
+//! A StoryForge deployment for one test: its own Redis namespace on the test binary's private
+//! `redis-server`, a fake LLM, and the API and workers started in-process or as real processes.
+//!
+//! Settings are passed as an explicit environment map, never through the test process's own
+//! environment, so tests running in parallel cannot see each other's configuration.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use storyforge_shared::config::Settings;
+use storyforge_shared::store::JobStore;
+use storyforge_shared::store::redis::{RedisJobStore, connect};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::fake_llm::FakeLlm;
+use crate::process::{ChildProcess, wait_until};
+use crate::redis_server::{RedisServer, unique_namespace};
+
+/// The workspace root, where `prompts/` and `data/` live.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// One test's deployment.
+pub struct TestEnv {
+    pub llm: FakeLlm,
+    pub namespace: String,
+    redis_url: String,
+    /// Extra settings, as `STORYFORGE_*` variables.
+    env: HashMap<String, String>,
+    pub http: reqwest::Client,
+}
+
+impl TestEnv {
+    /// A deployment on the shared test Redis, with short timings so recovery paths run quickly.
+    pub async fn new(llm: FakeLlm) -> TestEnv {
+        TestEnv::on_redis(llm, &RedisServer::shared().url())
+    }
+
+    pub fn on_redis(llm: FakeLlm, redis_url: &str) -> TestEnv {
+        let namespace = unique_namespace("sf-test");
+        let root = workspace_root();
+        let env = [
+            ("STORYFORGE_LLM_PROVIDER", "openai".to_string()),
+            ("STORYFORGE_LLM_BASE_URL", llm.openai_base_url()),
+            ("STORYFORGE_LLM_MODEL", "fake-model".to_string()),
+            ("STORYFORGE_LLM_TIMEOUT", "5s".to_string()),
+            ("STORYFORGE_JUDGE", "off".to_string()),
+            ("STORYFORGE_LEASE_TTL", "2s".to_string()),
+            ("STORYFORGE_RECONCILE_INTERVAL", "300ms".to_string()),
+            ("STORYFORGE_DISPATCH_TIMEOUT", "5s".to_string()),
+            ("STORYFORGE_RETRY_BASE", "100ms".to_string()),
+            ("STORYFORGE_SHUTDOWN_GRACE", "5s".to_string()),
+            ("STORYFORGE_PROMPTS_DIR", root.join("prompts").display().to_string()),
+            ("STORYFORGE_DATA_DIR", root.join("data").display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        TestEnv {
+            llm,
+            namespace,
+            redis_url: redis_url.to_string(),
+            env,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sets `STORYFORGE_<key>` for everything started after this call.
+    pub fn set(&mut self, key: &str, value: &str) -> &mut TestEnv {
+        self.env.insert(format!("STORYFORGE_{}", key.to_uppercase()), value.to_string());
+        self
+    }
+
+    pub fn env_map(&self) -> HashMap<String, String> {
+        let mut env = self.env.clone();
+        env.insert("STORYFORGE_REDIS_URL".into(), self.redis_url.clone());
+        env.insert("STORYFORGE_NAMESPACE".into(), self.namespace.clone());
+        env
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::from_sources(None, self.env_map()).unwrap_or_else(|e| panic!("test settings: {e}"))
+    }
+
+    /// A direct handle on the job store, for arranging and asserting.
+    pub async fn store(&self) -> Arc<dyn JobStore> {
+        let settings = self.settings();
+        let conn = connect(&settings.redis_url).await.expect("connect to test redis");
+        Arc::new(RedisJobStore::new(conn, &settings.namespace, storyforge_worker::run::store_policy(&settings)))
+    }
+
+    /// Starts the API in-process on a free port.
+    pub async fn start_api(&self) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let addr = listener.local_addr().expect("api addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let settings = self.settings();
+        let task = tokio::spawn(async move {
+            storyforge_api::serve(settings, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let running = Running {
+            base_url: format!("http://{addr}"),
+            stop: Some(stop),
+            task,
+        };
+        let http = self.http.clone();
+        let health = format!("{}/health", running.base_url);
+        wait_until(Duration::from_secs(10), "the API answers /health", || {
+            let (http, health) = (http.clone(), health.clone());
+            async move { http.get(&health).send().await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+        running
+    }
+
+    /// Starts a worker in-process.
+    pub async fn start_worker(&self) -> Running {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let settings = self.settings();
+        let task = tokio::spawn(async move {
+            storyforge_worker::run::run(settings, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Running {
+            base_url: String::new(),
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Starts `storyforge-worker` as a child process with this deployment's settings.
+    pub fn spawn_worker_process(&self) -> ChildProcess {
+        let env = self.env_map();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ChildProcess::spawn("storyforge-worker", &pairs)
+    }
+
+    /// `POST /v1/jobs` and the created job.
+    pub async fn submit(&self, api: &Running, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs", api.base_url))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /v1/jobs");
+        let status = response.status();
+        let job: Value = response.json().await.expect("job JSON");
+        assert_eq!(status, 202, "POST /v1/jobs answered {status}: {job}");
+        job
+    }
+
+    pub async fn get_job(&self, api: &Running, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/jobs/{id}", api.base_url))
+            .send()
+            .await
+            .expect("GET /v1/jobs/{id}")
+            .json()
+            .await
+            .expect("job JSON")
+    }
+
+    /// Polls `GET /v1/jobs/{id}` until the job's status is one of `statuses`.
+    pub async fn wait_for_status(&self, api: &Running, id: &str, statuses: &[&str], timeout: Duration) -> Value {
+        wait_until(timeout, &format!("job {id} is {statuses:?}"), || async {
+            let job = self.get_job(api, id).await;
+            statuses.contains(&job["status"].as_str().unwrap_or_default()).then_some(job)
+        })
+        .await
+    }
+}
+
+/// An API or worker started in-process; stops (gracefully) when dropped or on `stop()`.
+pub struct Running {
+    pub base_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Signals shutdown and waits for it to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.map_err(anyhow::Error::from)?
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A story body for `POST /v1/jobs`.
+pub fn story(text: &str) -> Value {
+    serde_json::json!({ "story": text })
+}

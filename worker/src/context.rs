@@ -1,0 +1,31 @@
+//! The one context every job gets: settings, the job store, the provider chains and the prompts,
+//! built once per worker process.
+
+use std::sync::Arc;
+
+use storyforge_shared::config::Settings;
+use storyforge_shared::llm::ProviderChain;
+use storyforge_shared::store::JobStore;
+
+use crate::pipeline::prompt::Prompts;
+
+pub struct Context {
+    pub settings: Settings,
+    pub store: Arc<dyn JobStore>,
+    /// Generation providers: the primary, then the fallbacks.
+    pub generator: ProviderChain,
+    /// The judge's provider (its own circuit breaker and limits).
+    pub judge: ProviderChain,
+    pub prompts: Prompts,
+    /// This process's unique name, recorded on the jobs it claims.
+    pub worker_name: String,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("worker_name", &self.worker_name)
+            .field("prompts", &self.prompts)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,27 @@
+//! `storyforge-worker`: one worker process. Start as many as you like, on as many machines as
+//! share the Redis.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use storyforge_shared::config::Settings;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "StoryForge worker: turns queued user stories into test cases"
+)]
+struct Args {
+    /// TOML configuration file (environment variables override it).
+    #[arg(long, env = "STORYFORGE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
+    let _telemetry = storyforge_shared::telemetry::init("storyforge-worker", settings.log_format);
+    storyforge_worker::run::run(settings, storyforge_worker::shutdown_signal()).await
+}

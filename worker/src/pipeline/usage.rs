@@ -1,0 +1,98 @@
+//! Token, call, latency and cost accounting for one job, across every LLM call it makes.
+
+use std::collections::HashMap;
+
+use storyforge_shared::job::Usage;
+use storyforge_shared::llm::ChatResponse;
+
+/// Adds up the calls of one job.
+#[derive(Debug, Default)]
+pub struct Meter {
+    usage: Usage,
+    /// False once any call's model is missing from the pricing table: a partial sum is no cost.
+    priced: bool,
+    cost: f64,
+}
+
+impl Meter {
+    pub fn new() -> Self {
+        Meter {
+            priced: true,
+            ..Meter::default()
+        }
+    }
+
+    /// Records a call. `generation` calls set the provider and model the result reports.
+    pub fn record(
+        &mut self,
+        response: &ChatResponse,
+        pricing: &HashMap<String, (f64, f64)>,
+        generation: bool,
+    ) {
+        let u = &mut self.usage;
+        u.llm_calls += 1;
+        u.prompt_tokens += response.prompt_tokens;
+        u.completion_tokens += response.completion_tokens;
+        u.latency_ms += response.latency.as_millis() as u64;
+        if generation {
+            u.provider = response.provider.clone();
+            u.model = response.model.clone();
+        }
+        match pricing.get(&response.model) {
+            Some((input, output)) => {
+                self.cost += response.prompt_tokens as f64 * input / 1e6
+                    + response.completion_tokens as f64 * output / 1e6;
+            }
+            None => self.priced = false,
+        }
+    }
+
+    pub fn total_tokens(&self) -> u64 {
+        self.usage.prompt_tokens + self.usage.completion_tokens
+    }
+
+    pub fn finish(mut self) -> Usage {
+        self.usage.cost_usd = (self.priced && self.usage.llm_calls > 0).then_some(self.cost);
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use storyforge_shared::llm::FinishReason;
+
+    fn response(model: &str, prompt: u64, completion: u64) -> ChatResponse {
+        ChatResponse {
+            text: String::new(),
+            provider: "openai".into(),
+            model: model.into(),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            finish: FinishReason::Stop,
+            latency: Duration::from_millis(10),
+        }
+    }
+
+    #[test]
+    fn cost_uses_the_pricing_table_per_million_tokens() {
+        let pricing = HashMap::from([("m".to_string(), (0.15, 0.60))]);
+        let mut meter = Meter::new();
+        meter.record(&response("m", 1_000_000, 500_000), &pricing, true);
+        meter.record(&response("m", 1_000, 0), &pricing, false);
+        let usage = meter.finish();
+        assert_eq!(usage.llm_calls, 2);
+        assert_eq!(usage.prompt_tokens, 1_001_000);
+        assert!((usage.cost_usd.unwrap() - (0.15 + 0.30 + 0.00015)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_unpriced_model_gives_no_cost_rather_than_a_partial_one() {
+        let pricing = HashMap::from([("m".to_string(), (0.15, 0.60))]);
+        let mut meter = Meter::new();
+        meter.record(&response("m", 10, 10), &pricing, true);
+        meter.record(&response("unknown", 10, 10), &pricing, false);
+        assert_eq!(meter.finish().cost_usd, None);
+    }
+}
