@@ -160,6 +160,11 @@ pub trait JobStore: Send + Sync {
     async fn reconcile(&self) -> Result<Reconciled, StoreError>;
 
     /// Marks a worker live; `capacity` (jobs it runs at once) sizes the dispatch window.
+    /// A result cached under `key` (a hash of everything that determines it), if any.
+    async fn cached_result(&self, key: &str) -> Result<Option<JobResult>, StoreError>;
+    /// Caches a result for `job_ttl`.
+    async fn cache_result(&self, key: &str, result: &JobResult) -> Result<(), StoreError>;
+
     async fn heartbeat(&self, worker: &str, capacity: usize) -> Result<(), StoreError>;
     async fn stats(&self) -> Result<StoreStats, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;

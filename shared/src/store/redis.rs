@@ -12,6 +12,7 @@
 //!   the lexical order of the time-ordered UUIDv7 ids is creation order.
 //! - `ns:expiry` — zset id → time its hash expires, to prune the indexes.
 //! - `ns:idem:{key}` — hash `id`, `hash` of an idempotent submission.
+//! - `ns:cache:{hash}` — a finished result for identical submissions, for `job_ttl`.
 //! - `ns:workers` — zset worker name → last heartbeat; `ns:capacity` — hash name → concurrency.
 //!
 //! The scripts build key names from the namespace, so this layout suits one Redis (or a
@@ -449,6 +450,20 @@ impl JobStore for RedisJobStore {
             redispatched,
             pruned,
         })
+    }
+
+    async fn cached_result(&self, key: &str) -> Result<Option<JobResult>, StoreError> {
+        let mut conn = self.conn.clone();
+        let text: Option<String> = conn.get(self.key(&format!("cache:{key}"))).await.map_err(unavailable)?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(format!("cache entry {key}: {e}"))))
+            .transpose()
+    }
+
+    async fn cache_result(&self, key: &str, result: &JobResult) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        conn.pset_ex(self.key(&format!("cache:{key}")), to_json(result)?, millis(self.policy.job_ttl))
+            .await
+            .map_err(unavailable)
     }
 
     async fn heartbeat(&self, worker: &str, capacity: usize) -> Result<(), StoreError> {

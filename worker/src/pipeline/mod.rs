@@ -7,6 +7,7 @@
 //! LLM timeouts, 429s, 5xx and connection errors are transient; an invalid request, a reply that
 //! is still unusable after the repair rounds, or an exhausted token budget are permanent.
 
+pub mod cache;
 pub mod coverage;
 pub mod judge;
 pub mod parse;
@@ -181,12 +182,27 @@ fn check(
     }
 }
 
-/// Runs the pipeline for one job.
-pub async fn run(
-    ctx: &Context,
-    spec: &JobSpec,
-    stages: &dyn StageSink,
-) -> Result<JobResult, Failure> {
+/// Runs the pipeline for one job, or replays the cached result of an identical submission.
+pub async fn run(ctx: &Context, spec: &JobSpec, stages: &dyn StageSink) -> Result<JobResult, Failure> {
+    if !ctx.settings.cache_enabled {
+        return generate(ctx, spec, stages).await;
+    }
+    let key = cache::key(ctx, spec);
+    match ctx.store.cached_result(&key).await {
+        Ok(Some(result)) => return Ok(cache::replay(result)),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "result cache unreadable; generating"),
+    }
+    let result = generate(ctx, spec, stages).await?;
+    if cache::cacheable(&result)
+        && let Err(e) = ctx.store.cache_result(&key, &result).await
+    {
+        tracing::warn!(error = %e, "could not cache the result");
+    }
+    Ok(result)
+}
+
+async fn generate(ctx: &Context, spec: &JobSpec, stages: &dyn StageSink) -> Result<JobResult, Failure> {
     let criteria_ids = coverage::criterion_ids(&spec.acceptance_criteria);
     let messages = ctx
         .prompts

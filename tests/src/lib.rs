@@ -1,0 +1,8 @@
+//! Test support: a private `redis-server` per test binary, a fake LLM HTTP server speaking the
+//! providers' real wire formats, helpers to run StoryForge's own binaries as child processes, and
+//! [`app::TestEnv`], one isolated StoryForge deployment per test.
+
+pub mod app;
+pub mod fake_llm;
+pub mod process;
+pub mod redis_server;

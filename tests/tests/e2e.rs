@@ -1,0 +1,307 @@
+//! End to end: stories posted over HTTP come back as validated test cases, through a real Redis,
+//! the real API and real workers (in-process or as `storyforge-worker` processes), with the LLM
+//! played by a fake server speaking the OpenAI chat-completions wire format.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use storyforge_tests::app::{TestEnv, story};
+use storyforge_tests::fake_llm::{FakeLlm, RecordedRequest, Reply, judge_json, valid_cases_json};
+use storyforge_tests::process::wait_until;
+use storyforge_tests::redis_server::RedisServer;
+
+const STORY: &str = "As a shopper, I want to pay for my cart so that my order ships";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn is_judge(request: &RecordedRequest) -> bool {
+    request.last_user_message().contains("relevance_score")
+}
+
+/// Valid cases for generation calls, a fixed verdict for judge calls.
+fn well_behaved(request: &RecordedRequest) -> Reply {
+    if is_judge(request) {
+        Reply::text(judge_json(8, 7, 9))
+    } else {
+        Reply::text(valid_cases_json(4))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_posted_story_comes_back_as_validated_test_cases() {
+    let mut env = TestEnv::new(FakeLlm::with_responder(well_behaved).await).await;
+    env.set("judge", "on").set("pricing", "fake-model=1.0/2.0");
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+
+    let created = env
+        .submit(&api, json!({"story": STORY, "story_id": "SHOP-7", "metadata": {"team": "payments"}}))
+        .await;
+    assert_eq!(created["status"], "queued");
+    let job = env.wait_for_status(&api, created["id"].as_str().unwrap(), &["succeeded", "failed"], WAIT).await;
+
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["stage"], "done");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["story_id"], "SHOP-7");
+    assert_eq!(job["metadata"]["team"], "payments");
+    let result = &job["result"];
+    assert_eq!(result["test_cases"].as_array().unwrap().len(), 4);
+    assert_eq!(result["test_cases"][0]["id"], "TC_001");
+    assert_eq!(result["validation"], json!({"structure_valid": true, "count": 4, "repairs": 0, "issues": []}));
+    assert_eq!(result["quality"]["relevance"], 0.8);
+    assert_eq!(result["quality"]["passed"], true);
+    assert_eq!(result["coverage"]["has_negative_cases"], true);
+    let usage = &result["usage"];
+    assert_eq!(usage["provider"], "openai");
+    assert_eq!(usage["llm_calls"], 2, "one generation and one judge call");
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(usage["cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(result["prompt_version"].as_str().unwrap().starts_with("v1@"));
+    for stamp in ["created_at", "started_at", "finished_at"] {
+        assert!(job[stamp].is_string(), "{stamp} missing: {job:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stage_changes_show_while_the_job_runs() {
+    let slow = |request: &RecordedRequest| well_behaved(request).with_delay(Duration::from_millis(1500));
+    let mut env = TestEnv::new(FakeLlm::with_responder(slow).await).await;
+    env.set("judge", "on");
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+
+    for stage in ["generating", "judging"] {
+        wait_until(WAIT, &format!("the job shows stage {stage}"), || async {
+            let job = env.get_job(&api, &id).await;
+            (job["stage"] == stage && job["status"] == "running").then_some(())
+        })
+        .await;
+    }
+    let job = env.wait_for_status(&api, &id, &["succeeded"], WAIT).await;
+    assert_eq!(job["stage"], "done");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_that_fails_validation_is_repaired() {
+    let llm = FakeLlm::scripted(vec![Reply::text(valid_cases_json(2)), Reply::text(valid_cases_json(4))]).await;
+    let env = TestEnv::new(llm).await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+
+    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["validation"]["repairs"], 1);
+    assert_eq!(job["result"]["usage"]["llm_calls"], 2);
+    let repair = &env.llm.requests()[1];
+    assert!(
+        repair.last_user_message().contains("there are 2 test cases; at least 3 are required"),
+        "the repair round sends the problems back: {}",
+        repair.last_user_message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_llm_failing_with_500s_is_retried_until_it_answers() {
+    let llm = FakeLlm::scripted(vec![Reply::status(500), Reply::status(503), Reply::text(valid_cases_json(3))]).await;
+    let mut env = TestEnv::new(llm).await;
+    env.set("max_attempts", "5");
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+
+    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["attempts"], 3);
+    assert_eq!(env.llm.request_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_llm_that_never_answers_fails_the_job_after_its_attempts() {
+    let llm = FakeLlm::with_responder(|_| Reply::hang()).await;
+    let mut env = TestEnv::new(llm).await;
+    env.set("llm_timeout", "300ms").set("max_attempts", "3");
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+
+    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["attempts"], 3);
+    assert_eq!(job["error"]["code"], "llm_timeout", "{job:#}");
+    assert!(job["error"]["message"].as_str().unwrap().contains("gave up after 3 attempts"));
+    assert_eq!(env.llm.request_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_llm_error_fails_the_job_at_once() {
+    let llm = FakeLlm::scripted(vec![Reply::raw(400, r#"{"error":{"message":"model not found","type":"invalid_request_error"}}"#)]).await;
+    let env = TestEnv::new(llm).await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+
+    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    assert_eq!(job["status"], "failed");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["error"]["code"], "llm_invalid_request");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_llm_call_loses_nothing() {
+    // The first generation call never returns; any later one answers at once.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let llm = FakeLlm::with_responder(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
+        0 => Reply::hang(),
+        _ => Reply::text(valid_cases_json(3)),
+    })
+    .await;
+    let env = TestEnv::new(llm).await;
+    let api = env.start_api().await;
+    let mut doomed = env.spawn_worker_process();
+    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+
+    wait_until(WAIT, "the first worker is inside the LLM call", || async {
+        (calls.load(Ordering::SeqCst) == 1 && env.get_job(&api, &id).await["status"] == "running").then_some(())
+    })
+    .await;
+    doomed.kill_9();
+    let _rescuer = env.spawn_worker_process();
+
+    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}\n{}", doomed.log_contents());
+    assert_eq!(job["attempts"], 2, "the lost delivery is counted");
+    assert_eq!(job["result"]["test_cases"].as_array().unwrap().len(), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "exactly one more generation call");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_kills_its_worker_every_time_ends_failed() {
+    let llm = FakeLlm::with_responder(|_| Reply::hang()).await;
+    let mut env = TestEnv::new(llm).await;
+    env.set("max_attempts", "3").set("lease_ttl", "1s").set("llm_timeout", "60s");
+    let api = env.start_api().await;
+    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+
+    for attempt in 1..=3 {
+        let mut worker = env.spawn_worker_process();
+        wait_until(WAIT, &format!("attempt {attempt} is running"), || async {
+            let job = env.get_job(&api, &id).await;
+            (job["status"] == "running" && job["attempts"] == attempt).then_some(())
+        })
+        .await;
+        worker.kill_9();
+    }
+    let _survivor = env.spawn_worker_process();
+    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert_eq!(job["attempts"], 3);
+    assert_eq!(job["error"]["code"], "worker_lost");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canceled_queued_job_never_runs() {
+    let env = TestEnv::new(FakeLlm::with_responder(well_behaved).await).await;
+    let api = env.start_api().await;
+    let canceled = env.submit(&api, story("As an admin, I want to export users")).await["id"].as_str().unwrap().to_string();
+    let response = env.http.post(format!("{}/v1/jobs/{canceled}/cancel", api.base_url)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "canceled");
+
+    let _worker = env.start_worker().await;
+    let later = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    env.wait_for_status(&api, &later, &["succeeded"], WAIT).await;
+    assert_eq!(env.llm.request_count(), 1, "only the second job reached the LLM");
+    assert_eq!(env.get_job(&api, &canceled).await["status"], "canceled");
+    let again = env.http.post(format!("{}/v1/jobs/{canceled}/cancel", api.base_url)).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_job() {
+    let env = TestEnv::new(FakeLlm::with_responder(well_behaved).await).await;
+    let api = env.start_api().await;
+    let post = |body: Value| {
+        env.http
+            .post(format!("{}/v1/jobs", api.base_url))
+            .header("Idempotency-Key", "order-42")
+            .json(&body)
+            .send()
+    };
+    let first: Value = post(story(STORY)).await.unwrap().json().await.unwrap();
+    let second = post(story(STORY)).await.unwrap();
+    assert_eq!(second.status(), 202);
+    assert_eq!(second.json::<Value>().await.unwrap()["id"], first["id"]);
+    let conflict = post(story("As a different user, I want another thing")).await.unwrap();
+    assert_eq!(conflict.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_running_job_finish() {
+    let slow = |_: &RecordedRequest| Reply::text(valid_cases_json(3)).with_delay(Duration::from_millis(1500));
+    let env = TestEnv::new(FakeLlm::with_responder(slow).await).await;
+    let api = env.start_api().await;
+    let mut worker = env.spawn_worker_process();
+    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    env.wait_for_status(&api, &id, &["running"], WAIT).await;
+
+    worker.terminate();
+    let exit = worker.wait_exit(WAIT).await.expect("the worker exits after SIGTERM");
+    assert!(exit.success(), "{exit:?}\n{}", worker.log_contents());
+    let job = env.get_job(&api, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_hands_back_a_job_that_outlives_the_grace_period() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let llm = FakeLlm::with_responder(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
+        0 => Reply::hang(),
+        _ => Reply::text(valid_cases_json(3)),
+    })
+    .await;
+    let mut env = TestEnv::new(llm).await;
+    env.set("shutdown_grace", "300ms").set("llm_timeout", "60s");
+    let api = env.start_api().await;
+    let mut worker = env.spawn_worker_process();
+    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    env.wait_for_status(&api, &id, &["running"], WAIT).await;
+
+    worker.terminate();
+    let exit = worker.wait_exit(WAIT).await.expect("the worker exits after its grace period");
+    assert!(exit.success(), "{exit:?}\n{}", worker.log_contents());
+    let handed_back = env.get_job(&api, &id).await;
+    assert_eq!(handed_back["status"], "queued", "{handed_back:#}");
+    assert_eq!(handed_back["attempts"], 0, "a hand-back is not an attempt");
+
+    let _next = env.start_worker().await;
+    let job = env.wait_for_status(&api, &id, &["succeeded"], WAIT).await;
+    assert_eq!(job["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_system_keeps_working_after_redis_restarts() {
+    let mut redis = RedisServer::start();
+    let env = TestEnv::on_redis(FakeLlm::with_responder(well_behaved).await, &redis.url());
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let before = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    env.wait_for_status(&api, &before, &["succeeded"], WAIT).await;
+
+    redis.restart().await;
+    // The restart lost everything (no persistence); new work must flow again.
+    let after = wait_until(WAIT, "the API accepts jobs again", || async {
+        let response = env.http.post(format!("{}/v1/jobs", api.base_url)).json(&story(STORY)).send().await.ok()?;
+        (response.status() == 202).then_some(())?;
+        response.json::<Value>().await.ok()
+    })
+    .await;
+    let job = env.wait_for_status(&api, after["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(60)).await;
+    assert_eq!(job["attempts"], 1);
+}
