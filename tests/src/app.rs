@@ -60,8 +60,14 @@ impl TestEnv {
             ("STORYFORGE_DISPATCH_TIMEOUT", "5s".to_string()),
             ("STORYFORGE_RETRY_BASE", "100ms".to_string()),
             ("STORYFORGE_SHUTDOWN_GRACE", "5s".to_string()),
-            ("STORYFORGE_PROMPTS_DIR", root.join("prompts").display().to_string()),
-            ("STORYFORGE_DATA_DIR", root.join("data").display().to_string()),
+            (
+                "STORYFORGE_PROMPTS_DIR",
+                root.join("prompts").display().to_string(),
+            ),
+            (
+                "STORYFORGE_DATA_DIR",
+                root.join("data").display().to_string(),
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -77,7 +83,10 @@ impl TestEnv {
 
     /// Sets `STORYFORGE_<key>` for everything started after this call.
     pub fn set(&mut self, key: &str, value: &str) -> &mut TestEnv {
-        self.env.insert(format!("STORYFORGE_{}", key.to_uppercase()), value.to_string());
+        self.env.insert(
+            format!("STORYFORGE_{}", key.to_uppercase()),
+            value.to_string(),
+        );
         self
     }
 
@@ -89,19 +98,28 @@ impl TestEnv {
     }
 
     pub fn settings(&self) -> Settings {
-        Settings::from_sources(None, self.env_map()).unwrap_or_else(|e| panic!("test settings: {e}"))
+        Settings::from_sources(None, self.env_map())
+            .unwrap_or_else(|e| panic!("test settings: {e}"))
     }
 
     /// A direct handle on the job store, for arranging and asserting.
     pub async fn store(&self) -> Arc<dyn JobStore> {
         let settings = self.settings();
-        let conn = connect(&settings.redis_url).await.expect("connect to test redis");
-        Arc::new(RedisJobStore::new(conn, &settings.namespace, storyforge_worker::run::store_policy(&settings)))
+        let conn = connect(&settings.redis_url)
+            .await
+            .expect("connect to test redis");
+        Arc::new(RedisJobStore::new(
+            conn,
+            &settings.namespace,
+            storyforge_worker::run::store_policy(&settings),
+        ))
     }
 
     /// Starts the API in-process on a free port.
     pub async fn start_api(&self) -> Running {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind api");
         let addr = listener.local_addr().expect("api addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = self.settings();
@@ -120,7 +138,13 @@ impl TestEnv {
         let health = format!("{}/health", running.base_url);
         wait_until(Duration::from_secs(10), "the API answers /health", || {
             let (http, health) = (http.clone(), health.clone());
-            async move { http.get(&health).send().await.ok().filter(|r| r.status().is_success()) }
+            async move {
+                http.get(&health)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
         })
         .await;
         running
@@ -177,10 +201,18 @@ impl TestEnv {
     }
 
     /// Polls `GET /v1/jobs/{id}` until the job's status is one of `statuses`.
-    pub async fn wait_for_status(&self, api: &Running, id: &str, statuses: &[&str], timeout: Duration) -> Value {
+    pub async fn wait_for_status(
+        &self,
+        api: &Running,
+        id: &str,
+        statuses: &[&str],
+        timeout: Duration,
+    ) -> Value {
         wait_until(timeout, &format!("job {id} is {statuses:?}"), || async {
             let job = self.get_job(api, id).await;
-            statuses.contains(&job["status"].as_str().unwrap_or_default()).then_some(job)
+            statuses
+                .contains(&job["status"].as_str().unwrap_or_default())
+                .then_some(job)
         })
         .await
     }

@@ -14,7 +14,8 @@ const BACKLOG: usize = 20_000;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_of_20000_jobs_is_drained_by_two_workers() {
     let reply = valid_cases_json(3);
-    let env = TestEnv::new(FakeLlm::with_responder(move |_| Reply::text(reply.clone())).await).await;
+    let env =
+        TestEnv::new(FakeLlm::with_responder(move |_| Reply::text(reply.clone())).await).await;
     let store = env.store().await;
 
     let spec: JobSpec = serde_json::from_value(serde_json::json!({
@@ -29,21 +30,40 @@ async fn a_backlog_of_20000_jobs_is_drained_by_two_workers() {
         .buffer_unordered(64)
         .collect::<Vec<_>>()
         .await;
-    assert_eq!(store.stats().await.unwrap().by_status["queued"], BACKLOG as u64);
+    assert_eq!(
+        store.stats().await.unwrap().by_status["queued"],
+        BACKLOG as u64
+    );
 
     let started = Instant::now();
     let workers = [env.spawn_worker_process(), env.spawn_worker_process()];
-    let stats = wait_until(Duration::from_secs(900), "the backlog is drained", || async {
-        let stats = store.stats().await.ok()?;
-        let done: u64 = ["succeeded", "failed", "canceled"].iter().map(|s| stats.by_status[*s]).sum();
-        (done == BACKLOG as u64).then_some(stats)
-    })
+    let stats = wait_until(
+        Duration::from_secs(900),
+        "the backlog is drained",
+        || async {
+            let stats = store.stats().await.ok()?;
+            let done: u64 = ["succeeded", "failed", "canceled"]
+                .iter()
+                .map(|s| stats.by_status[*s])
+                .sum();
+            (done == BACKLOG as u64).then_some(stats)
+        },
+    )
     .await;
     let elapsed = started.elapsed();
 
-    assert_eq!(stats.by_status["succeeded"], BACKLOG as u64, "{stats:?}\n{}", workers[0].log_contents());
+    assert_eq!(
+        stats.by_status["succeeded"],
+        BACKLOG as u64,
+        "{stats:?}\n{}",
+        workers[0].log_contents()
+    );
     assert_eq!(stats.queue_depth, 0);
-    assert_eq!(env.llm.request_count(), BACKLOG, "every job made exactly one LLM call");
+    assert_eq!(
+        env.llm.request_count(),
+        BACKLOG,
+        "every job made exactly one LLM call"
+    );
     println!(
         "drained {BACKLOG} jobs with 2 workers in {elapsed:.1?} ({:.0} jobs/s, debug build)",
         BACKLOG as f64 / elapsed.as_secs_f64()

@@ -36,10 +36,20 @@ async fn a_posted_story_comes_back_as_validated_test_cases() {
     let _worker = env.start_worker().await;
 
     let created = env
-        .submit(&api, json!({"story": STORY, "story_id": "SHOP-7", "metadata": {"team": "payments"}}))
+        .submit(
+            &api,
+            json!({"story": STORY, "story_id": "SHOP-7", "metadata": {"team": "payments"}}),
+        )
         .await;
     assert_eq!(created["status"], "queued");
-    let job = env.wait_for_status(&api, created["id"].as_str().unwrap(), &["succeeded", "failed"], WAIT).await;
+    let job = env
+        .wait_for_status(
+            &api,
+            created["id"].as_str().unwrap(),
+            &["succeeded", "failed"],
+            WAIT,
+        )
+        .await;
 
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["stage"], "done");
@@ -49,7 +59,10 @@ async fn a_posted_story_comes_back_as_validated_test_cases() {
     let result = &job["result"];
     assert_eq!(result["test_cases"].as_array().unwrap().len(), 4);
     assert_eq!(result["test_cases"][0]["id"], "TC_001");
-    assert_eq!(result["validation"], json!({"structure_valid": true, "count": 4, "repairs": 0, "issues": []}));
+    assert_eq!(
+        result["validation"],
+        json!({"structure_valid": true, "count": 4, "repairs": 0, "issues": []})
+    );
     assert_eq!(result["quality"]["relevance"], 0.8);
     assert_eq!(result["quality"]["passed"], true);
     assert_eq!(result["coverage"]["has_negative_cases"], true);
@@ -58,7 +71,12 @@ async fn a_posted_story_comes_back_as_validated_test_cases() {
     assert_eq!(usage["llm_calls"], 2, "one generation and one judge call");
     assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
     assert!(usage["cost_usd"].as_f64().unwrap() > 0.0);
-    assert!(result["prompt_version"].as_str().unwrap().starts_with("v1@"));
+    assert!(
+        result["prompt_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1@")
+    );
     for stamp in ["created_at", "started_at", "finished_at"] {
         assert!(job[stamp].is_string(), "{stamp} missing: {job:#}");
     }
@@ -66,12 +84,16 @@ async fn a_posted_story_comes_back_as_validated_test_cases() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stage_changes_show_while_the_job_runs() {
-    let slow = |request: &RecordedRequest| well_behaved(request).with_delay(Duration::from_millis(1500));
+    let slow =
+        |request: &RecordedRequest| well_behaved(request).with_delay(Duration::from_millis(1500));
     let mut env = TestEnv::new(FakeLlm::with_responder(slow).await).await;
     env.set("judge", "on");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     for stage in ["generating", "judging"] {
         wait_until(WAIT, &format!("the job shows stage {stage}"), || async {
@@ -86,19 +108,30 @@ async fn stage_changes_show_while_the_job_runs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reply_that_fails_validation_is_repaired() {
-    let llm = FakeLlm::scripted(vec![Reply::text(valid_cases_json(2)), Reply::text(valid_cases_json(4))]).await;
+    let llm = FakeLlm::scripted(vec![
+        Reply::text(valid_cases_json(2)),
+        Reply::text(valid_cases_json(4)),
+    ])
+    .await;
     let env = TestEnv::new(llm).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
-    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    let job = env
+        .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
+        .await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["result"]["validation"]["repairs"], 1);
     assert_eq!(job["result"]["usage"]["llm_calls"], 2);
     let repair = &env.llm.requests()[1];
     assert!(
-        repair.last_user_message().contains("there are 2 test cases; at least 3 are required"),
+        repair
+            .last_user_message()
+            .contains("there are 2 test cases; at least 3 are required"),
         "the repair round sends the problems back: {}",
         repair.last_user_message()
     );
@@ -106,14 +139,24 @@ async fn a_reply_that_fails_validation_is_repaired() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_llm_failing_with_500s_is_retried_until_it_answers() {
-    let llm = FakeLlm::scripted(vec![Reply::status(500), Reply::status(503), Reply::text(valid_cases_json(3))]).await;
+    let llm = FakeLlm::scripted(vec![
+        Reply::status(500),
+        Reply::status(503),
+        Reply::text(valid_cases_json(3)),
+    ])
+    .await;
     let mut env = TestEnv::new(llm).await;
     env.set("max_attempts", "5");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
-    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    let job = env
+        .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
+        .await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["attempts"], 3);
     assert_eq!(env.llm.request_count(), 3);
@@ -126,25 +169,44 @@ async fn an_llm_that_never_answers_fails_the_job_after_its_attempts() {
     env.set("llm_timeout", "300ms").set("max_attempts", "3");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
-    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    let job = env
+        .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
+        .await;
     assert_eq!(job["status"], "failed", "{job:#}");
     assert_eq!(job["attempts"], 3);
     assert_eq!(job["error"]["code"], "llm_timeout", "{job:#}");
-    assert!(job["error"]["message"].as_str().unwrap().contains("gave up after 3 attempts"));
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 3 attempts")
+    );
     assert_eq!(env.llm.request_count(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanent_llm_error_fails_the_job_at_once() {
-    let llm = FakeLlm::scripted(vec![Reply::raw(400, r#"{"error":{"message":"model not found","type":"invalid_request_error"}}"#)]).await;
+    let llm = FakeLlm::scripted(vec![Reply::raw(
+        400,
+        r#"{"error":{"message":"model not found","type":"invalid_request_error"}}"#,
+    )])
+    .await;
     let env = TestEnv::new(llm).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
-    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    let job = env
+        .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
+        .await;
     assert_eq!(job["status"], "failed");
     assert_eq!(job["attempts"], 1);
     assert_eq!(job["error"]["code"], "llm_invalid_request");
@@ -163,29 +225,49 @@ async fn a_worker_killed_mid_llm_call_loses_nothing() {
     let env = TestEnv::new(llm).await;
     let api = env.start_api().await;
     let mut doomed = env.spawn_worker_process();
-    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     wait_until(WAIT, "the first worker is inside the LLM call", || async {
-        (calls.load(Ordering::SeqCst) == 1 && env.get_job(&api, &id).await["status"] == "running").then_some(())
+        (calls.load(Ordering::SeqCst) == 1 && env.get_job(&api, &id).await["status"] == "running")
+            .then_some(())
     })
     .await;
     doomed.kill_9();
     let _rescuer = env.spawn_worker_process();
 
-    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
-    assert_eq!(job["status"], "succeeded", "{job:#}\n{}", doomed.log_contents());
+    let job = env
+        .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
+        .await;
+    assert_eq!(
+        job["status"],
+        "succeeded",
+        "{job:#}\n{}",
+        doomed.log_contents()
+    );
     assert_eq!(job["attempts"], 2, "the lost delivery is counted");
     assert_eq!(job["result"]["test_cases"].as_array().unwrap().len(), 3);
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "exactly one more generation call");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "exactly one more generation call"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_that_kills_its_worker_every_time_ends_failed() {
     let llm = FakeLlm::with_responder(|_| Reply::hang()).await;
     let mut env = TestEnv::new(llm).await;
-    env.set("max_attempts", "3").set("lease_ttl", "1s").set("llm_timeout", "60s");
+    env.set("max_attempts", "3")
+        .set("lease_ttl", "1s")
+        .set("llm_timeout", "60s");
     let api = env.start_api().await;
-    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     for attempt in 1..=3 {
         let mut worker = env.spawn_worker_process();
@@ -197,7 +279,9 @@ async fn a_job_that_kills_its_worker_every_time_ends_failed() {
         worker.kill_9();
     }
     let _survivor = env.spawn_worker_process();
-    let job = env.wait_for_status(&api, &id, &["succeeded", "failed"], WAIT).await;
+    let job = env
+        .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
+        .await;
     assert_eq!(job["status"], "failed", "{job:#}");
     assert_eq!(job["attempts"], 3);
     assert_eq!(job["error"]["code"], "worker_lost");
@@ -207,17 +291,43 @@ async fn a_job_that_kills_its_worker_every_time_ends_failed() {
 async fn a_canceled_queued_job_never_runs() {
     let env = TestEnv::new(FakeLlm::with_responder(well_behaved).await).await;
     let api = env.start_api().await;
-    let canceled = env.submit(&api, story("As an admin, I want to export users")).await["id"].as_str().unwrap().to_string();
-    let response = env.http.post(format!("{}/v1/jobs/{canceled}/cancel", api.base_url)).send().await.unwrap();
+    let canceled = env
+        .submit(&api, story("As an admin, I want to export users"))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let response = env
+        .http
+        .post(format!("{}/v1/jobs/{canceled}/cancel", api.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap()["status"], "canceled");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["status"],
+        "canceled"
+    );
 
     let _worker = env.start_worker().await;
-    let later = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
-    env.wait_for_status(&api, &later, &["succeeded"], WAIT).await;
-    assert_eq!(env.llm.request_count(), 1, "only the second job reached the LLM");
+    let later = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.wait_for_status(&api, &later, &["succeeded"], WAIT)
+        .await;
+    assert_eq!(
+        env.llm.request_count(),
+        1,
+        "only the second job reached the LLM"
+    );
     assert_eq!(env.get_job(&api, &canceled).await["status"], "canceled");
-    let again = env.http.post(format!("{}/v1/jobs/{canceled}/cancel", api.base_url)).send().await.unwrap();
+    let again = env
+        .http
+        .post(format!("{}/v1/jobs/{canceled}/cancel", api.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 409);
 }
 
@@ -236,21 +346,31 @@ async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_job() {
     let second = post(story(STORY)).await.unwrap();
     assert_eq!(second.status(), 202);
     assert_eq!(second.json::<Value>().await.unwrap()["id"], first["id"]);
-    let conflict = post(story("As a different user, I want another thing")).await.unwrap();
+    let conflict = post(story("As a different user, I want another thing"))
+        .await
+        .unwrap();
     assert_eq!(conflict.status(), 409);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_running_job_finish() {
-    let slow = |_: &RecordedRequest| Reply::text(valid_cases_json(3)).with_delay(Duration::from_millis(1500));
+    let slow = |_: &RecordedRequest| {
+        Reply::text(valid_cases_json(3)).with_delay(Duration::from_millis(1500))
+    };
     let env = TestEnv::new(FakeLlm::with_responder(slow).await).await;
     let api = env.start_api().await;
     let mut worker = env.spawn_worker_process();
-    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     env.wait_for_status(&api, &id, &["running"], WAIT).await;
 
     worker.terminate();
-    let exit = worker.wait_exit(WAIT).await.expect("the worker exits after SIGTERM");
+    let exit = worker
+        .wait_exit(WAIT)
+        .await
+        .expect("the worker exits after SIGTERM");
     assert!(exit.success(), "{exit:?}\n{}", worker.log_contents());
     let job = env.get_job(&api, &id).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
@@ -270,11 +390,17 @@ async fn sigterm_hands_back_a_job_that_outlives_the_grace_period() {
     env.set("shutdown_grace", "300ms").set("llm_timeout", "60s");
     let api = env.start_api().await;
     let mut worker = env.spawn_worker_process();
-    let id = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     env.wait_for_status(&api, &id, &["running"], WAIT).await;
 
     worker.terminate();
-    let exit = worker.wait_exit(WAIT).await.expect("the worker exits after its grace period");
+    let exit = worker
+        .wait_exit(WAIT)
+        .await
+        .expect("the worker exits after its grace period");
     assert!(exit.success(), "{exit:?}\n{}", worker.log_contents());
     let handed_back = env.get_job(&api, &id).await;
     assert_eq!(handed_back["status"], "queued", "{handed_back:#}");
@@ -291,17 +417,34 @@ async fn the_system_keeps_working_after_redis_restarts() {
     let env = TestEnv::on_redis(FakeLlm::with_responder(well_behaved).await, &redis.url());
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let before = env.submit(&api, story(STORY)).await["id"].as_str().unwrap().to_string();
-    env.wait_for_status(&api, &before, &["succeeded"], WAIT).await;
+    let before = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.wait_for_status(&api, &before, &["succeeded"], WAIT)
+        .await;
 
     redis.restart().await;
     // The restart lost everything (no persistence); new work must flow again.
     let after = wait_until(WAIT, "the API accepts jobs again", || async {
-        let response = env.http.post(format!("{}/v1/jobs", api.base_url)).json(&story(STORY)).send().await.ok()?;
+        let response = env
+            .http
+            .post(format!("{}/v1/jobs", api.base_url))
+            .json(&story(STORY))
+            .send()
+            .await
+            .ok()?;
         (response.status() == 202).then_some(())?;
         response.json::<Value>().await.ok()
     })
     .await;
-    let job = env.wait_for_status(&api, after["id"].as_str().unwrap(), &["succeeded"], Duration::from_secs(60)).await;
+    let job = env
+        .wait_for_status(
+            &api,
+            after["id"].as_str().unwrap(),
+            &["succeeded"],
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(job["attempts"], 1);
 }

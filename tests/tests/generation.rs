@@ -12,14 +12,24 @@ const STORY: &str = "As a shopper, I want to pay for my cart so that my order sh
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn run_job(env: &TestEnv, api: &Running, body: Value) -> Value {
-    let id = env.submit(api, body).await["id"].as_str().unwrap().to_string();
-    env.wait_for_status(api, &id, &["succeeded", "failed"], WAIT).await
+    let id = env.submit(api, body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.wait_for_status(api, &id, &["succeeded", "failed"], WAIT)
+        .await
 }
 
 /// A deployment whose primary is `primary` (OpenAI wire) with `fallback` (Ollama wire) behind it.
 fn with_fallback(primary: FakeLlm, fallback: &FakeLlm) -> TestEnv {
-    let mut env = TestEnv::on_redis(primary, &storyforge_tests::redis_server::RedisServer::shared().url());
-    env.set("llm_fallbacks", &format!("ollama|{}|llama3.2:3b", fallback.base_url()));
+    let mut env = TestEnv::on_redis(
+        primary,
+        &storyforge_tests::redis_server::RedisServer::shared().url(),
+    );
+    env.set(
+        "llm_fallbacks",
+        &format!("ollama|{}|llama3.2:3b", fallback.base_url()),
+    );
     env
 }
 
@@ -33,7 +43,10 @@ async fn a_failing_primary_falls_back_and_the_result_says_who_answered() {
 
     let job = run_job(&env, &api, story(STORY)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
-    assert_eq!(job["attempts"], 1, "the fallback answered within the first attempt");
+    assert_eq!(
+        job["attempts"], 1,
+        "the fallback answered within the first attempt"
+    );
     assert_eq!(job["result"]["usage"]["provider"], "ollama");
     assert_eq!(env.llm.request_count(), 1);
     assert_eq!(fallback.request_count(), 1);
@@ -51,15 +64,31 @@ async fn a_dead_provider_is_skipped_once_its_circuit_opens() {
         let job = run_job(&env, &api, story(&format!("{STORY} (#{n})"))).await;
         assert_eq!(job["result"]["usage"]["provider"], "ollama", "{job:#}");
     }
-    assert_eq!(env.llm.request_count(), 3, "after 3 failures the breaker stops calling the primary");
+    assert_eq!(
+        env.llm.request_count(),
+        3,
+        "after 3 failures the breaker stops calling the primary"
+    );
     assert_eq!(fallback.request_count(), 5);
-    let providers: Value = env.http.get(format!("{}/v1/providers", api.base_url)).send().await.unwrap().json().await.unwrap();
-    assert!(providers.to_string().contains("open"), "the API shows the provider state: {providers:#}");
+    let providers: Value = env
+        .http
+        .get(format!("{}/v1/providers", api.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        providers.to_string().contains("open"),
+        "the API shows the provider state: {providers:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_after_keeps_the_rate_limited_provider_aside() {
-    let primary = FakeLlm::with_responder(|_| Reply::status(429).with_header("Retry-After", "30")).await;
+    let primary =
+        FakeLlm::with_responder(|_| Reply::status(429).with_header("Retry-After", "30")).await;
     let fallback = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await;
     let env = with_fallback(primary, &fallback);
     let api = env.start_api().await;
@@ -69,7 +98,11 @@ async fn retry_after_keeps_the_rate_limited_provider_aside() {
         let job = run_job(&env, &api, story(&format!("{STORY} (#{n})"))).await;
         assert_eq!(job["status"], "succeeded", "{job:#}");
     }
-    assert_eq!(env.llm.request_count(), 1, "the primary is not asked again within its Retry-After");
+    assert_eq!(
+        env.llm.request_count(),
+        1,
+        "the primary is not asked again within its Retry-After"
+    );
     assert_eq!(fallback.request_count(), 3);
 }
 
@@ -87,7 +120,10 @@ async fn a_rate_limited_job_with_no_fallback_waits_for_retry_after() {
     let job = run_job(&env, &api, story(STORY)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["attempts"], 2);
-    assert!(started.elapsed() >= Duration::from_secs(1), "the retry waited for Retry-After");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the retry waited for Retry-After"
+    );
 }
 
 fn judged_by(judge: &FakeLlm, env: &mut TestEnv) {
@@ -110,16 +146,23 @@ async fn the_judge_scores_with_its_own_model() {
     let quality = &job["result"]["quality"];
     assert_eq!(quality["relevance"], 0.6, "{job:#}");
     assert_eq!(quality["coverage"], 0.9);
-    assert_eq!(quality["passed"], false, "relevance below 0.7 does not pass");
+    assert_eq!(
+        quality["passed"], false,
+        "relevance below 0.7 does not pass"
+    );
     assert_eq!(quality["model"], "judge-model");
     assert_eq!(judge.requests()[0].model(), "judge-model");
-    assert!(judge.requests()[0].last_user_message().contains("TC_004"), "the judge sees the cases");
+    assert!(
+        judge.requests()[0].last_user_message().contains("TC_004"),
+        "the judge sees the cases"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_judge_that_replies_garbage_leaves_an_error_not_a_zero() {
     let generator = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(4))).await;
-    let judge = FakeLlm::with_responder(|_| Reply::text("These test cases look great to me!")).await;
+    let judge =
+        FakeLlm::with_responder(|_| Reply::text("These test cases look great to me!")).await;
     let mut env = TestEnv::new(generator).await;
     judged_by(&judge, &mut env);
     let api = env.start_api().await;
@@ -128,9 +171,18 @@ async fn a_judge_that_replies_garbage_leaves_an_error_not_a_zero() {
     let job = run_job(&env, &api, story(STORY)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     let quality = &job["result"]["quality"];
-    assert!(quality["error"]["code"].as_str().unwrap().starts_with("judge_"), "{quality:#}");
+    assert!(
+        quality["error"]["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("judge_"),
+        "{quality:#}"
+    );
     for score in ["relevance", "coverage", "clarity", "overall", "passed"] {
-        assert!(quality.get(score).is_none(), "{score} must be absent: {quality:#}");
+        assert!(
+            quality.get(score).is_none(),
+            "{score} must be absent: {quality:#}"
+        );
     }
 }
 
@@ -145,7 +197,10 @@ async fn an_unreachable_judge_leaves_an_error_and_the_job_succeeds() {
     let _worker = env.start_worker().await;
     let job = run_job(&env, &api, story(STORY)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
-    assert_eq!(job["result"]["quality"]["error"]["code"], "judge_llm_unreachable");
+    assert_eq!(
+        job["result"]["quality"]["error"]["code"],
+        "judge_llm_unreachable"
+    );
 }
 
 fn case(id: &str, title: &str, priority: &str, covers: &[&str]) -> Value {
@@ -162,7 +217,11 @@ async fn an_uncovered_acceptance_criterion_gets_a_targeted_round() {
         case("TC_003", "Receipt shows the order total", "low", &["AC1"]),
     ]});
     let second = json!({"test_cases": [case("TC_004", "Order confirmation e-mail is sent", "medium", &["AC3"])]});
-    let llm = FakeLlm::scripted(vec![Reply::text(first.to_string()), Reply::text(second.to_string())]).await;
+    let llm = FakeLlm::scripted(vec![
+        Reply::text(first.to_string()),
+        Reply::text(second.to_string()),
+    ])
+    .await;
     let env = TestEnv::new(llm).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
@@ -175,18 +234,34 @@ async fn an_uncovered_acceptance_criterion_gets_a_targeted_round() {
     .await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     let coverage = &job["result"]["coverage"];
-    assert_eq!(coverage["criteria"]["AC3"], json!(["TC_004"]), "{coverage:#}");
+    assert_eq!(
+        coverage["criteria"]["AC3"],
+        json!(["TC_004"]),
+        "{coverage:#}"
+    );
     assert_eq!(coverage["uncovered_criteria"], Value::Null, "{coverage:#}");
     assert_eq!(job["result"]["test_cases"].as_array().unwrap().len(), 4);
     let requests = env.llm.requests();
-    assert!(requests[0].system_prompt().contains("covers"), "the prompt asks for traceability");
-    assert!(requests[0].last_user_message().contains("AC3: A confirmation e-mail is sent"));
-    assert!(requests[1].last_user_message().contains("AC3"), "{}", requests[1].last_user_message());
+    assert!(
+        requests[0].system_prompt().contains("covers"),
+        "the prompt asks for traceability"
+    );
+    assert!(
+        requests[0]
+            .last_user_message()
+            .contains("AC3: A confirmation e-mail is sent")
+    );
+    assert!(
+        requests[1].last_user_message().contains("AC3"),
+        "{}",
+        requests[1].last_user_message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_budget_stops_repair_rounds() {
-    let llm = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(1)).with_usage(400, 200)).await;
+    let llm =
+        FakeLlm::with_responder(|_| Reply::text(valid_cases_json(1)).with_usage(400, 200)).await;
     let mut env = TestEnv::new(llm).await;
     env.set("job_token_budget", "500").set("repair_rounds", "5");
     let api = env.start_api().await;
@@ -199,7 +274,9 @@ async fn the_token_budget_stops_repair_rounds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reply_without_test_cases_fails_with_a_specific_code() {
-    let llm = FakeLlm::with_responder(|_| Reply::text("I'm sorry, but I can't help with that request.")).await;
+    let llm =
+        FakeLlm::with_responder(|_| Reply::text("I'm sorry, but I can't help with that request."))
+            .await;
     let mut env = TestEnv::new(llm).await;
     env.set("repair_rounds", "1");
     let api = env.start_api().await;
@@ -207,7 +284,11 @@ async fn a_reply_without_test_cases_fails_with_a_specific_code() {
     let job = run_job(&env, &api, story(STORY)).await;
     assert_eq!(job["status"], "failed", "{job:#}");
     assert_eq!(job["error"]["code"], "refusal");
-    assert_eq!(env.llm.request_count(), 2, "one generation and one repair round");
+    assert_eq!(
+        env.llm.request_count(),
+        2,
+        "one generation and one repair round"
+    );
     assert!(job["result"].is_null());
 }
 
@@ -220,13 +301,24 @@ async fn an_identical_story_is_served_from_the_cache() {
     let _worker = env.start_worker().await;
     let first = run_job(&env, &api, story(STORY)).await;
     let second = run_job(&env, &api, story(STORY)).await;
-    let other = run_job(&env, &api, json!({"story": STORY, "options": {"max_cases": 5}})).await;
+    let other = run_job(
+        &env,
+        &api,
+        json!({"story": STORY, "options": {"max_cases": 5}}),
+    )
+    .await;
 
     assert_eq!(first["result"]["usage"]["llm_calls"], 1);
     assert_eq!(second["result"]["usage"]["cached"], true, "{second:#}");
     assert_eq!(second["result"]["usage"]["llm_calls"], 0);
-    assert_eq!(second["result"]["test_cases"], first["result"]["test_cases"]);
-    assert!(other["result"]["usage"].get("cached").is_none(), "other options are another submission");
+    assert_eq!(
+        second["result"]["test_cases"],
+        first["result"]["test_cases"]
+    );
+    assert!(
+        other["result"]["usage"].get("cached").is_none(),
+        "other options are another submission"
+    );
     assert_eq!(env.llm.request_count(), 2);
 }
 
@@ -236,13 +328,18 @@ async fn each_provider_wire_format_works_end_to_end() {
         let llm = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await;
         let mut env = TestEnv::new(llm).await;
         let base = env.llm.base_url();
-        env.set("llm_provider", provider).set("llm_base_url", &base).set("llm_api_key", "sk-test");
+        env.set("llm_provider", provider)
+            .set("llm_base_url", &base)
+            .set("llm_api_key", "sk-test");
         let api = env.start_api().await;
         let _worker = env.start_worker().await;
         let job = run_job(&env, &api, story(STORY)).await;
         assert_eq!(job["status"], "succeeded", "{provider}: {job:#}");
         assert_eq!(job["result"]["usage"]["provider"], provider);
         let request = &env.llm.requests()[0];
-        assert!(request.last_user_message().contains(STORY), "{provider} got the story");
+        assert!(
+            request.last_user_message().contains(STORY),
+            "{provider} got the story"
+        );
     }
 }

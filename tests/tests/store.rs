@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use storyforge_shared::job::{JobError, JobSpec, JobStatus, Stage};
 use storyforge_shared::store::redis::{RedisJobStore, connect};
-use storyforge_shared::store::{CancelOutcome, Claim, Dispatch, JobStore, LeaseState, ListQuery, StorePolicy, StoreError};
+use storyforge_shared::store::{
+    CancelOutcome, Claim, Dispatch, JobStore, LeaseState, ListQuery, StoreError, StorePolicy,
+};
 use storyforge_tests::redis_server::{RedisServer, unique_namespace};
 
 fn spec(story: &str) -> JobSpec {
@@ -46,13 +48,20 @@ fn granted(claim: Claim) -> storyforge_shared::store::Lease {
 #[tokio::test]
 async fn a_new_job_is_queued_and_due() {
     let store = store().await;
-    let job = store.create(&spec("As a user, I want X"), None).await.unwrap().job;
+    let job = store
+        .create(&spec("As a user, I want X"), None)
+        .await
+        .unwrap()
+        .job;
     assert_eq!(job.status, JobStatus::Queued);
     assert_eq!(job.stage, Stage::Queued);
     assert_eq!(job.attempts, 0);
     let due = store.take_due(10, 100).await.unwrap();
     assert_eq!(due, vec![Dispatch { job_id: job.id }]);
-    assert!(store.take_due(10, 100).await.unwrap().is_empty(), "a dispatched job is not due twice");
+    assert!(
+        store.take_due(10, 100).await.unwrap().is_empty(),
+        "a dispatched job is not due twice"
+    );
 }
 
 #[tokio::test]
@@ -60,7 +69,10 @@ async fn only_one_of_two_racing_claims_wins() {
     let store = store().await;
     let job = store.create(&spec("story"), None).await.unwrap().job;
     let (a, b) = tokio::join!(claim(&store, job.id, "a"), claim(&store, job.id, "b"));
-    let wins = [&a, &b].iter().filter(|c| matches!(c, Claim::Granted(_))).count();
+    let wins = [&a, &b]
+        .iter()
+        .filter(|c| matches!(c, Claim::Granted(_)))
+        .count();
     assert_eq!(wins, 1, "{a:?} {b:?}");
     let job = store.get(job.id).await.unwrap().unwrap();
     assert_eq!((job.status, job.attempts), (JobStatus::Running, 1));
@@ -78,12 +90,26 @@ async fn a_result_is_written_only_while_the_lease_holds() {
     let rescuer = granted(claim(&store, job.id, "rescuer").await);
     assert_eq!(rescuer.attempt, 2, "the lost delivery counts as an attempt");
 
-    let late = store.fail(&stalled, &JobError::new("late", "too late")).await.unwrap();
-    assert_eq!(late, LeaseState::Lost, "the stalled worker's write is refused");
+    let late = store
+        .fail(&stalled, &JobError::new("late", "too late"))
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        LeaseState::Lost,
+        "the stalled worker's write is refused"
+    );
     assert_eq!(store.touch(&stalled, None).await.unwrap(), LeaseState::Lost);
     let error = JobError::new("x", "y");
-    assert_eq!(store.fail(&rescuer, &error).await.unwrap(), LeaseState::Held);
-    assert_eq!(store.fail(&rescuer, &error).await.unwrap(), LeaseState::Lost, "a result is written once");
+    assert_eq!(
+        store.fail(&rescuer, &error).await.unwrap(),
+        LeaseState::Held
+    );
+    assert_eq!(
+        store.fail(&rescuer, &error).await.unwrap(),
+        LeaseState::Lost,
+        "a result is written once"
+    );
     let job = store.get(job.id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error.unwrap().code, "x");
@@ -112,20 +138,39 @@ async fn retries_wait_for_their_delay_and_stop_at_the_attempt_cap() {
     let job = store.create(&spec("story"), None).await.unwrap().job;
     let lease = granted(claim(&store, job.id, "w").await);
     let error = JobError::new("llm_timeout", "the LLM provider did not answer in time");
-    assert_eq!(store.retry_later(&lease, Duration::from_millis(300), &error).await.unwrap(), LeaseState::Held);
-    assert!(matches!(claim(&store, job.id, "w").await, Claim::Stale), "not due before its delay");
+    assert_eq!(
+        store
+            .retry_later(&lease, Duration::from_millis(300), &error)
+            .await
+            .unwrap(),
+        LeaseState::Held
+    );
+    assert!(
+        matches!(claim(&store, job.id, "w").await, Claim::Stale),
+        "not due before its delay"
+    );
     assert!(store.take_due(10, 100).await.unwrap().is_empty());
 
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(store.take_due(10, 100).await.unwrap().len(), 1);
     let lease = granted(claim(&store, job.id, "w").await);
     assert_eq!(lease.attempt, 2);
-    assert_eq!(store.retry_later(&lease, Duration::ZERO, &error).await.unwrap(), LeaseState::Lost);
+    assert_eq!(
+        store
+            .retry_later(&lease, Duration::ZERO, &error)
+            .await
+            .unwrap(),
+        LeaseState::Lost
+    );
     let job = store.get(job.id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Failed);
     let error = job.error.unwrap();
     assert_eq!(error.code, "llm_timeout");
-    assert!(error.message.contains("gave up after 2 attempts"), "{}", error.message);
+    assert!(
+        error.message.contains("gave up after 2 attempts"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]
@@ -143,27 +188,55 @@ async fn a_handed_back_job_is_due_at_once_and_keeps_its_attempts() {
 async fn canceling_stops_queued_and_running_jobs_but_not_finished_ones() {
     let store = store().await;
     let queued = store.create(&spec("queued"), None).await.unwrap().job;
-    assert!(matches!(store.cancel(queued.id).await.unwrap(), CancelOutcome::Canceled(j) if j.status == JobStatus::Canceled));
+    assert!(
+        matches!(store.cancel(queued.id).await.unwrap(), CancelOutcome::Canceled(j) if j.status == JobStatus::Canceled)
+    );
     assert!(matches!(claim(&store, queued.id, "w").await, Claim::Stale));
-    assert!(matches!(store.cancel(queued.id).await.unwrap(), CancelOutcome::AlreadyFinished(_)));
+    assert!(matches!(
+        store.cancel(queued.id).await.unwrap(),
+        CancelOutcome::AlreadyFinished(_)
+    ));
 
     let running = store.create(&spec("running"), None).await.unwrap().job;
     let lease = granted(claim(&store, running.id, "w").await);
-    assert!(matches!(store.cancel(running.id).await.unwrap(), CancelOutcome::Canceled(_)));
-    assert_eq!(store.touch(&lease, None).await.unwrap(), LeaseState::Canceled);
-    assert_eq!(store.fail(&lease, &JobError::new("a", "b")).await.unwrap(), LeaseState::Canceled);
-    assert!(matches!(store.cancel(uuid::Uuid::now_v7()).await.unwrap(), CancelOutcome::NotFound));
+    assert!(matches!(
+        store.cancel(running.id).await.unwrap(),
+        CancelOutcome::Canceled(_)
+    ));
+    assert_eq!(
+        store.touch(&lease, None).await.unwrap(),
+        LeaseState::Canceled
+    );
+    assert_eq!(
+        store.fail(&lease, &JobError::new("a", "b")).await.unwrap(),
+        LeaseState::Canceled
+    );
+    assert!(matches!(
+        store.cancel(uuid::Uuid::now_v7()).await.unwrap(),
+        CancelOutcome::NotFound
+    ));
 }
 
 #[tokio::test]
 async fn idempotency_keys_replay_the_same_body_and_refuse_another() {
     let store = store().await;
-    let first = store.create(&spec("story"), Some(("key-1", "hash-a"))).await.unwrap();
-    let again = store.create(&spec("story"), Some(("key-1", "hash-a"))).await.unwrap();
+    let first = store
+        .create(&spec("story"), Some(("key-1", "hash-a")))
+        .await
+        .unwrap();
+    let again = store
+        .create(&spec("story"), Some(("key-1", "hash-a")))
+        .await
+        .unwrap();
     assert!(!first.replayed && again.replayed);
     assert_eq!(first.job.id, again.job.id);
-    let conflict = store.create(&spec("other"), Some(("key-1", "hash-b"))).await;
-    assert!(matches!(conflict, Err(StoreError::IdempotencyConflict { .. })), "{conflict:?}");
+    let conflict = store
+        .create(&spec("other"), Some(("key-1", "hash-b")))
+        .await;
+    assert!(
+        matches!(conflict, Err(StoreError::IdempotencyConflict { .. })),
+        "{conflict:?}"
+    );
 }
 
 #[tokio::test]
@@ -173,18 +246,32 @@ async fn unclaimed_dispatches_are_dispatched_again() {
     assert_eq!(store.take_due(10, 100).await.unwrap().len(), 1);
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(store.reconcile().await.unwrap().redispatched, 1);
-    assert_eq!(store.take_due(10, 100).await.unwrap(), vec![Dispatch { job_id: job.id }]);
+    assert_eq!(
+        store.take_due(10, 100).await.unwrap(),
+        vec![Dispatch { job_id: job.id }]
+    );
 }
 
 #[tokio::test]
 async fn the_dispatch_window_bounds_outstanding_tickets_by_live_capacity() {
     let store = store().await;
     for i in 0..100 {
-        store.create(&spec(&format!("story {i}")), None).await.unwrap();
+        store
+            .create(&spec(&format!("story {i}")), None)
+            .await
+            .unwrap();
     }
-    assert_eq!(store.take_due(1000, 1000).await.unwrap().len(), 16, "no live worker: a window of 16");
+    assert_eq!(
+        store.take_due(1000, 1000).await.unwrap().len(),
+        16,
+        "no live worker: a window of 16"
+    );
     store.heartbeat("w1", 20).await.unwrap();
-    assert_eq!(store.take_due(1000, 1000).await.unwrap().len(), 40 - 16, "twice the live capacity");
+    assert_eq!(
+        store.take_due(1000, 1000).await.unwrap().len(),
+        40 - 16,
+        "twice the live capacity"
+    );
     assert!(store.take_due(1000, 1000).await.unwrap().is_empty());
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.queue_depth, 100);
@@ -197,32 +284,70 @@ async fn listing_pages_newest_first_with_a_status_filter() {
     let store = store().await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(store.create(&spec(&format!("story {i}")), None).await.unwrap().job.id);
+        ids.push(
+            store
+                .create(&spec(&format!("story {i}")), None)
+                .await
+                .unwrap()
+                .job
+                .id,
+        );
     }
     store.cancel(ids[1]).await.unwrap();
-    let first = store.list(&ListQuery { limit: 2, ..Default::default() }).await.unwrap();
-    assert_eq!(first.items.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
-    let second = store
-        .list(&ListQuery { limit: 2, cursor: first.next_cursor, ..Default::default() })
+    let first = store
+        .list(&ListQuery {
+            limit: 2,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(second.items.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+    assert_eq!(
+        first.items.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[4], ids[3]]
+    );
+    let second = store
+        .list(&ListQuery {
+            limit: 2,
+            cursor: first.next_cursor,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        second.items.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1]]
+    );
     let third = store
-        .list(&ListQuery { limit: 2, cursor: second.next_cursor, ..Default::default() })
+        .list(&ListQuery {
+            limit: 2,
+            cursor: second.next_cursor,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(third.items.len(), 1);
     assert_eq!(third.next_cursor, None);
     let canceled = store
-        .list(&ListQuery { limit: 10, status: Some(JobStatus::Canceled), ..Default::default() })
+        .list(&ListQuery {
+            limit: 10,
+            status: Some(JobStatus::Canceled),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(canceled.items.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[1]]);
+    assert_eq!(
+        canceled.items.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
 }
 
 #[tokio::test]
 async fn finished_jobs_expire_and_leave_the_indexes() {
-    let store = store_with(StorePolicy { job_ttl: Duration::from_millis(200), ..policy(Duration::from_secs(30), 3) }).await;
+    let store = store_with(StorePolicy {
+        job_ttl: Duration::from_millis(200),
+        ..policy(Duration::from_secs(30), 3)
+    })
+    .await;
     let job = store.create(&spec("story"), None).await.unwrap().job;
     store.cancel(job.id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

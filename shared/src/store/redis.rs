@@ -454,16 +454,25 @@ impl JobStore for RedisJobStore {
 
     async fn cached_result(&self, key: &str) -> Result<Option<JobResult>, StoreError> {
         let mut conn = self.conn.clone();
-        let text: Option<String> = conn.get(self.key(&format!("cache:{key}"))).await.map_err(unavailable)?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(format!("cache entry {key}: {e}"))))
-            .transpose()
+        let text: Option<String> = conn
+            .get(self.key(&format!("cache:{key}")))
+            .await
+            .map_err(unavailable)?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| corrupt(format!("cache entry {key}: {e}")))
+        })
+        .transpose()
     }
 
     async fn cache_result(&self, key: &str, result: &JobResult) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        conn.pset_ex(self.key(&format!("cache:{key}")), to_json(result)?, millis(self.policy.job_ttl))
-            .await
-            .map_err(unavailable)
+        conn.pset_ex(
+            self.key(&format!("cache:{key}")),
+            to_json(result)?,
+            millis(self.policy.job_ttl),
+        )
+        .await
+        .map_err(unavailable)
     }
 
     async fn heartbeat(&self, worker: &str, capacity: usize) -> Result<(), StoreError> {

@@ -9,7 +9,10 @@ use storyforge_shared::config::Settings;
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(version, about = "StoryForge: user stories in, Given-When-Then test cases out")]
+#[command(
+    version,
+    about = "StoryForge: user stories in, Given-When-Then test cases out"
+)]
 struct Args {
     /// TOML configuration file (environment variables override it).
     #[arg(long, env = "STORYFORGE_CONFIG", global = true)]

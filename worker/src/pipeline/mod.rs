@@ -124,10 +124,12 @@ impl Conversation<'_> {
 /// What one reply amounted to.
 enum Attempt {
     Valid(Vec<TestCase>),
-    /// Problems to send back, and the error to fail with if no repair is left.
+    /// Problems to send back, the error to fail with if no repair is left, and the cases that
+    /// are valid on their own, kept if repairs run out and they still meet `min_cases`.
     Invalid {
         issues: Vec<String>,
         code: &'static str,
+        salvaged: Vec<TestCase>,
     },
 }
 
@@ -152,6 +154,7 @@ fn check(
             return Attempt::Invalid {
                 issues,
                 code: e.code(),
+                salvaged: Vec::new(),
             };
         }
     };
@@ -175,6 +178,7 @@ fn check(
                 ));
             }
             Attempt::Invalid {
+                salvaged: validate::salvage(&parsed.cases, max, criteria_ids),
                 issues,
                 code: "validation_failed",
             }
@@ -183,7 +187,11 @@ fn check(
 }
 
 /// Runs the pipeline for one job, or replays the cached result of an identical submission.
-pub async fn run(ctx: &Context, spec: &JobSpec, stages: &dyn StageSink) -> Result<JobResult, Failure> {
+pub async fn run(
+    ctx: &Context,
+    spec: &JobSpec,
+    stages: &dyn StageSink,
+) -> Result<JobResult, Failure> {
     if !ctx.settings.cache_enabled {
         return generate(ctx, spec, stages).await;
     }
@@ -202,7 +210,11 @@ pub async fn run(ctx: &Context, spec: &JobSpec, stages: &dyn StageSink) -> Resul
     Ok(result)
 }
 
-async fn generate(ctx: &Context, spec: &JobSpec, stages: &dyn StageSink) -> Result<JobResult, Failure> {
+async fn generate(
+    ctx: &Context,
+    spec: &JobSpec,
+    stages: &dyn StageSink,
+) -> Result<JobResult, Failure> {
     let criteria_ids = coverage::criterion_ids(&spec.acceptance_criteria);
     let messages = ctx
         .prompts
@@ -225,9 +237,25 @@ async fn generate(ctx: &Context, spec: &JobSpec, stages: &dyn StageSink) -> Resu
     let mut cases = loop {
         let (reply, cut_off) = conversation.ask().await?;
         stages.enter(Stage::Validating).await;
+        // Notes describe the reply that is finally used, not the rejected ones.
+        notes.clear();
         match check(&reply, cut_off, spec, &criteria_ids, &mut notes) {
             Attempt::Valid(cases) => break cases,
-            Attempt::Invalid { issues, code } => {
+            Attempt::Invalid {
+                issues,
+                code,
+                salvaged,
+            } => {
+                let out_of_repairs =
+                    repairs >= ctx.settings.repair_rounds || conversation.over_budget();
+                if out_of_repairs && salvaged.len() >= spec.options.min_cases() as usize {
+                    notes.push(format!(
+                        "kept the {} valid cases and dropped the rest after {repairs} repair rounds: {}",
+                        salvaged.len(),
+                        issues.join("; ")
+                    ));
+                    break salvaged;
+                }
                 if conversation.over_budget() {
                     return Err(Failure::permanent(
                         "token_budget_exhausted",

@@ -102,6 +102,19 @@ pub fn validate(
     }
 }
 
+/// The cases that are valid on their own (first of each id, at most `max_cases`), for when
+/// repairs are used up: a reply with some broken cases still yields its good ones.
+pub fn salvage(drafts: &[DraftCase], max_cases: u32, known_criteria: &[String]) -> Vec<TestCase> {
+    let mut seen = HashSet::new();
+    drafts
+        .iter()
+        .filter(|draft| seen.insert(draft.id.clone()))
+        .filter_map(|draft| validate(std::slice::from_ref(draft), 1, 1, known_criteria).ok())
+        .flatten()
+        .take(max_cases as usize)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +178,18 @@ mod tests {
         assert!(
             issues.iter().any(|i| i.starts_with("TC_003: then has 2")),
             "{issues:?}"
+        );
+    }
+
+    #[test]
+    fn salvage_keeps_only_cases_valid_on_their_own() {
+        let mut drafts = three();
+        drafts[1].then = String::new();
+        drafts[2].id = "TC_001".into();
+        let kept = salvage(&drafts, 10, &[]);
+        assert_eq!(
+            kept.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            vec!["TC_001"]
         );
     }
 

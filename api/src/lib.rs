@@ -1,0 +1,125 @@
+//! The StoryForge HTTP API: accepts user stories as jobs, shows their progress and results, and
+//! reports on the system's health. It only talks to the job store; workers do the generating.
+//!
+//! # Layout
+//! - [`serve`]: connects to Redis, builds the state and serves until the shutdown future resolves.
+//! - [`router`]: every route, the fallbacks (`404`/`405` as problem+json) and the middleware
+//!   (request logs, request counters, body limit, a panic turned into a `500` problem).
+//! - `state.rs`: [`AppState`], the handlers' shared context (store, settings, provider chains).
+//! - `error.rs`: [`ApiError`], the one error type, rendered as RFC 9457 problem+json.
+//! - `submission.rs`: a `POST /v1/jobs` body checked field by field and turned into a `JobSpec`.
+//! - `routes/`: one file per area — `jobs.rs` (`/v1/jobs…`), `health.rs` (`/health`, `/ready`,
+//!   `/status`), `providers.rs` (`/v1/providers`), `metrics.rs` (`/metrics` and the request
+//!   counters), `docs.rs` (`/openapi.json`, `/docs`).
+//! - `schema.rs`: OpenAPI descriptions of the shared types the API returns.
+//!
+//! What does not live here: job execution (the worker crate) and key layout (the store).
+
+mod error;
+mod routes;
+mod schema;
+mod state;
+mod submission;
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use storyforge_shared::config::Settings;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use error::{ApiError, FieldError};
+pub use state::AppState;
+
+/// Serves the API on `listener` until `shutdown` resolves, then finishes the requests in flight.
+///
+/// Fails if Redis does not answer at start-up: an API that cannot enqueue should not pretend to be
+/// up.
+pub async fn serve(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = AppState::from_settings(settings).await?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    tracing::info!(%addr, version = storyforge_shared::VERSION, "API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("API stopped");
+    Ok(())
+}
+
+/// Every route of the API over `state`, with its middleware.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.settings.max_body_bytes;
+    Router::new()
+        .route(
+            "/v1/jobs",
+            post(routes::jobs::create).get(routes::jobs::list),
+        )
+        .route("/v1/jobs/{id}", get(routes::jobs::show))
+        .route("/v1/jobs/{id}/cancel", post(routes::jobs::cancel))
+        .route("/health", get(routes::health::health))
+        .route("/ready", get(routes::health::ready))
+        .route("/status", get(routes::health::status))
+        .route("/v1/providers", get(routes::providers::list))
+        .route("/metrics", get(routes::metrics::render))
+        .route("/openapi.json", get(routes::docs::openapi))
+        .route("/docs", get(routes::docs::page))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::metrics::count_requests,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("the request handler panicked".to_string()).into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Millis),
+                ),
+        )
+        .with_state(state)
+}
+
+/// Resolves on SIGTERM or Ctrl-C; hand it to [`serve`].
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the API");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// How long `/ready`, `/status` and `/metrics` wait for Redis before answering without it.
+pub(crate) const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,0 +1,29 @@
+//! `storyforge-api`: the HTTP API. Everything but argument parsing lives in the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use storyforge_shared::config::Settings;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "StoryForge HTTP API: enqueues user stories as test-generation jobs"
+)]
+struct Args {
+    /// TOML configuration file (environment variables override it).
+    #[arg(long, env = "STORYFORGE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
+    let _telemetry = storyforge_shared::telemetry::init("storyforge-api", settings.log_format);
+    let listener = tokio::net::TcpListener::bind(settings.api_addr)
+        .await
+        .with_context(|| format!("binding {}", settings.api_addr))?;
+    storyforge_api::serve(settings, listener, storyforge_api::shutdown_signal()).await
+}

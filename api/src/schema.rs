@@ -1,0 +1,338 @@
+//! OpenAPI descriptions of what the API returns.
+//!
+//! The shared crate's types (`Job`, `JobResult`, …) do not derive `ToSchema` — they know nothing
+//! about HTTP — so this module mirrors their JSON shape for the document. The mirrors are never
+//! built: responses serialize the shared types themselves. When a shared type gains a field, add
+//! it here too; the `openapi_mirrors_cover_a_serialized_job` test notices a missing one.
+
+#![allow(dead_code, reason = "documentation-only mirrors, never constructed")]
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// An RFC 9457 problem document; every error response is one (`application/problem+json`).
+#[derive(ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct ProblemSchema {
+    /// `/docs#problem-<slug>`: a relative reference to the row of `/docs` that describes it.
+    #[schema(rename = "type")]
+    kind: String,
+    /// Fixed per type, e.g. "Validation failed".
+    title: String,
+    /// The HTTP status code, repeated.
+    status: u16,
+    /// What went wrong in this occurrence.
+    detail: String,
+    /// The fields at fault, as JSON pointers: `/story`, `/acceptance_criteria/3`, `/query/limit`,
+    /// `/headers/idempotency-key`, `""` for the whole body. Absent when no field is at fault.
+    #[schema(required = false)]
+    errors: Vec<FieldErrorSchema>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = FieldError)]
+pub(crate) struct FieldErrorSchema {
+    /// RFC 6901 pointer to the offending value.
+    pointer: String,
+    /// What is wrong with it.
+    detail: String,
+}
+
+#[derive(ToSchema)]
+#[schema(as = JobStatus, rename_all = "snake_case")]
+pub(crate) enum JobStatusSchema {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Stage, rename_all = "snake_case")]
+pub(crate) enum StageSchema {
+    Queued,
+    Generating,
+    Validating,
+    Repairing,
+    Judging,
+    Done,
+}
+
+/// A job: the submission, where it is in the pipeline and, once finished, its result or error.
+#[derive(ToSchema)]
+#[schema(as = Job)]
+pub(crate) struct JobSchema {
+    /// Time-ordered UUID (v7).
+    id: Uuid,
+    status: JobStatusSchema,
+    stage: StageSchema,
+    /// Deliveries to a worker so far, counting crashed ones.
+    attempts: u32,
+    batch_id: Option<Uuid>,
+    story_id: Option<String>,
+    story: String,
+    acceptance_criteria: Vec<String>,
+    options: OptionsSchema,
+    metadata: HashMap<String, serde_json::Value>,
+    /// The webhook URL; the secret is never shown.
+    webhook: Option<WebhookSchema>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    /// Present once `succeeded`.
+    result: Option<JobResultSchema>,
+    /// Present once `failed`.
+    error: Option<JobErrorSchema>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = GenerationOptions)]
+pub(crate) struct OptionsSchema {
+    min_cases: Option<u32>,
+    max_cases: Option<u32>,
+    judge: Option<bool>,
+    model: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Webhook)]
+pub(crate) struct WebhookSchema {
+    url: String,
+}
+
+#[derive(ToSchema)]
+#[schema(as = JobError)]
+pub(crate) struct JobErrorSchema {
+    /// Stable machine-readable code, e.g. `llm_timeout`.
+    code: String,
+    message: String,
+}
+
+#[derive(ToSchema)]
+#[schema(as = JobResult)]
+pub(crate) struct JobResultSchema {
+    test_cases: Vec<TestCaseSchema>,
+    validation: ValidationSchema,
+    /// `null` when the judge is off.
+    quality: Option<QualitySchema>,
+    coverage: CoverageSchema,
+    usage: UsageSchema,
+    prompt_version: String,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Priority, rename_all = "snake_case")]
+pub(crate) enum PrioritySchema {
+    Critical,
+    High,
+    Medium,
+    Low,
+}
+
+/// One Given-When-Then test case.
+#[derive(ToSchema)]
+#[schema(as = TestCase)]
+pub(crate) struct TestCaseSchema {
+    /// `TC_001`, …
+    id: String,
+    title: String,
+    priority: PrioritySchema,
+    given: String,
+    when: String,
+    then: String,
+    /// Acceptance criteria (`AC1`, …) the case exercises; absent without criteria.
+    covers: Option<Vec<String>>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Validation)]
+pub(crate) struct ValidationSchema {
+    structure_valid: bool,
+    count: usize,
+    repairs: u32,
+    issues: Vec<String>,
+}
+
+/// The LLM judge's verdict; carries `error` instead of scores when the judge itself failed.
+#[derive(ToSchema)]
+#[schema(as = Quality)]
+pub(crate) struct QualitySchema {
+    relevance: Option<f64>,
+    coverage: Option<f64>,
+    clarity: Option<f64>,
+    overall: Option<f64>,
+    passed: Option<bool>,
+    reasoning: Option<String>,
+    model: String,
+    error: Option<JobErrorSchema>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Coverage)]
+pub(crate) struct CoverageSchema {
+    count: usize,
+    priority_diversity: usize,
+    has_positive_cases: bool,
+    has_negative_cases: bool,
+    score: f64,
+    passed: bool,
+    /// Pairs of case ids that say nearly the same thing.
+    near_duplicates: Option<Vec<Vec<String>>>,
+    /// Acceptance criterion id → ids of the cases covering it.
+    criteria: Option<BTreeMap<String, Vec<String>>>,
+    uncovered_criteria: Option<Vec<String>>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Usage)]
+pub(crate) struct UsageSchema {
+    provider: String,
+    model: String,
+    llm_calls: u32,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    latency_ms: u64,
+    cost_usd: Option<f64>,
+    /// True when served from the duplicate-story cache.
+    cached: Option<bool>,
+}
+
+/// One page of jobs, newest first.
+#[derive(ToSchema)]
+#[schema(as = JobPage)]
+pub(crate) struct JobPageSchema {
+    items: Vec<JobSchema>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// The names of every property a mirror declares, for the drift test.
+#[cfg(test)]
+pub(crate) fn property_names<T: utoipa::PartialSchema>() -> Vec<String> {
+    let schema = serde_json::to_value(T::schema()).unwrap_or_default();
+    schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use storyforge_shared::job::*;
+
+    use super::*;
+
+    /// A job with every optional part filled, as the store would return it.
+    fn full_job() -> Job {
+        let now = Utc::now();
+        Job {
+            id: Uuid::now_v7(),
+            status: JobStatus::Succeeded,
+            stage: Stage::Done,
+            attempts: 1,
+            batch_id: None,
+            story_id: Some("S-1".into()),
+            story: "story".into(),
+            acceptance_criteria: vec!["ac".into()],
+            options: GenerationOptions::default(),
+            metadata: Default::default(),
+            webhook: Some(WebhookTarget {
+                url: "http://x".into(),
+                secret: Some("s".into()),
+            }),
+            created_at: now,
+            started_at: Some(now),
+            finished_at: Some(now),
+            result: Some(JobResult {
+                test_cases: vec![TestCase {
+                    id: "TC_001".into(),
+                    title: "t".into(),
+                    priority: Priority::High,
+                    given: "g".into(),
+                    when: "w".into(),
+                    then: "t".into(),
+                    covers: vec!["AC1".into()],
+                }],
+                validation: Validation {
+                    structure_valid: true,
+                    count: 1,
+                    repairs: 0,
+                    issues: vec![],
+                },
+                quality: Some(Quality {
+                    relevance: Some(1.0),
+                    coverage: Some(1.0),
+                    clarity: Some(1.0),
+                    overall: Some(1.0),
+                    passed: Some(true),
+                    reasoning: Some("r".into()),
+                    model: "m".into(),
+                    error: Some(JobError::new("c", "m")),
+                }),
+                coverage: Coverage {
+                    count: 1,
+                    priority_diversity: 1,
+                    has_positive_cases: true,
+                    has_negative_cases: true,
+                    score: 1.0,
+                    passed: true,
+                    near_duplicates: vec![["a".into(), "b".into()]],
+                    criteria: Some(Default::default()),
+                    uncovered_criteria: vec!["AC2".into()],
+                },
+                usage: Usage {
+                    cached: true,
+                    cost_usd: Some(0.1),
+                    ..Usage::default()
+                },
+                prompt_version: "v".into(),
+            }),
+            error: Some(JobError::new("c", "m")),
+        }
+    }
+
+    fn keys(value: &serde_json::Value) -> Vec<String> {
+        let mut keys: Vec<String> = value
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    fn sorted(mut names: Vec<String>) -> Vec<String> {
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn openapi_mirrors_cover_a_serialized_job() {
+        let job = serde_json::to_value(full_job()).unwrap();
+        let result = &job["result"];
+        let pairs = [
+            (keys(&job), property_names::<JobSchema>()),
+            (keys(result), property_names::<JobResultSchema>()),
+            (
+                keys(&result["test_cases"][0]),
+                property_names::<TestCaseSchema>(),
+            ),
+            (
+                keys(&result["validation"]),
+                property_names::<ValidationSchema>(),
+            ),
+            (keys(&result["quality"]), property_names::<QualitySchema>()),
+            (
+                keys(&result["coverage"]),
+                property_names::<CoverageSchema>(),
+            ),
+            (keys(&result["usage"]), property_names::<UsageSchema>()),
+        ];
+        for (actual, documented) in pairs {
+            assert_eq!(actual, sorted(documented));
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! [`AppState`]: what every handler gets, built once per process.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use storyforge_shared::config::Settings;
+use storyforge_shared::llm::ProviderChain;
+use storyforge_shared::store::redis::{RedisJobStore, connect};
+use storyforge_shared::store::{JobStore, StorePolicy};
+
+use crate::routes::metrics::HttpMetrics;
+
+/// The handlers' shared context; cheap to clone (everything is behind an `Arc`).
+#[derive(Clone)]
+pub struct AppState {
+    /// Job state lives here and only here; the API keeps nothing of its own between requests.
+    pub(crate) store: Arc<dyn JobStore>,
+    /// Limits (`max_body_bytes`, `max_story_chars`) and what `/status` reports.
+    pub(crate) settings: Arc<Settings>,
+    /// The generation chain, for `/v1/providers`; the API never generates.
+    pub(crate) generator: Arc<ProviderChain>,
+    /// The judge's chain, for `/v1/providers`.
+    pub(crate) judge: Arc<ProviderChain>,
+    /// Request counters behind `/metrics`.
+    pub(crate) metrics: Arc<HttpMetrics>,
+}
+
+impl AppState {
+    /// State around an existing store and provider chains (tests bring their own).
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn JobStore>,
+        generator: ProviderChain,
+        judge: ProviderChain,
+    ) -> AppState {
+        AppState {
+            store,
+            settings: Arc::new(settings),
+            generator: Arc::new(generator),
+            judge: Arc::new(judge),
+            metrics: Arc::new(HttpMetrics::default()),
+        }
+    }
+
+    /// Connects to Redis and builds the provider chains the way the worker does.
+    pub async fn from_settings(settings: Settings) -> anyhow::Result<AppState> {
+        let conn = connect(&settings.redis_url)
+            .await
+            .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?;
+        let policy = StorePolicy {
+            job_ttl: settings.job_ttl,
+            max_attempts: settings.max_attempts,
+            lease_ttl: settings.lease_ttl,
+            dispatch_timeout: settings.dispatch_timeout,
+        };
+        let store: Arc<dyn JobStore> =
+            Arc::new(RedisJobStore::new(conn, &settings.namespace, policy));
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("storyforge-api/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        let generator = ProviderChain::new(settings.llm.clone(), http.clone());
+        let judge = ProviderChain::new(vec![settings.judge_llm.clone()], http);
+        Ok(AppState::new(settings, store, generator, judge))
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("namespace", &self.settings.namespace)
+            .field("generator", &self.generator)
+            .field("judge", &self.judge)
+            .finish_non_exhaustive()
+    }
+}

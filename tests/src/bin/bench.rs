@@ -1,0 +1,149 @@
+//! Throughput benchmark: `cargo build --release --workspace && cargo run --release -p
+//! storyforge-tests --bin bench [-- JOBS]`.
+//!
+//! Starts a private redis-server, an instant fake LLM, `storyforge-api` and two
+//! `storyforge-worker` processes (release binaries), then measures:
+//! 1. `POST /v1/jobs` requests/s with 64 concurrent clients (no worker running);
+//! 2. end-to-end jobs/s: two workers draining those jobs;
+//! 3. peak RSS of each worker and of the API.
+//!
+//! Figures go to stdout; nothing here is asserted.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+use storyforge_shared::config::Settings;
+use storyforge_tests::app::{TestEnv, workspace_root};
+use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
+use storyforge_tests::process::{ChildProcess, wait_until};
+use storyforge_tests::redis_server::RedisServer;
+
+fn release_binary(name: &str) -> String {
+    let path: PathBuf = workspace_root().join("target/release").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --release --workspace` first",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn spawn(name: &str, env: &TestEnv, extra: &[(&str, &str)]) -> ChildProcess {
+    let mut vars = env.env_map();
+    vars.insert("RUST_LOG".into(), "warn".into());
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    ChildProcess::spawn_command(&release_binary(name), &[], &pairs)
+}
+
+#[tokio::main]
+async fn main() {
+    let jobs: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
+    let redis = RedisServer::start();
+    let reply = valid_cases_json(4);
+    let llm = FakeLlm::with_responder(move |_| Reply::text(reply.clone())).await;
+    let env = TestEnv::on_redis(llm, &redis.url());
+    let store = env.store().await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let api = spawn("storyforge-api", &env, &[("STORYFORGE_API_ADDR", &addr)]);
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the API is up", || async {
+        http.get(format!("{base}/health"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+
+    let started = Instant::now();
+    let accepted = futures::stream::iter(0..jobs)
+        .map(|n| {
+            let http = http.clone();
+            let url = format!("{base}/v1/jobs");
+            async move {
+                let body = json!({"story": format!("As a shopper, I want to pay for cart {n} so that my order ships")});
+                http.post(url).json(&body).send().await.map(|r| r.status().as_u16() == 202).unwrap_or(false)
+            }
+        })
+        .buffer_unordered(64)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    let post_elapsed = started.elapsed();
+    println!(
+        "POST /v1/jobs: {accepted}/{jobs} accepted in {post_elapsed:.2?} = {:.0} requests/s (64 concurrent clients, API in release)",
+        accepted as f64 / post_elapsed.as_secs_f64()
+    );
+
+    let settings: Settings = env.settings();
+    let concurrency = settings.worker_concurrency.to_string();
+    let started = Instant::now();
+    let workers = [
+        spawn(
+            "storyforge-worker",
+            &env,
+            &[("STORYFORGE_WORKER_CONCURRENCY", &concurrency)],
+        ),
+        spawn(
+            "storyforge-worker",
+            &env,
+            &[("STORYFORGE_WORKER_CONCURRENCY", &concurrency)],
+        ),
+    ];
+    let stats = wait_until(Duration::from_secs(1800), "the jobs are done", || async {
+        let stats = store.stats().await.ok()?;
+        let done: u64 = ["succeeded", "failed", "canceled"]
+            .iter()
+            .map(|s| stats.by_status[*s])
+            .sum();
+        (done == accepted as u64).then_some(stats)
+    })
+    .await;
+    let drain = started.elapsed();
+    println!(
+        "end to end: {accepted} jobs drained by 2 workers (concurrency {concurrency} each, instant fake LLM, judge off) in {drain:.2?} = {:.0} jobs/s; by status {:?}",
+        accepted as f64 / drain.as_secs_f64(),
+        stats.by_status
+    );
+    for (i, worker) in workers.iter().enumerate() {
+        println!(
+            "worker {} peak RSS: {:.1} MiB",
+            i + 1,
+            peak_rss_kib(worker.pid()) as f64 / 1024.0
+        );
+    }
+    println!(
+        "api peak RSS: {:.1} MiB",
+        peak_rss_kib(api.pid()) as f64 / 1024.0
+    );
+}

@@ -1,0 +1,106 @@
+//! The reply corpus (`worker/tests/fixtures/replies/`) fed through the fake LLM into the running
+//! system: a reply holding usable test cases ends `succeeded` with valid cases, any other ends
+//! `failed` with the parser's specific `error.code`, and nothing panics. The fake answers every
+//! call — repair rounds included — with the same reply, so repairs cannot rescue a bad one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use storyforge_tests::app::{TestEnv, workspace_root};
+use storyforge_tests::fake_llm::{FakeLlm, Reply};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_corpus_reply_ends_succeeded_or_failed_with_a_specific_code() {
+    let dir = workspace_root().join("worker/tests/fixtures/replies");
+    let expected: BTreeMap<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let replies: BTreeMap<String, String> = expected
+        .keys()
+        .map(|name| {
+            (
+                name.clone(),
+                std::fs::read_to_string(dir.join(name)).unwrap(),
+            )
+        })
+        .collect();
+
+    // The story names the fixture, so the fake knows which reply to give.
+    let by_story = replies.clone();
+    let llm = FakeLlm::with_responder(move |request| {
+        let prompt = request.last_user_message();
+        let conversation = request.body.to_string();
+        let name = by_story
+            .keys()
+            .find(|name| conversation.contains(&format!("fixture {name}")));
+        match name {
+            Some(name) => Reply::text(by_story[name].clone()),
+            None => Reply::raw(500, format!("no fixture named in: {prompt}")),
+        }
+    })
+    .await;
+    let mut env = TestEnv::new(llm).await;
+    env.set("repair_rounds", "1")
+        .set("worker_concurrency", "16");
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+
+    let outcomes: Vec<(String, Value)> = futures::stream::iter(expected.keys().cloned())
+        .map(|name| {
+            let env = &env;
+            let api = &api;
+            async move {
+                let body = json!({
+                    "story": format!("As a user, I want the feature described in fixture {name} so that it is tested"),
+                    "options": {"min_cases": 1}
+                });
+                let id = env.submit(api, body).await["id"].as_str().unwrap().to_string();
+                let job = env.wait_for_status(api, &id, &["succeeded", "failed"], Duration::from_secs(60)).await;
+                (name, job)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+
+    let mut wrong = Vec::new();
+    let mut usable = 0;
+    for (name, job) in &outcomes {
+        let want = &expected[name];
+        match want.get("error").and_then(Value::as_str) {
+            None => {
+                usable += 1;
+                // Cases broken beyond repair are dropped, so at most the parsed count remains.
+                let cases = job["result"]["test_cases"].as_array().map_or(0, Vec::len) as u64;
+                if job["status"] != "succeeded"
+                    || cases == 0
+                    || cases > want["cases"].as_u64().unwrap_or(0)
+                {
+                    wrong.push(format!(
+                        "{name}: expected {} cases, got {} {}",
+                        want["cases"], job["status"], job["error"]
+                    ));
+                }
+            }
+            Some(code) => {
+                if job["status"] != "failed" || job["error"]["code"] != code {
+                    wrong.push(format!(
+                        "{name}: expected failed/{code}, got {} {}",
+                        job["status"], job["error"]
+                    ));
+                }
+            }
+        }
+    }
+    println!(
+        "corpus through the system: {} replies, {usable} with usable cases, {} outcomes as expected",
+        outcomes.len(),
+        outcomes.len() - wrong.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "unexpected outcomes:\n{}",
+        wrong.join("\n")
+    );
+}
