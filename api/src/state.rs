@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use storyforge_shared::config::Settings;
-use storyforge_shared::llm::ProviderChain;
-use storyforge_shared::store::redis::{RedisJobStore, connect};
-use storyforge_shared::store::{JobStore, StorePolicy};
+use storyforge_shared::llm::{ProviderChain, configured_chains};
+use storyforge_shared::store::JobStore;
+use storyforge_shared::store::redis::RedisJobStore;
 
 use crate::routes::metrics::HttpMetrics;
 
@@ -44,23 +44,16 @@ impl AppState {
 
     /// Connects to Redis and builds the provider chains the way the worker does.
     pub async fn from_settings(settings: Settings) -> anyhow::Result<AppState> {
-        let conn = connect(&settings.redis_url)
-            .await
-            .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?;
-        let policy = StorePolicy {
-            job_ttl: settings.job_ttl,
-            max_attempts: settings.max_attempts,
-            lease_ttl: settings.lease_ttl,
-            dispatch_timeout: settings.dispatch_timeout,
-        };
-        let store: Arc<dyn JobStore> =
-            Arc::new(RedisJobStore::new(conn, &settings.namespace, policy));
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("storyforge-api/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
-        let generator = ProviderChain::new(settings.llm.clone(), http.clone());
-        let judge = ProviderChain::new(vec![settings.judge_llm.clone()], http);
+        let store: Arc<dyn JobStore> = Arc::new(
+            RedisJobStore::open(&settings)
+                .await
+                .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?,
+        );
+        let (generator, judge) = configured_chains(
+            &settings,
+            concat!("storyforge-api/", env!("CARGO_PKG_VERSION")),
+        )
+        .context("building the HTTP client")?;
         Ok(AppState::new(settings, store, generator, judge))
     }
 }

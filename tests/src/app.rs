@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use storyforge_shared::config::Settings;
 use storyforge_shared::store::JobStore;
-use storyforge_shared::store::redis::{RedisJobStore, connect};
+use storyforge_shared::store::redis::RedisJobStore;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -104,15 +104,11 @@ impl TestEnv {
 
     /// A direct handle on the job store, for arranging and asserting.
     pub async fn store(&self) -> Arc<dyn JobStore> {
-        let settings = self.settings();
-        let conn = connect(&settings.redis_url)
-            .await
-            .expect("connect to test redis");
-        Arc::new(RedisJobStore::new(
-            conn,
-            &settings.namespace,
-            storyforge_worker::run::store_policy(&settings),
-        ))
+        Arc::new(
+            RedisJobStore::open(&self.settings())
+                .await
+                .expect("connect to test redis"),
+        )
     }
 
     /// Starts the API in-process on a free port.

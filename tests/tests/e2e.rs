@@ -28,6 +28,18 @@ fn well_behaved(request: &RecordedRequest) -> Reply {
     }
 }
 
+/// A fake whose first call never returns and whose later calls answer at once, with the count.
+async fn first_call_hangs() -> (FakeLlm, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let llm = FakeLlm::with_responder(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
+        0 => Reply::hang(),
+        _ => Reply::text(valid_cases_json(3)),
+    })
+    .await;
+    (llm, calls)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_posted_story_comes_back_as_validated_test_cases() {
     let mut env = TestEnv::new(FakeLlm::with_responder(well_behaved).await).await;
@@ -214,14 +226,7 @@ async fn a_permanent_llm_error_fails_the_job_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_llm_call_loses_nothing() {
-    // The first generation call never returns; any later one answers at once.
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
-    let llm = FakeLlm::with_responder(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
-        0 => Reply::hang(),
-        _ => Reply::text(valid_cases_json(3)),
-    })
-    .await;
+    let (llm, calls) = first_call_hangs().await;
     let env = TestEnv::new(llm).await;
     let api = env.start_api().await;
     let mut doomed = env.spawn_worker_process();
@@ -379,13 +384,7 @@ async fn sigterm_lets_the_running_job_finish() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_hands_back_a_job_that_outlives_the_grace_period() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let seen = calls.clone();
-    let llm = FakeLlm::with_responder(move |_| match seen.fetch_add(1, Ordering::SeqCst) {
-        0 => Reply::hang(),
-        _ => Reply::text(valid_cases_json(3)),
-    })
-    .await;
+    let (llm, _calls) = first_call_hangs().await;
     let mut env = TestEnv::new(llm).await;
     env.set("shutdown_grace", "300ms").set("llm_timeout", "60s");
     let api = env.start_api().await;

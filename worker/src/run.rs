@@ -13,10 +13,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use apalis::prelude::{AbortError, BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use storyforge_shared::config::Settings;
-use storyforge_shared::llm::ProviderChain;
+use storyforge_shared::llm::configured_chains;
 use storyforge_shared::queue::{self, DispatchQueue};
 use storyforge_shared::store::redis::{RedisJobStore, connect};
-use storyforge_shared::store::{Dispatch, JobStore, StorePolicy};
+use storyforge_shared::store::{Dispatch, JobStore};
 use tokio::sync::watch;
 
 use crate::context::Context;
@@ -47,15 +47,6 @@ async fn handle(ticket: Dispatch, runner: Data<Runner>) -> Result<(), BoxDynErro
         })
 }
 
-pub fn store_policy(settings: &Settings) -> StorePolicy {
-    StorePolicy {
-        job_ttl: settings.job_ttl,
-        max_attempts: settings.max_attempts,
-        lease_ttl: settings.lease_ttl,
-        dispatch_timeout: settings.dispatch_timeout,
-    }
-}
-
 /// A name no other worker process has: prefix, host, pid and a random suffix.
 fn unique_name(prefix: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -67,20 +58,16 @@ fn unique_name(prefix: &str) -> String {
 
 /// Builds the context: connects to Redis, loads prompts, sets up the provider chains.
 pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
-    let conn = connect(&settings.redis_url)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?;
-    let store: Arc<dyn JobStore> = Arc::new(RedisJobStore::new(
-        conn,
-        &settings.namespace,
-        store_policy(&settings),
-    ));
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("storyforge/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client")?;
-    let generator = ProviderChain::new(settings.llm.clone(), http.clone());
-    let judge = ProviderChain::new(vec![settings.judge_llm.clone()], http);
+    let store: Arc<dyn JobStore> = Arc::new(
+        RedisJobStore::open(&settings)
+            .await
+            .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?,
+    );
+    let (generator, judge) = configured_chains(
+        &settings,
+        concat!("storyforge-worker/", env!("CARGO_PKG_VERSION")),
+    )
+    .context("building the HTTP client")?;
     let prompts = Prompts::load(
         &settings.prompts_dir,
         &settings.prompt_set,

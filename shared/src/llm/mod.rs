@@ -283,6 +283,18 @@ impl fmt::Debug for dyn ChatProvider {
 
 /// The client for `settings.kind`, with its own concurrency and rate limits, sending through
 /// `http` (share one `reqwest::Client` so connections are pooled).
+/// The generation chain (primary, then fallbacks) and the judge's chain of one, as configured,
+/// sharing one HTTP client. The API uses them to report provider health, workers to call them.
+pub fn configured_chains(
+    settings: &crate::config::Settings,
+    user_agent: &str,
+) -> Result<(ProviderChain, ProviderChain), reqwest::Error> {
+    let http = reqwest::Client::builder().user_agent(user_agent).build()?;
+    let generator = ProviderChain::new(settings.llm.clone(), http.clone());
+    let judge = ProviderChain::new(vec![settings.judge_llm.clone()], http);
+    Ok((generator, judge))
+}
+
 pub fn build_provider(settings: ProviderSettings, http: reqwest::Client) -> Arc<dyn ChatProvider> {
     match settings.kind {
         ProviderKind::OpenAi => Arc::new(openai::OpenAiClient::new(settings, http)),

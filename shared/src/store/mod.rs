@@ -126,6 +126,17 @@ pub struct StorePolicy {
     pub dispatch_timeout: Duration,
 }
 
+impl StorePolicy {
+    pub fn from_settings(settings: &crate::config::Settings) -> StorePolicy {
+        StorePolicy {
+            job_ttl: settings.job_ttl,
+            max_attempts: settings.max_attempts,
+            lease_ttl: settings.lease_ttl,
+            dispatch_timeout: settings.dispatch_timeout,
+        }
+    }
+}
+
 /// The job store. Implementations: [`redis::RedisJobStore`]; an embedded SQLite one is planned.
 #[async_trait]
 pub trait JobStore: Send + Sync {

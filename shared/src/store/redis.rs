@@ -105,6 +105,16 @@ impl RedisJobStore {
         }
     }
 
+    /// Connects to the configured Redis, under the configured namespace and policy.
+    pub async fn open(settings: &crate::config::Settings) -> Result<RedisJobStore, StoreError> {
+        let conn = connect(&settings.redis_url).await?;
+        Ok(RedisJobStore::new(
+            conn,
+            &settings.namespace,
+            StorePolicy::from_settings(settings),
+        ))
+    }
+
     fn key(&self, suffix: &str) -> String {
         format!("{}:{suffix}", self.namespace)
     }
