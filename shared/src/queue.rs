@@ -8,11 +8,13 @@
 //!   hand is covered by the store's reconciler, which re-dispatches unclaimed jobs;
 //! - handlers never return a retryable error (apalis would retry on its own schedule): retries,
 //!   attempt caps and crash recovery are the store's;
-//! - every worker gets a unique name and a short heartbeat, and polls on an interval.
+//! - every worker gets a unique name and a short heartbeat, and polls on an interval;
+//! - apalis keeps every finished ticket's data and id forever: [`vacuum`] deletes them.
 
 use std::time::Duration;
 
 use apalis::prelude::TaskSink;
+use apalis_core::backend::Vacuum;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 
 use crate::store::{Dispatch, JobStore, StoreError};
@@ -60,4 +62,20 @@ pub async fn dispatch_due(
             .map_err(|e| DispatchError::Queue(e.to_string()))?;
     }
     Ok(count)
+}
+
+/// Deletes finished tickets from apalis's task data and its set of done ids, which it otherwise
+/// keeps forever. Returns how many tickets were removed.
+pub async fn vacuum(queue: &mut DispatchQueue) -> Result<usize, DispatchError> {
+    let removed = queue
+        .vacuum()
+        .await
+        .map_err(|e| DispatchError::Queue(e.to_string()))?;
+    let done = queue.get_config().done_jobs_set();
+    redis::cmd("DEL")
+        .arg(done)
+        .query_async::<()>(queue.get_connection())
+        .await
+        .map_err(|e| DispatchError::Queue(e.to_string()))?;
+    Ok(removed)
 }

@@ -64,6 +64,36 @@ async fn a_backlog_of_20000_jobs_is_drained_by_two_workers() {
         BACKLOG,
         "every job made exactly one LLM call"
     );
+
+    // apalis would keep every finished ticket forever; the workers' vacuum removes them.
+    let conn = storyforge_shared::store::redis::connect(&env.settings().redis_url)
+        .await
+        .unwrap();
+    let queue = storyforge_shared::queue::dispatch_queue(conn.clone(), &env.namespace);
+    let config = queue.get_config().clone();
+    wait_until(
+        Duration::from_secs(30),
+        "apalis's finished tickets are vacuumed",
+        || {
+            let mut conn = conn.clone();
+            let config = config.clone();
+            async move {
+                let data: usize = redis::cmd("HLEN")
+                    .arg(config.job_data_hash())
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                let done: usize = redis::cmd("SCARD")
+                    .arg(config.done_jobs_set())
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                (data == 0 && done == 0).then_some(())
+            }
+        },
+    )
+    .await;
+
     println!(
         "drained {BACKLOG} jobs with 2 workers in {elapsed:.1?} ({:.0} jobs/s, debug build)",
         BACKLOG as f64 / elapsed.as_secs_f64()

@@ -160,7 +160,8 @@ async fn retries_wait_for_their_delay_and_stop_at_the_attempt_cap() {
             .retry_later(&lease, Duration::ZERO, &error)
             .await
             .unwrap(),
-        LeaseState::Lost
+        LeaseState::Held,
+        "the final failure is written"
     );
     let job = store.get(job.id).await.unwrap().unwrap();
     assert_eq!(job.status, JobStatus::Failed);

@@ -100,7 +100,11 @@ pub async fn run(
         queue::dispatch_queue(queue_conn.clone(), &ctx.settings.namespace),
         stop_rx.clone(),
     ));
-    let housekeeping = tokio::spawn(housekeeping_loop(ctx.clone(), stop_rx.clone()));
+    let housekeeping = tokio::spawn(housekeeping_loop(
+        ctx.clone(),
+        queue::dispatch_queue(queue_conn.clone(), &ctx.settings.namespace),
+        stop_rx.clone(),
+    ));
     let grace = ctx.settings.shutdown_grace;
     tokio::spawn(async move {
         shutdown.await;
@@ -135,10 +139,16 @@ pub async fn run(
                 Ok::<(), std::io::Error>(())
             })
             .await;
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, "apalis worker stopped; starting a new one in 1 s");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        if *stop_rx.borrow() {
+            break;
         }
+        match outcome {
+            Err(e) => {
+                tracing::error!(error = %e, "apalis worker failed; starting a new one in 1 s")
+            }
+            Ok(()) => tracing::warn!("apalis worker ended unasked; starting a new one in 1 s"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     dispatcher.abort();
     housekeeping.abort();
@@ -169,7 +179,12 @@ async fn dispatch_loop(ctx: Arc<Context>, mut queue: DispatchQueue, stop: watch:
 }
 
 /// Heartbeats, and reconciles every `reconcile_interval` (every worker does; it is idempotent).
-async fn housekeeping_loop(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
+/// Vacuums apalis's finished tickets too.
+async fn housekeeping_loop(
+    ctx: Arc<Context>,
+    mut queue: DispatchQueue,
+    stop: watch::Receiver<bool>,
+) {
     let mut last_reconcile = tokio::time::Instant::now();
     while !*stop.borrow() {
         if let Err(e) = ctx
@@ -185,6 +200,9 @@ async fn housekeeping_loop(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
                 Ok(report) if report != Default::default() => tracing::info!(?report, "reconciled"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+            if let Err(e) = queue::vacuum(&mut queue).await {
+                tracing::warn!(error = %e, "vacuuming apalis failed");
             }
         }
         tokio::time::sleep(HEARTBEAT_EVERY.min(ctx.settings.reconcile_interval)).await;

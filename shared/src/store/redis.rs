@@ -171,7 +171,7 @@ impl RedisJobStore {
 fn parse_lease_state(state: &str) -> Result<LeaseState, StoreError> {
     match state {
         "held" => Ok(LeaseState::Held),
-        "lost" | "failed" => Ok(LeaseState::Lost),
+        "lost" => Ok(LeaseState::Lost),
         "canceled" => Ok(LeaseState::Canceled),
         other => Err(corrupt(format!("unexpected lease state {other:?}"))),
     }
