@@ -197,8 +197,24 @@ pub(crate) struct UsageSchema {
     completion_tokens: u64,
     latency_ms: u64,
     cost_usd: Option<f64>,
+    /// Each LLM call, in order.
+    calls: Option<Vec<CallUsageSchema>>,
     /// True when served from the duplicate-story cache.
     cached: Option<bool>,
+}
+
+/// One LLM call of a job.
+#[derive(ToSchema)]
+#[schema(as = CallUsage)]
+pub(crate) struct CallUsageSchema {
+    /// `generation`, `repair`, `criteria` or `judge`.
+    purpose: String,
+    provider: String,
+    model: String,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    latency_ms: u64,
+    cost_usd: Option<f64>,
 }
 
 /// One page of jobs, newest first.

@@ -237,6 +237,20 @@ pub struct Coverage {
     pub uncovered_criteria: Vec<String>,
 }
 
+/// One LLM call of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallUsage {
+    /// `generation`, `repair`, `criteria` (the round for uncovered criteria) or `judge`.
+    pub purpose: String,
+    pub provider: String,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
 /// Tokens, calls, time and money one job cost.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
@@ -248,6 +262,9 @@ pub struct Usage {
     pub latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// Each call, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallUsage>,
     /// True when this result was served from the duplicate-story cache.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cached: bool,

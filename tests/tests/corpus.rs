@@ -94,9 +94,10 @@ async fn every_corpus_reply_ends_succeeded_or_failed_with_a_specific_code() {
         }
     }
     println!(
-        "corpus through the system: {} replies, {usable} with usable cases, {} outcomes as expected",
+        "corpus through the system: {} replies, {usable} with usable cases, {} outcomes as expected, {:.2} LLM calls per job (judge off, 1 repair round)",
         outcomes.len(),
-        outcomes.len() - wrong.len()
+        outcomes.len() - wrong.len(),
+        env.llm.request_count() as f64 / outcomes.len() as f64
     );
     assert!(
         wrong.is_empty(),

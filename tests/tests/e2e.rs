@@ -81,6 +81,13 @@ async fn a_posted_story_comes_back_as_validated_test_cases() {
     let usage = &result["usage"];
     assert_eq!(usage["provider"], "openai");
     assert_eq!(usage["llm_calls"], 2, "one generation and one judge call");
+    let purposes: Vec<_> = usage["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["purpose"].clone())
+        .collect();
+    assert_eq!(purposes, vec![json!("generation"), json!("judge")]);
     assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
     assert!(usage["cost_usd"].as_f64().unwrap() > 0.0);
     assert!(
@@ -139,6 +146,7 @@ async fn a_reply_that_fails_validation_is_repaired() {
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["result"]["validation"]["repairs"], 1);
     assert_eq!(job["result"]["usage"]["llm_calls"], 2);
+    assert_eq!(job["result"]["usage"]["calls"][1]["purpose"], "repair");
     let repair = &env.llm.requests()[1];
     assert!(
         repair

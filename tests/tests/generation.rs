@@ -241,6 +241,7 @@ async fn an_uncovered_acceptance_criterion_gets_a_targeted_round() {
     );
     assert_eq!(coverage["uncovered_criteria"], Value::Null, "{coverage:#}");
     assert_eq!(job["result"]["test_cases"].as_array().unwrap().len(), 4);
+    assert_eq!(job["result"]["usage"]["calls"][1]["purpose"], "criteria");
     let requests = env.llm.requests();
     assert!(
         requests[0].system_prompt().contains("covers"),

@@ -9,7 +9,7 @@ use storyforge_shared::llm::{ChatRequest, ProviderChain};
 use super::Context;
 use super::parse::parse_judge;
 use super::prompt::Prompts;
-use super::usage::Meter;
+use super::usage::{Meter, Purpose};
 
 pub fn verdict_schema() -> serde_json::Value {
     serde_json::json!({
@@ -65,7 +65,7 @@ pub async fn judge(
             return failed(&format!("judge_{}", e.code()), e.to_string());
         }
     };
-    meter.record(&response, &ctx.settings.pricing, false);
+    meter.record(&response, &ctx.settings.pricing, Purpose::Judge);
     match parse_judge(&response.text) {
         Ok(v) => {
             let overall = ((v.relevance + v.coverage + v.clarity) / 3.0 * 1000.0).round() / 1000.0;

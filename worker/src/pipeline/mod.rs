@@ -23,7 +23,7 @@ use storyforge_shared::llm::{ChatMessage, ChatRequest, FinishReason, LlmError};
 
 pub use crate::context::Context;
 use parse::{DraftCase, ParsedReply, parse_test_cases};
-use usage::Meter;
+use usage::{Meter, Purpose};
 
 /// Why a job could not produce a result this attempt.
 #[derive(Debug, Clone)]
@@ -96,7 +96,7 @@ struct Conversation<'a> {
 }
 
 impl Conversation<'_> {
-    async fn ask(&mut self) -> Result<(String, bool), Failure> {
+    async fn ask(&mut self, purpose: Purpose) -> Result<(String, bool), Failure> {
         let request = ChatRequest {
             messages: self.messages.clone(),
             json_schema: Some(test_cases_schema()),
@@ -107,7 +107,7 @@ impl Conversation<'_> {
         };
         let response = self.ctx.generator.chat(&request).await?;
         self.meter
-            .record(&response, &self.ctx.settings.pricing, true);
+            .record(&response, &self.ctx.settings.pricing, purpose);
         self.messages
             .push(ChatMessage::assistant(response.text.clone()));
         Ok((response.text, response.finish == FinishReason::Length))
@@ -235,7 +235,12 @@ async fn generate(
     let mut repairs = 0;
 
     let mut cases = loop {
-        let (reply, cut_off) = conversation.ask().await?;
+        let purpose = if repairs == 0 {
+            Purpose::Generation
+        } else {
+            Purpose::Repair
+        };
+        let (reply, cut_off) = conversation.ask(purpose).await?;
         stages.enter(Stage::Validating).await;
         // Notes describe the reply that is finally used, not the rejected ones.
         notes.clear();
@@ -365,7 +370,7 @@ async fn cover_missing(
         .missing_criteria(&texts, &next_id)
         .map_err(|e| Failure::permanent("prompt_error", e.to_string()))?;
     conversation.messages.push(ChatMessage::user(prompt));
-    let (reply, _) = conversation.ask().await?;
+    let (reply, _) = conversation.ask(Purpose::Criteria).await?;
     let extra: Vec<DraftCase> = match parse_test_cases(&reply) {
         Ok(parsed) => parsed.cases,
         Err(e) => {

@@ -2,8 +2,28 @@
 
 use std::collections::HashMap;
 
-use storyforge_shared::job::Usage;
+use storyforge_shared::job::{CallUsage, Usage};
 use storyforge_shared::llm::ChatResponse;
+
+/// Why a call was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Generation,
+    Repair,
+    Criteria,
+    Judge,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Generation => "generation",
+            Purpose::Repair => "repair",
+            Purpose::Criteria => "criteria",
+            Purpose::Judge => "judge",
+        }
+    }
+}
 
 /// Adds up the calls of one job.
 #[derive(Debug, Default)]
@@ -22,29 +42,40 @@ impl Meter {
         }
     }
 
-    /// Records a call. `generation` calls set the provider and model the result reports.
+    /// Records a call. All but judge calls set the provider and model the result reports.
     pub fn record(
         &mut self,
         response: &ChatResponse,
         pricing: &HashMap<String, (f64, f64)>,
-        generation: bool,
+        purpose: Purpose,
     ) {
+        let cost = pricing.get(&response.model).map(|(input, output)| {
+            response.prompt_tokens as f64 * input / 1e6
+                + response.completion_tokens as f64 * output / 1e6
+        });
+        match cost {
+            Some(cost) => self.cost += cost,
+            None => self.priced = false,
+        }
+        let latency_ms = response.latency.as_millis() as u64;
         let u = &mut self.usage;
         u.llm_calls += 1;
         u.prompt_tokens += response.prompt_tokens;
         u.completion_tokens += response.completion_tokens;
-        u.latency_ms += response.latency.as_millis() as u64;
-        if generation {
+        u.latency_ms += latency_ms;
+        if purpose != Purpose::Judge {
             u.provider = response.provider.clone();
             u.model = response.model.clone();
         }
-        match pricing.get(&response.model) {
-            Some((input, output)) => {
-                self.cost += response.prompt_tokens as f64 * input / 1e6
-                    + response.completion_tokens as f64 * output / 1e6;
-            }
-            None => self.priced = false,
-        }
+        u.calls.push(CallUsage {
+            purpose: purpose.as_str().to_string(),
+            provider: response.provider.clone(),
+            model: response.model.clone(),
+            prompt_tokens: response.prompt_tokens,
+            completion_tokens: response.completion_tokens,
+            latency_ms,
+            cost_usd: cost,
+        });
     }
 
     pub fn total_tokens(&self) -> u64 {
@@ -79,10 +110,16 @@ mod tests {
     fn cost_uses_the_pricing_table_per_million_tokens() {
         let pricing = HashMap::from([("m".to_string(), (0.15, 0.60))]);
         let mut meter = Meter::new();
-        meter.record(&response("m", 1_000_000, 500_000), &pricing, true);
-        meter.record(&response("m", 1_000, 0), &pricing, false);
+        meter.record(
+            &response("m", 1_000_000, 500_000),
+            &pricing,
+            Purpose::Generation,
+        );
+        meter.record(&response("m", 1_000, 0), &pricing, Purpose::Judge);
         let usage = meter.finish();
         assert_eq!(usage.llm_calls, 2);
+        assert_eq!(usage.calls[1].purpose, "judge");
+        assert_eq!(usage.calls[1].prompt_tokens, 1_000);
         assert_eq!(usage.prompt_tokens, 1_001_000);
         assert!((usage.cost_usd.unwrap() - (0.15 + 0.30 + 0.00015)).abs() < 1e-9);
     }
@@ -91,8 +128,8 @@ mod tests {
     fn an_unpriced_model_gives_no_cost_rather_than_a_partial_one() {
         let pricing = HashMap::from([("m".to_string(), (0.15, 0.60))]);
         let mut meter = Meter::new();
-        meter.record(&response("m", 10, 10), &pricing, true);
-        meter.record(&response("unknown", 10, 10), &pricing, false);
+        meter.record(&response("m", 10, 10), &pricing, Purpose::Generation);
+        meter.record(&response("unknown", 10, 10), &pricing, Purpose::Judge);
         assert_eq!(meter.finish().cost_usd, None);
     }
 }
