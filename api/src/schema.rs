@@ -303,6 +303,15 @@ mod tests {
                 usage: Usage {
                     cached: true,
                     cost_usd: Some(0.1),
+                    calls: vec![storyforge_shared::job::CallUsage {
+                        purpose: "generation".into(),
+                        provider: "openai".into(),
+                        model: "m".into(),
+                        prompt_tokens: 1,
+                        completion_tokens: 1,
+                        latency_ms: 1,
+                        cost_usd: Some(0.1),
+                    }],
                     ..Usage::default()
                 },
                 prompt_version: "v".into(),
@@ -346,6 +355,10 @@ mod tests {
                 property_names::<CoverageSchema>(),
             ),
             (keys(&result["usage"]), property_names::<UsageSchema>()),
+            (
+                keys(&result["usage"]["calls"][0]),
+                property_names::<CallUsageSchema>(),
+            ),
         ];
         for (actual, documented) in pairs {
             assert_eq!(actual, sorted(documented));

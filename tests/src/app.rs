@@ -55,7 +55,7 @@ impl TestEnv {
             ("STORYFORGE_JUDGE", "off".to_string()),
             // Identical stories would otherwise be served from the result cache.
             ("STORYFORGE_CACHE", "off".to_string()),
-            ("STORYFORGE_LEASE_TTL", "2s".to_string()),
+            ("STORYFORGE_LEASE_TTL", "3s".to_string()),
             ("STORYFORGE_RECONCILE_INTERVAL", "300ms".to_string()),
             ("STORYFORGE_DISPATCH_TIMEOUT", "5s".to_string()),
             ("STORYFORGE_RETRY_BASE", "100ms".to_string()),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use storyforge_tests::app::{Running, TestEnv, story};
 use storyforge_tests::fake_llm::{FakeLlm, Reply, judge_json, valid_cases_json};
+use storyforge_tests::process::wait_until;
 
 const STORY: &str = "As a shopper, I want to pay for my cart so that my order ships";
 const WAIT: Duration = Duration::from_secs(30);
@@ -70,19 +71,24 @@ async fn a_dead_provider_is_skipped_once_its_circuit_opens() {
         "after 3 failures the breaker stops calling the primary"
     );
     assert_eq!(fallback.request_count(), 5);
-    let providers: Value = env
-        .http
-        .get(format!("{}/v1/providers", api.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        providers.to_string().contains("open"),
-        "the API shows the provider state: {providers:#}"
+    // Workers publish their breaker states with each heartbeat.
+    let providers = wait_until(
+        WAIT,
+        "/v1/providers shows the primary's circuit open",
+        || async {
+            let url = format!("{}/v1/providers", api.base_url);
+            let providers: Value = env.http.get(url).send().await.ok()?.json().await.ok()?;
+            (providers["generation"][0]["circuit"] == "open").then_some(providers)
+        },
+    )
+    .await;
+    let primary = &providers["generation"][0];
+    assert_eq!(
+        primary["circuit"], "open",
+        "the API shows the workers' breaker: {providers:#}"
     );
+    assert_eq!(primary["workers"][0]["circuit"], "open");
+    assert_eq!(providers["generation"][1]["circuit"], "closed");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use apalis::prelude::{AbortError, BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use storyforge_shared::config::Settings;
-use storyforge_shared::llm::configured_chains;
+use storyforge_shared::llm::{ProviderReport, configured_chains};
 use storyforge_shared::queue::{self, DispatchQueue};
 use storyforge_shared::store::redis::{RedisJobStore, connect};
 use storyforge_shared::store::{Dispatch, JobStore};
@@ -193,6 +193,14 @@ async fn housekeeping_loop(
             .await
         {
             tracing::warn!(error = %e, "heartbeat failed");
+        }
+        let report = ProviderReport {
+            worker: ctx.worker_name.clone(),
+            generation: ctx.generator.states(),
+            judge: ctx.judge.states(),
+        };
+        if let Err(e) = ctx.store.report_providers(&report).await {
+            tracing::warn!(error = %e, "could not publish provider states");
         }
         if last_reconcile.elapsed() >= ctx.settings.reconcile_interval {
             last_reconcile = tokio::time::Instant::now();

@@ -1,15 +1,19 @@
 //! `/v1/providers`: the configured generation and judge providers and whether each answers.
 //!
 //! Every provider is probed at once (a model listing, which costs no tokens), under one overall
-//! deadline so the endpoint answers even when a provider hangs. API keys are never shown, and
-//! credentials written into a base URL are cut out.
+//! deadline so the endpoint answers even when a provider hangs. Circuit breakers live in the
+//! workers, which make the LLM calls: each live worker publishes its providers' states through
+//! the job store, and `circuit` is the worst of them. API keys are never shown, and credentials
+//! written into a base URL are cut out.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use storyforge_shared::llm::{CircuitState, LlmError, ProviderChain, ProviderState};
+use storyforge_shared::llm::{
+    CircuitState, LlmError, ProviderChain, ProviderReport, ProviderState,
+};
 use utoipa::ToSchema;
 
 use crate::state::AppState;
@@ -32,9 +36,12 @@ pub(crate) struct Provider {
     model: String,
     /// The endpoint, without any credentials or query string it was configured with.
     base_url: String,
-    /// `closed`, `open` or `half_open`: the circuit breaker of this process's chain.
+    /// `closed`, `open` or `half_open`: the worst circuit among the live workers (`closed` when
+    /// no worker has reported).
     #[schema(value_type = String)]
     circuit: CircuitState,
+    /// Each live worker's view of this provider.
+    workers: Vec<WorkerView>,
     /// Whether the probe got an answer within the deadline.
     reachable: bool,
     /// Why it is not reachable.
@@ -42,17 +49,79 @@ pub(crate) struct Provider {
     error: Option<String>,
 }
 
+/// One worker's circuit for one provider.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WorkerView {
+    worker: String,
+    #[schema(value_type = String)]
+    circuit: CircuitState,
+    consecutive_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    /// Milliseconds left of a `Retry-After` the provider asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
 impl Provider {
-    fn new(state: ProviderState, outcome: Result<(), String>) -> Provider {
+    fn new(
+        state: ProviderState,
+        outcome: Result<(), String>,
+        workers: Vec<WorkerView>,
+    ) -> Provider {
+        let circuit = workers
+            .iter()
+            .map(|w| w.circuit)
+            .max_by_key(|c| match c {
+                CircuitState::Closed => 0,
+                CircuitState::HalfOpen => 1,
+                CircuitState::Open => 2,
+            })
+            .unwrap_or(CircuitState::Closed);
         Provider {
             name: state.name,
             model: state.model,
             base_url: without_credentials(&state.base_url),
-            circuit: state.circuit,
+            circuit,
+            workers,
             reachable: outcome.is_ok(),
             error: outcome.err(),
         }
     }
+}
+
+/// Which chain of a report to read.
+#[derive(Clone, Copy)]
+enum Chain {
+    Generation,
+    Judge,
+}
+
+/// The live workers' views of the provider `state` describes, matched by label and URL.
+fn worker_views(
+    reports: &[ProviderReport],
+    chain: Chain,
+    state: &ProviderState,
+) -> Vec<WorkerView> {
+    reports
+        .iter()
+        .flat_map(|report| {
+            let states = match chain {
+                Chain::Generation => &report.generation,
+                Chain::Judge => &report.judge,
+            };
+            states
+                .iter()
+                .filter(|s| s.label == state.label && s.base_url == state.base_url)
+                .map(|s| WorkerView {
+                    worker: report.worker.clone(),
+                    circuit: s.circuit,
+                    consecutive_failures: s.consecutive_failures,
+                    last_error: s.last_error.clone(),
+                    retry_after_ms: s.retry_after_ms,
+                })
+        })
+        .collect()
 }
 
 /// Lists the providers and probes each one.
@@ -65,27 +134,47 @@ impl Provider {
     responses((status = 200, description = "Generation and judge providers.", body = Providers))
 )]
 pub(crate) async fn list(State(state): State<AppState>) -> Json<Providers> {
-    let (generation, judge) = tokio::join!(probe(&state.generator), probe(&state.judge));
+    // Without Redis the probes still say what answers; the worker views are then empty.
+    let reports = match tokio::time::timeout(PROBE_DEADLINE, state.store.provider_reports()).await {
+        Ok(Ok(reports)) => reports,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the workers' provider reports");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    };
+    let (generation, judge) = tokio::join!(
+        probe(&state.generator, &reports, Chain::Generation),
+        probe(&state.judge, &reports, Chain::Judge)
+    );
     Json(Providers { generation, judge })
 }
 
-async fn probe(chain: &ProviderChain) -> Vec<Provider> {
-    match tokio::time::timeout(PROBE_DEADLINE, chain.probe_all()).await {
-        Ok(results) => results
-            .into_iter()
-            .map(|(state, result)| {
-                Provider::new(state, result.map_err(|e: LlmError| e.to_string()))
-            })
-            .collect(),
-        Err(_) => chain
-            .states()
-            .into_iter()
-            .map(|state| {
-                let error = format!("no answer within {} s", PROBE_DEADLINE.as_secs());
-                Provider::new(state, Err(error))
-            })
-            .collect(),
-    }
+async fn probe(chain: &ProviderChain, reports: &[ProviderReport], which: Chain) -> Vec<Provider> {
+    let outcomes: Vec<(ProviderState, Result<(), String>)> =
+        match tokio::time::timeout(PROBE_DEADLINE, chain.probe_all()).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|(state, result)| (state, result.map_err(|e: LlmError| e.to_string())))
+                .collect(),
+            Err(_) => chain
+                .states()
+                .into_iter()
+                .map(|state| {
+                    (
+                        state,
+                        Err(format!("no answer within {} s", PROBE_DEADLINE.as_secs())),
+                    )
+                })
+                .collect(),
+        };
+    outcomes
+        .into_iter()
+        .map(|(state, outcome)| {
+            let workers = worker_views(reports, which, &state);
+            Provider::new(state, outcome, workers)
+        })
+        .collect()
 }
 
 /// The URL without `user:password@` or a query string (where some proxies take a key); left as

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::{ChatProvider, ChatRequest, ChatResponse, LlmError, ProviderSettings, build_provider};
@@ -48,7 +48,7 @@ impl Default for BreakerSettings {
 }
 
 /// A circuit as `/v1/providers` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CircuitState {
     /// Calls go through.
@@ -60,7 +60,7 @@ pub enum CircuitState {
 }
 
 /// One provider of the chain and what the chain has learned about it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderState {
     /// `"openai"`, `"ollama"` or `"anthropic"`.
     pub name: String,

@@ -283,6 +283,15 @@ impl fmt::Debug for dyn ChatProvider {
 
 /// The client for `settings.kind`, with its own concurrency and rate limits, sending through
 /// `http` (share one `reqwest::Client` so connections are pooled).
+/// What one worker's chains know about their providers, published through the job store so
+/// that `/v1/providers` can show the circuits of the processes that actually call the LLMs.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProviderReport {
+    pub worker: String,
+    pub generation: Vec<ProviderState>,
+    pub judge: Vec<ProviderState>,
+}
+
 /// The generation chain (primary, then fallbacks) and the judge's chain of one, as configured,
 /// sharing one HTTP client. The API uses them to report provider health, workers to call them.
 pub fn configured_chains(

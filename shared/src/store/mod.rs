@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage};
+use crate::llm::ProviderReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -177,6 +178,9 @@ pub trait JobStore: Send + Sync {
     async fn cache_result(&self, key: &str, result: &JobResult) -> Result<(), StoreError>;
 
     async fn heartbeat(&self, worker: &str, capacity: usize) -> Result<(), StoreError>;
+    /// Publishes a worker's provider states; only live workers' reports are read back.
+    async fn report_providers(&self, report: &ProviderReport) -> Result<(), StoreError>;
+    async fn provider_reports(&self) -> Result<Vec<ProviderReport>, StoreError>;
     async fn stats(&self) -> Result<StoreStats, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -13,6 +13,7 @@
 //! - `ns:expiry` — zset id → time its hash expires, to prune the indexes.
 //! - `ns:idem:{key}` — hash `id`, `hash` of an idempotent submission.
 //! - `ns:cache:{hash}` — a finished result for identical submissions, for `job_ttl`.
+//! - `ns:providers` — hash worker name → its provider report (JSON), read for live workers only.
 //! - `ns:workers` — zset worker name → last heartbeat; `ns:capacity` — hash name → concurrency.
 //!
 //! The scripts build key names from the namespace, so this layout suits one Redis (or a
@@ -32,6 +33,7 @@ use super::{
     Reconciled, StoreError, StorePolicy, StoreStats,
 };
 use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, WebhookTarget};
+use crate::llm::ProviderReport;
 
 macro_rules! script {
     ($file:literal) => {
@@ -56,6 +58,7 @@ static CANCEL: LazyLock<Script> = script!("cancel.lua");
 static RECONCILE: LazyLock<Script> = script!("reconcile.lua");
 static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
 static STATS: LazyLock<Script> = script!("stats.lua");
+static PROVIDER_REPORTS: LazyLock<Script> = script!("provider_reports.lua");
 
 /// Jobs a reconcile pass looks at per category; the next pass picks up the rest.
 const RECONCILE_BATCH: usize = 1_000;
@@ -489,6 +492,23 @@ impl JobStore for RedisJobStore {
         let mut invocation = self.invocation(&HEARTBEAT);
         invocation.arg(worker).arg(capacity);
         self.run::<i64>(&invocation).await.map(drop)
+    }
+
+    async fn report_providers(&self, report: &ProviderReport) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        conn.hset(self.key("providers"), &report.worker, to_json(report)?)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn provider_reports(&self) -> Result<Vec<ProviderReport>, StoreError> {
+        let mut invocation = self.invocation(&PROVIDER_REPORTS);
+        invocation.arg(millis(LIVE_WINDOW));
+        let reports: Vec<String> = self.run(&invocation).await?;
+        reports
+            .iter()
+            .map(|r| serde_json::from_str(r).map_err(|e| corrupt(format!("provider report: {e}"))))
+            .collect()
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -47,5 +47,6 @@ end
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', key('workers'), '-inf', now - 3600000)) do
   redis.call('ZREM', key('workers'), w)
   redis.call('HDEL', key('capacity'), w)
+  redis.call('HDEL', key('providers'), w)
 end
 return report
