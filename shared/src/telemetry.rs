@@ -3,7 +3,8 @@
 //! Logs go to stderr as text or JSON (`STORYFORGE_LOG_FORMAT`), filtered by `RUST_LOG` (default
 //! `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set,
 //! spans are also exported over OTLP/HTTP; the exporter reads the other standard `OTEL_*`
-//! variables itself. API keys never enter spans or logs: provider settings hold them as secrets.
+//! variables itself; it runs on the SDK's own batch thread, hence the blocking HTTP client. API keys
+//! never enter spans or logs: provider settings hold them as secrets.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;

@@ -455,3 +455,60 @@ async fn the_system_keeps_working_after_redis_restarts() {
         .await;
     assert_eq!(job["attempts"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_exports_its_spans_over_otlp() {
+    use axum::body::Bytes;
+    use std::sync::Mutex;
+
+    // A minimal OTLP/HTTP receiver: it keeps every body POSTed to /v1/traces.
+    let received: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            sink.lock().unwrap().push(body);
+            async { "" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut env = TestEnv::new(FakeLlm::with_responder(well_behaved).await).await;
+    let api = env.start_api().await;
+    let mut worker = {
+        env.set("log_format", "json");
+        let mut vars = env.env_map();
+        vars.insert("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector);
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        storyforge_tests::process::ChildProcess::spawn("storyforge-worker", &pairs)
+    };
+    let id = env.submit(&api, story(STORY)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.wait_for_status(&api, &id, &["succeeded"], WAIT).await;
+    worker.terminate();
+    worker
+        .wait_exit(WAIT)
+        .await
+        .expect("the worker exits and flushes its spans");
+
+    let bodies = received.lock().unwrap().clone();
+    let all: Vec<u8> = bodies.iter().flat_map(|b| b.iter().copied()).collect();
+    let has = |needle: &str| all.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        !bodies.is_empty(),
+        "no OTLP export arrived\n{}",
+        worker.log_contents()
+    );
+    for name in [
+        "llm.chat",
+        "pipeline.generate",
+        "gen_ai.usage.input_tokens",
+        "storyforge-worker",
+    ] {
+        assert!(has(name), "{name} missing from the exported spans");
+    }
+}

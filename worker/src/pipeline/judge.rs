@@ -9,7 +9,7 @@ use storyforge_shared::llm::{ChatRequest, ProviderChain};
 use super::Context;
 use super::parse::parse_judge;
 use super::prompt::Prompts;
-use super::usage::{Meter, Purpose};
+use super::usage::{Meter, Purpose, metered_call};
 
 pub fn verdict_schema() -> serde_json::Value {
     serde_json::json!({
@@ -24,6 +24,7 @@ pub fn verdict_schema() -> serde_json::Value {
     })
 }
 
+#[tracing::instrument(name = "pipeline.judge", skip_all)]
 pub async fn judge(
     ctx: &Context,
     chain: &ProviderChain,
@@ -58,14 +59,21 @@ pub async fn judge(
         temperature: 0.0,
         model: None,
     };
-    let response = match chain.chat(&request).await {
+    let response = match metered_call(
+        chain,
+        &request,
+        meter,
+        &ctx.settings.pricing,
+        Purpose::Judge,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(e) => {
             tracing::warn!(error = %e, "judge call failed");
             return failed(&format!("judge_{}", e.code()), e.to_string());
         }
     };
-    meter.record(&response, &ctx.settings.pricing, Purpose::Judge);
     match parse_judge(&response.text) {
         Ok(v) => {
             let overall = ((v.relevance + v.coverage + v.clarity) / 3.0 * 1000.0).round() / 1000.0;

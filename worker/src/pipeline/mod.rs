@@ -23,7 +23,7 @@ use storyforge_shared::llm::{ChatMessage, ChatRequest, FinishReason, LlmError};
 
 pub use crate::context::Context;
 use parse::{DraftCase, ParsedReply, parse_test_cases};
-use usage::{Meter, Purpose};
+use usage::{Meter, Purpose, metered_call};
 
 /// Why a job could not produce a result this attempt.
 #[derive(Debug, Clone)]
@@ -105,9 +105,14 @@ impl Conversation<'_> {
             temperature: self.ctx.settings.temperature,
             model: self.spec.options.model.clone(),
         };
-        let response = self.ctx.generator.chat(&request).await?;
-        self.meter
-            .record(&response, &self.ctx.settings.pricing, purpose);
+        let response = metered_call(
+            &self.ctx.generator,
+            &request,
+            &mut self.meter,
+            &self.ctx.settings.pricing,
+            purpose,
+        )
+        .await?;
         self.messages
             .push(ChatMessage::assistant(response.text.clone()));
         Ok((response.text, response.finish == FinishReason::Length))
@@ -210,6 +215,7 @@ pub async fn run(
     Ok(result)
 }
 
+#[tracing::instrument(name = "pipeline.generate", skip_all)]
 async fn generate(
     ctx: &Context,
     spec: &JobSpec,
@@ -340,6 +346,7 @@ async fn generate(
 
 /// One round asking for cases that cover the criteria still uncovered. A reply that does not
 /// help is noted, not fatal: the result then names the uncovered criteria.
+#[tracing::instrument(name = "pipeline.cover_missing", skip_all, fields(criteria = ?uncovered))]
 async fn cover_missing(
     conversation: &mut Conversation<'_>,
     cases: &mut Vec<TestCase>,

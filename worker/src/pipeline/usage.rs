@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use storyforge_shared::job::{CallUsage, Usage};
-use storyforge_shared::llm::ChatResponse;
+use storyforge_shared::llm::{ChatRequest, ChatResponse, LlmError, ProviderChain};
+use tracing::Instrument;
 
 /// Why a call was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +87,34 @@ impl Meter {
         self.usage.cost_usd = (self.priced && self.usage.llm_calls > 0).then_some(self.cost);
         self.usage
     }
+}
+
+/// Makes one LLM call through `chain` inside a span carrying the OpenTelemetry GenAI
+/// attributes (MLflow and other trace viewers read them), and meters it.
+pub async fn metered_call(
+    chain: &ProviderChain,
+    request: &ChatRequest,
+    meter: &mut Meter,
+    pricing: &HashMap<String, (f64, f64)>,
+    purpose: Purpose,
+) -> Result<ChatResponse, LlmError> {
+    let span = tracing::info_span!(
+        "llm.chat",
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = request.model.as_deref().unwrap_or("(configured)"),
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.system = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        storyforge.purpose = purpose.as_str(),
+    );
+    let response = chain.chat(request).instrument(span.clone()).await?;
+    span.record("gen_ai.response.model", response.model.as_str());
+    span.record("gen_ai.system", response.provider.as_str());
+    span.record("gen_ai.usage.input_tokens", response.prompt_tokens);
+    span.record("gen_ai.usage.output_tokens", response.completion_tokens);
+    meter.record(&response, pricing, purpose);
+    Ok(response)
 }
 
 #[cfg(test)]
