@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::llm::{ProviderKind, ProviderSettings};
+use crate::llm::{BreakerSettings, ProviderKind, ProviderSettings, StructuredOutput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -50,6 +50,8 @@ pub struct Settings {
     pub worker_name: String,
     /// The generation provider chain: the primary first, then fallbacks.
     pub llm: Vec<ProviderSettings>,
+    /// When a provider's circuit opens and how long it stays open.
+    pub breaker: BreakerSettings,
     /// The judge's provider (defaults to the generation primary).
     pub judge_llm: ProviderSettings,
     pub judge_enabled: bool,
@@ -231,6 +233,10 @@ impl Settings {
                 .unwrap_or_else(|| "worker".into()),
             llm,
             judge_llm,
+            breaker: BreakerSettings {
+                failure_threshold: src.parse("llm_breaker_failures", 3)?,
+                cool_down: src.duration("llm_breaker_cool_down", Duration::from_secs(30))?,
+            },
             judge_enabled: src.flag("judge", true)?,
             judge_pass_threshold: src.parse("judge_pass_threshold", 0.7)?,
             max_story_chars: src.parse("max_story_chars", 20_000)?,
@@ -361,6 +367,10 @@ fn provider(
         settings.api_key = Some(SecretString::from(key));
     }
     settings.timeout = src.duration(&format!("{prefix}_timeout"), settings.timeout)?;
+    settings.structured_output = src.parse::<StructuredOutput>(
+        &format!("{prefix}_structured_output"),
+        settings.structured_output,
+    )?;
     settings.max_concurrency = src.parse(
         &format!("{prefix}_max_concurrency"),
         settings.max_concurrency,
@@ -451,6 +461,24 @@ mod tests {
         assert_eq!(s.llm[0].model, "llama3.2:3b");
         assert!(s.judge_enabled);
         assert_eq!(s.max_story_chars, 20_000);
+        assert_eq!(s.breaker.failure_threshold, 3);
+        assert_eq!(s.llm[0].structured_output, StructuredOutput::Auto);
+    }
+
+    #[test]
+    fn structured_output_and_breaker_are_configurable() {
+        let s = Settings::from_sources(
+            None,
+            env(&[
+                ("STORYFORGE_LLM_STRUCTURED_OUTPUT", "json_object"),
+                ("STORYFORGE_LLM_BREAKER_FAILURES", "5"),
+                ("STORYFORGE_LLM_BREAKER_COOL_DOWN", "10s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.llm[0].structured_output, StructuredOutput::JsonObject);
+        assert_eq!(s.breaker.failure_threshold, 5);
+        assert_eq!(s.breaker.cool_down, Duration::from_secs(10));
     }
 
     #[test]

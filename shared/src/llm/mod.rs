@@ -299,8 +299,10 @@ pub fn configured_chains(
     user_agent: &str,
 ) -> Result<(ProviderChain, ProviderChain), reqwest::Error> {
     let http = reqwest::Client::builder().user_agent(user_agent).build()?;
-    let generator = ProviderChain::new(settings.llm.clone(), http.clone());
-    let judge = ProviderChain::new(vec![settings.judge_llm.clone()], http);
+    let generator =
+        ProviderChain::new(settings.llm.clone(), http.clone()).with_breaker(settings.breaker);
+    let judge =
+        ProviderChain::new(vec![settings.judge_llm.clone()], http).with_breaker(settings.breaker);
     Ok((generator, judge))
 }
 
