@@ -5,7 +5,9 @@
 //! starts its own with [`RedisServer::start`].
 //!
 //! # Cleaning up
-//! The server runs without persistence (`--save "" --appendonly no`) in its own temporary `--dir`.
+//! The server runs without persistence (`--save "" --appendonly no`) in its own temporary `--dir`;
+//! [`RedisServer::start_persistent`] gives one with an append-only file synced on every write,
+//! whose data survives [`RedisServer::restart`] as a production Redis with AOF would.
 //! A server held by a value dies in `Drop`. The shared server lives in a `static`, and statics are
 //! never dropped, so every server also gets a `Watchdog`: a tiny `sh` whose stdin is a pipe from
 //! the test process and which runs `read; kill -9 <redis pid>; rm -rf <dir>`. The kernel closes that
@@ -41,6 +43,8 @@ pub struct RedisServer {
     port: u16,
     /// The running process and its watchdog; `None` only while restarting. Dropping it kills Redis.
     running: Option<Running>,
+    /// The append-only file's folder of a persistent server, kept across restarts.
+    data: Option<TempDir>,
 }
 
 /// One incarnation of the server: the process, its watchdog and its data directory.
@@ -67,15 +71,30 @@ impl RedisServer {
     ///
     /// Blocks for the few milliseconds Redis needs to answer. Panics if it cannot start.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(None)
+    }
+
+    /// Like [`RedisServer::start`], with an append-only file fsynced on every write
+    /// (`--appendonly yes --appendfsync always`): a restart keeps every acknowledged write.
+    pub fn start_persistent() -> RedisServer {
+        let data = tempfile::Builder::new()
+            .prefix("sf-redis-aof-")
+            .tempdir()
+            .unwrap_or_else(|error| panic!("cannot create a data dir for redis-server: {error}"));
+        RedisServer::start_with(Some(data))
+    }
+
+    fn start_with(data: Option<TempDir>) -> RedisServer {
         let mut last_error = String::new();
         for _ in 0..PORT_COLLISION_RETRIES {
             let port = free_port();
-            let mut running = Running::launch(port);
+            let mut running = Running::launch(port, data.as_ref().map(TempDir::path));
             match running.wait_ready_blocking(port) {
                 Ok(()) => {
                     return RedisServer {
                         port,
                         running: Some(running),
+                        data,
                     };
                 }
                 // Most likely someone else took the port after we released it: try another one.
@@ -95,16 +114,18 @@ impl RedisServer {
         self.port
     }
 
-    /// Kills the server with `SIGKILL` and starts a new, empty one on the same port.
+    /// Kills the server with `SIGKILL` and starts a new one on the same port: empty, or for a
+    /// persistent server with every write it acknowledged.
     ///
-    /// This is what "Redis restarted" looks like to clients: connections drop and every key is gone.
+    /// This is what "Redis restarted" looks like to clients: connections drop, and without
+    /// persistence every key is gone.
     /// Waits asynchronously for the new server, so in-process tasks keep running meanwhile.
     pub async fn restart(&mut self) {
         // Dropping the incarnation kills it (see `Drop for Running`).
         self.running = None;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let mut running = Running::launch(self.port);
+            let mut running = Running::launch(self.port, self.data.as_ref().map(TempDir::path));
             match running.wait_ready_async(self.port).await {
                 Ok(()) => {
                     self.running = Some(running);
@@ -131,21 +152,27 @@ pub fn unique_namespace(prefix: &str) -> String {
 }
 
 impl Running {
-    /// Spawns `redis-server` on `port` and its watchdog. Does not wait for it to answer.
-    fn launch(port: u16) -> Running {
+    /// Spawns `redis-server` on `port` and its watchdog. Does not wait for it to answer. With
+    /// `data`, the append-only file lives there (and outlives this incarnation).
+    fn launch(port: u16, data: Option<&Path>) -> Running {
         let dir = tempfile::Builder::new()
             .prefix("sf-redis-")
             .tempdir()
             .unwrap_or_else(|error| panic!("cannot create a temp dir for redis-server: {error}"));
         let binary = std::env::var("REDIS_SERVER_BIN")
             .unwrap_or_else(|_| DEFAULT_REDIS_SERVER_BIN.to_owned());
+        let persistence: &[&str] = match data {
+            Some(_) => &["--appendonly", "yes", "--appendfsync", "always"],
+            None => &["--appendonly", "no"],
+        };
         let redis = Command::new(&binary)
             .arg("--port")
             .arg(port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(persistence)
             .args(["--daemonize", "no", "--loglevel", "warning"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(data.unwrap_or(dir.path()))
             .arg("--logfile")
             .arg(log_path(dir.path()))
             .stdin(Stdio::null())

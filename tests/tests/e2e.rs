@@ -512,3 +512,62 @@ async fn a_worker_exports_its_spans_over_otlp() {
         assert!(has(name), "{name} missing from the exported spans");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_in_flight_survive_a_restart_of_a_persistent_redis() {
+    let mut redis = RedisServer::start_persistent();
+    let slow = |_: &RecordedRequest| {
+        Reply::text(valid_cases_json(3)).with_delay(Duration::from_millis(400))
+    };
+    let mut env = TestEnv::on_redis(FakeLlm::with_responder(slow).await, &redis.url());
+    env.set("worker_concurrency", "4");
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        ids.push(
+            env.submit(&api, story(&format!("{STORY} (#{n})"))).await["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    wait_until(
+        WAIT,
+        "some jobs are done and others still queued",
+        || async {
+            let statuses: Vec<Value> =
+                futures::future::join_all(ids.iter().map(|id| env.get_job(&api, id))).await;
+            let done = statuses
+                .iter()
+                .filter(|j| j["status"] == "succeeded")
+                .count();
+            (done > 0 && done < 16).then_some(())
+        },
+    )
+    .await;
+
+    redis.restart().await;
+
+    for id in &ids {
+        let job = env
+            .wait_for_status(&api, id, &["succeeded", "failed"], Duration::from_secs(60))
+            .await;
+        assert_eq!(job["status"], "succeeded", "{job:#}");
+        assert_eq!(job["result"]["test_cases"].as_array().unwrap().len(), 3);
+    }
+    let listed: Value = env
+        .http
+        .get(format!("{}/v1/jobs?limit=100", api.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["items"].as_array().unwrap().len(),
+        20,
+        "no job lost or duplicated"
+    );
+}
