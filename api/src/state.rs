@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use storyforge_shared::config::Settings;
-use storyforge_shared::llm::{ProviderChain, configured_chains};
+use storyforge_shared::llm::ProviderChain;
+use storyforge_shared::services::Services;
 use storyforge_shared::store::JobStore;
-use storyforge_shared::store::redis::RedisJobStore;
 
 use crate::routes::metrics::HttpMetrics;
 
@@ -44,17 +43,17 @@ impl AppState {
 
     /// Connects to Redis and builds the provider chains the way the worker does.
     pub async fn from_settings(settings: Settings) -> anyhow::Result<AppState> {
-        let store: Arc<dyn JobStore> = Arc::new(
-            RedisJobStore::open(&settings)
-                .await
-                .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?,
-        );
-        let (generator, judge) = configured_chains(
+        let services = Services::connect(
             &settings,
             concat!("storyforge-api/", env!("CARGO_PKG_VERSION")),
         )
-        .context("building the HTTP client")?;
-        Ok(AppState::new(settings, store, generator, judge))
+        .await?;
+        Ok(AppState::new(
+            settings,
+            services.store,
+            services.generator,
+            services.judge,
+        ))
     }
 }
 

@@ -8,12 +8,14 @@
 //! - [`queue`]: the apalis queue carrying "run job X now" tickets, and the dispatcher step.
 //! - [`llm`]: LLM provider clients (OpenAI-compatible, Ollama, Anthropic), the fallback chain
 //!   with its circuit breaker and rate limits. Shared because the API reports provider health.
+//! - [`services`]: the store and provider chains both processes connect to at start-up.
 //! - [`telemetry`]: logging and OpenTelemetry set-up.
 
 pub mod config;
 pub mod job;
 pub mod llm;
 pub mod queue;
+pub mod services;
 pub mod store;
 pub mod telemetry;
 

@@ -10,13 +10,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use apalis::prelude::{AbortError, BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use storyforge_shared::config::Settings;
-use storyforge_shared::llm::{ProviderReport, configured_chains};
+use storyforge_shared::llm::ProviderReport;
 use storyforge_shared::queue::{self, DispatchQueue};
-use storyforge_shared::store::redis::{RedisJobStore, connect};
-use storyforge_shared::store::{Dispatch, JobStore};
+use storyforge_shared::services::Services;
+use storyforge_shared::store::Dispatch;
+use storyforge_shared::store::redis::connect;
 use tokio::sync::watch;
 
 use crate::context::Context;
@@ -58,16 +58,15 @@ fn unique_name(prefix: &str) -> String {
 
 /// Builds the context: connects to Redis, loads prompts, sets up the provider chains.
 pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
-    let store: Arc<dyn JobStore> = Arc::new(
-        RedisJobStore::open(&settings)
-            .await
-            .with_context(|| format!("connecting to Redis at {}", settings.redis_url))?,
-    );
-    let (generator, judge) = configured_chains(
+    let Services {
+        store,
+        generator,
+        judge,
+    } = Services::connect(
         &settings,
         concat!("storyforge-worker/", env!("CARGO_PKG_VERSION")),
     )
-    .context("building the HTTP client")?;
+    .await?;
     let prompts = Prompts::load(
         &settings.prompts_dir,
         &settings.prompt_set,

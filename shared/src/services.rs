@@ -1,0 +1,44 @@
+//! What the API and the workers both connect to at start-up: the job store and the provider
+//! chains, built the same way in both.
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+use crate::llm::{ProviderChain, configured_chains};
+use crate::store::redis::RedisJobStore;
+use crate::store::{JobStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("connecting to Redis at {url}: {source}")]
+    Redis { url: String, source: StoreError },
+    #[error("building the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+pub struct Services {
+    pub store: Arc<dyn JobStore>,
+    /// Generation providers: the primary, then the fallbacks.
+    pub generator: ProviderChain,
+    /// The judge's provider.
+    pub judge: ProviderChain,
+}
+
+impl Services {
+    /// Connects to the configured Redis and builds the chains; `user_agent` names the process
+    /// in the LLM providers' logs.
+    pub async fn connect(settings: &Settings, user_agent: &str) -> Result<Services, StartupError> {
+        let store = RedisJobStore::open(settings)
+            .await
+            .map_err(|source| StartupError::Redis {
+                url: settings.redis_url.clone(),
+                source,
+            })?;
+        let (generator, judge) = configured_chains(settings, user_agent)?;
+        Ok(Services {
+            store: Arc::new(store),
+            generator,
+            judge,
+        })
+    }
+}
