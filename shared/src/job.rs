@@ -240,7 +240,8 @@ pub struct Coverage {
 /// One LLM call of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallUsage {
-    /// `generation`, `repair`, `criteria` (the round for uncovered criteria) or `judge`.
+    /// `generation`, `repair`, `continuation` (the rest of a reply cut off at the token limit),
+    /// `criteria` (the round for uncovered criteria) or `judge`.
     pub purpose: String,
     pub provider: String,
     pub model: String,

@@ -350,3 +350,53 @@ async fn each_provider_wire_format_works_end_to_end() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_cut_off_at_the_token_limit_is_continued_not_restarted() {
+    let complete = [
+        case("TC_001", "Payment succeeds with a saved card", "high", &[]),
+        case(
+            "TC_002",
+            "Payment with an expired card is rejected",
+            "critical",
+            &[],
+        ),
+    ];
+    let cut = format!(
+        "{{\"test_cases\": [{}, {}, {{\"id\": \"TC_003\", \"title\": \"Payment with insufficient fu",
+        complete[0], complete[1]
+    );
+    let rest = json!({"test_cases": [
+        case("TC_003", "Payment with insufficient funds is declined", "medium", &[]),
+        case("TC_004", "Receipt lists every item of the order", "low", &[]),
+    ]});
+    let llm = FakeLlm::scripted(vec![
+        Reply::text(cut).truncated(),
+        Reply::text(rest.to_string()),
+    ])
+    .await;
+    let env = TestEnv::new(llm).await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+
+    let job = run_job(&env, &api, story(STORY)).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    let titles: Vec<&str> = job["result"]["test_cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles.len(), 4, "{titles:?}");
+    assert_eq!(titles[3], "Receipt lists every item of the order");
+    assert_eq!(job["result"]["test_cases"][3]["id"], "TC_004");
+    assert_eq!(
+        job["result"]["usage"]["calls"][1]["purpose"],
+        "continuation"
+    );
+    let asked = env.llm.requests()[1].last_user_message();
+    assert!(
+        asked.contains("cut off") && asked.contains("TC_003"),
+        "{asked}"
+    );
+}

@@ -129,6 +129,9 @@ impl Conversation<'_> {
 /// What one reply amounted to.
 enum Attempt {
     Valid(Vec<TestCase>),
+    /// Cut off at the token limit, with only complete and valid cases, too few of them: ask for
+    /// the rest instead of the whole answer again.
+    CutOff(Vec<DraftCase>),
     /// Problems to send back, the error to fail with if no repair is left, and the cases that
     /// are valid on their own, kept if repairs run out and they still meet `min_cases`.
     Invalid {
@@ -138,11 +141,39 @@ enum Attempt {
     },
 }
 
+/// The cases carried over from a cut-off reply followed by the new ones, without exact repeats,
+/// numbered TC_001… again.
+fn merge(carried: &[DraftCase], new: Vec<DraftCase>) -> Vec<DraftCase> {
+    if carried.is_empty() {
+        return new;
+    }
+    let mut seen = std::collections::HashSet::new();
+    carried
+        .iter()
+        .cloned()
+        .chain(new)
+        .filter(|c| {
+            seen.insert((
+                c.title.clone(),
+                c.given.clone(),
+                c.when.clone(),
+                c.then.clone(),
+            ))
+        })
+        .enumerate()
+        .map(|(i, mut case)| {
+            case.id = format!("TC_{:03}", i + 1);
+            case
+        })
+        .collect()
+}
+
 fn check(
     reply: &str,
     cut_off: bool,
     spec: &JobSpec,
     criteria_ids: &[String],
+    carried: &[DraftCase],
     notes: &mut Vec<String>,
 ) -> Attempt {
     let (min, max) = (spec.options.min_cases(), spec.options.max_cases());
@@ -165,7 +196,8 @@ fn check(
     };
     notes.extend(parsed.notes.iter().cloned());
     let truncated = parsed.truncated || cut_off;
-    match validate::validate(&parsed.cases, min, max, criteria_ids) {
+    let drafts = merge(carried, parsed.cases);
+    match validate::validate(&drafts, min, max, criteria_ids) {
         Ok(cases) => {
             if truncated {
                 notes.push(format!(
@@ -176,14 +208,18 @@ fn check(
             Attempt::Valid(cases)
         }
         Err(mut issues) => {
+            let salvaged = validate::salvage(&drafts, max, criteria_ids);
+            if truncated && salvaged.len() == drafts.len() && drafts.len() < min as usize {
+                return Attempt::CutOff(drafts);
+            }
             if truncated {
                 issues.push(format!(
                     "the answer was cut off at the token limit after {} complete cases: write the whole answer again, more concisely",
-                    parsed.cases.len()
+                    drafts.len()
                 ));
             }
             Attempt::Invalid {
-                salvaged: validate::salvage(&parsed.cases, max, criteria_ids),
+                salvaged,
                 issues,
                 code: "validation_failed",
             }
@@ -240,61 +276,88 @@ async fn generate(
     let mut notes = Vec::new();
     let mut repairs = 0;
 
+    // Complete cases of a reply cut off at the token limit, while the rest is asked for.
+    let mut carried: Vec<DraftCase> = Vec::new();
+    let mut purpose = Purpose::Generation;
+    let min_cases = spec.options.min_cases() as usize;
     let mut cases = loop {
-        let purpose = if repairs == 0 {
-            Purpose::Generation
-        } else {
-            Purpose::Repair
-        };
         let (reply, cut_off) = conversation.ask(purpose).await?;
         stages.enter(Stage::Validating).await;
         // Notes describe the reply that is finally used, not the rejected ones.
         notes.clear();
-        match check(&reply, cut_off, spec, &criteria_ids, &mut notes) {
+        let out_of_repairs = repairs >= ctx.settings.repair_rounds || conversation.over_budget();
+        let (issues, code, salvaged) = match check(
+            &reply,
+            cut_off,
+            spec,
+            &criteria_ids,
+            &carried,
+            &mut notes,
+        ) {
             Attempt::Valid(cases) => break cases,
+            Attempt::CutOff(complete) if !out_of_repairs => {
+                repairs += 1;
+                stages.enter(Stage::Repairing).await;
+                let next_id = format!("TC_{:03}", complete.len() + 1);
+                let prompt = ctx
+                    .prompts
+                    .continuation(complete.len(), min_cases - complete.len(), &next_id)
+                    .map_err(|e| Failure::permanent("prompt_error", e.to_string()))?;
+                conversation.messages.push(ChatMessage::user(prompt));
+                carried = complete;
+                purpose = Purpose::Continuation;
+                continue;
+            }
+            Attempt::CutOff(complete) => (
+                vec![format!(
+                    "the answer was cut off at the token limit after {} complete cases; at least {min_cases} are required",
+                    complete.len()
+                )],
+                "validation_failed",
+                Vec::new(),
+            ),
             Attempt::Invalid {
                 issues,
                 code,
                 salvaged,
-            } => {
-                let out_of_repairs =
-                    repairs >= ctx.settings.repair_rounds || conversation.over_budget();
-                if out_of_repairs && salvaged.len() >= spec.options.min_cases() as usize {
-                    notes.push(format!(
-                        "kept the {} valid cases and dropped the rest after {repairs} repair rounds: {}",
-                        salvaged.len(),
-                        issues.join("; ")
-                    ));
-                    break salvaged;
-                }
-                if conversation.over_budget() {
-                    return Err(Failure::permanent(
-                        "token_budget_exhausted",
-                        format!(
-                            "the job's token budget ({} tokens) ran out after {repairs} repair rounds; last problems: {}",
-                            ctx.settings.job_token_budget.unwrap_or_default(),
-                            issues.join("; ")
-                        ),
-                    ));
-                }
-                if repairs >= ctx.settings.repair_rounds {
-                    return Err(Failure::permanent(
-                        code,
-                        format!(
-                            "no usable test cases after {repairs} repair rounds: {}",
-                            issues.join("; ")
-                        ),
-                    ));
-                }
-                repairs += 1;
-                stages.enter(Stage::Repairing).await;
-                let repair = ctx
-                    .prompts
-                    .repair(&issues)
-                    .map_err(|e| Failure::permanent("prompt_error", e.to_string()))?;
-                conversation.messages.push(ChatMessage::user(repair));
-            }
+            } => (issues, code, salvaged),
+        };
+        carried.clear();
+        if out_of_repairs && salvaged.len() >= min_cases {
+            notes.push(format!(
+                "kept the {} valid cases and dropped the rest after {repairs} repair rounds: {}",
+                salvaged.len(),
+                issues.join("; ")
+            ));
+            break salvaged;
         }
+        if conversation.over_budget() {
+            return Err(Failure::permanent(
+                "token_budget_exhausted",
+                format!(
+                    "the job's token budget ({} tokens) ran out after {repairs} repair rounds; last problems: {}",
+                    ctx.settings.job_token_budget.unwrap_or_default(),
+                    issues.join("; ")
+                ),
+            ));
+        }
+        if out_of_repairs {
+            return Err(Failure::permanent(
+                code,
+                format!(
+                    "no usable test cases after {repairs} repair rounds: {}",
+                    issues.join("; ")
+                ),
+            ));
+        }
+        repairs += 1;
+        stages.enter(Stage::Repairing).await;
+        let repair = ctx
+            .prompts
+            .repair(&issues)
+            .map_err(|e| Failure::permanent("prompt_error", e.to_string()))?;
+        conversation.messages.push(ChatMessage::user(repair));
+        purpose = Purpose::Repair;
     };
 
     let uncovered = coverage::assess(&cases, 0, &spec.acceptance_criteria).uncovered_criteria;

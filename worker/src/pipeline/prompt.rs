@@ -15,10 +15,11 @@ use storyforge_shared::llm::ChatMessage;
 
 use super::coverage::criterion_ids;
 
-const TEMPLATES: [&str; 6] = [
+const TEMPLATES: [&str; 7] = [
     "system",
     "generate",
     "repair",
+    "continue",
     "missing_criteria",
     "judge_system",
     "judge",
@@ -186,6 +187,16 @@ impl Prompts {
     /// The follow-up turn listing what was wrong with the model's last answer.
     pub fn repair(&self, issues: &[String]) -> Result<String, PromptError> {
         self.render("repair", context! { issues })
+    }
+
+    /// The follow-up turn asking for the rest of an answer cut off at the token limit.
+    pub fn continuation(
+        &self,
+        count: usize,
+        needed: usize,
+        next_id: &str,
+    ) -> Result<String, PromptError> {
+        self.render("continue", context! { count, needed, next_id })
     }
 
     /// The follow-up turn asking for cases covering the criteria still uncovered.

@@ -11,6 +11,7 @@ use tracing::Instrument;
 pub enum Purpose {
     Generation,
     Repair,
+    Continuation,
     Criteria,
     Judge,
 }
@@ -20,6 +21,7 @@ impl Purpose {
         match self {
             Purpose::Generation => "generation",
             Purpose::Repair => "repair",
+            Purpose::Continuation => "continuation",
             Purpose::Criteria => "criteria",
             Purpose::Judge => "judge",
         }
