@@ -185,6 +185,15 @@ impl TestEnv {
         job
     }
 
+    /// `POST /v1/jobs` and the created job's id.
+    pub async fn submit_id(&self, api: &Running, body: Value) -> String {
+        let job = self.submit(api, body).await;
+        job["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {job}"))
+            .to_string()
+    }
+
     pub async fn get_job(&self, api: &Running, id: &str) -> Value {
         self.http
             .get(format!("{}/v1/jobs/{id}", api.base_url))

@@ -55,7 +55,7 @@ async fn every_corpus_reply_ends_succeeded_or_failed_with_a_specific_code() {
                     "story": format!("As a user, I want the feature described in fixture {name} so that it is tested"),
                     "options": {"min_cases": 1}
                 });
-                let id = env.submit(api, body).await["id"].as_str().unwrap().to_string();
+                let id = env.submit_id(api, body).await;
                 let job = env.wait_for_status(api, &id, &["succeeded", "failed"], Duration::from_secs(60)).await;
                 (name, job)
             }

@@ -109,10 +109,7 @@ async fn stage_changes_show_while_the_job_runs() {
     env.set("judge", "on");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
 
     for stage in ["generating", "judging"] {
         wait_until(WAIT, &format!("the job shows stage {stage}"), || async {
@@ -135,10 +132,7 @@ async fn a_reply_that_fails_validation_is_repaired() {
     let env = TestEnv::new(llm).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
 
     let job = env
         .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
@@ -169,10 +163,7 @@ async fn an_llm_failing_with_500s_is_retried_until_it_answers() {
     env.set("max_attempts", "5");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
 
     let job = env
         .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
@@ -189,10 +180,7 @@ async fn an_llm_that_never_answers_fails_the_job_after_its_attempts() {
     env.set("llm_timeout", "300ms").set("max_attempts", "3");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
 
     let job = env
         .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
@@ -219,10 +207,7 @@ async fn a_permanent_llm_error_fails_the_job_at_once() {
     let env = TestEnv::new(llm).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
 
     let job = env
         .wait_for_status(&api, &id, &["succeeded", "failed"], WAIT)
@@ -238,10 +223,7 @@ async fn a_worker_killed_mid_llm_call_loses_nothing() {
     let env = TestEnv::new(llm).await;
     let api = env.start_api().await;
     let mut doomed = env.spawn_worker_process();
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
 
     wait_until(WAIT, "the first worker is inside the LLM call", || async {
         (calls.load(Ordering::SeqCst) == 1 && env.get_job(&api, &id).await["status"] == "running")
@@ -277,10 +259,7 @@ async fn a_job_that_kills_its_worker_every_time_ends_failed() {
         .set("lease_ttl", "1s")
         .set("llm_timeout", "60s");
     let api = env.start_api().await;
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
 
     for attempt in 1..=3 {
         let mut worker = env.spawn_worker_process();
@@ -305,11 +284,8 @@ async fn a_canceled_queued_job_never_runs() {
     let env = TestEnv::new(FakeLlm::with_responder(well_behaved).await).await;
     let api = env.start_api().await;
     let canceled = env
-        .submit(&api, story("As an admin, I want to export users"))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        .submit_id(&api, story("As an admin, I want to export users"))
+        .await;
     let response = env
         .http
         .post(format!("{}/v1/jobs/{canceled}/cancel", api.base_url))
@@ -323,10 +299,7 @@ async fn a_canceled_queued_job_never_runs() {
     );
 
     let _worker = env.start_worker().await;
-    let later = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let later = env.submit_id(&api, story(STORY)).await;
     env.wait_for_status(&api, &later, &["succeeded"], WAIT)
         .await;
     assert_eq!(
@@ -373,10 +346,7 @@ async fn sigterm_lets_the_running_job_finish() {
     let env = TestEnv::new(FakeLlm::with_responder(slow).await).await;
     let api = env.start_api().await;
     let mut worker = env.spawn_worker_process();
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
     env.wait_for_status(&api, &id, &["running"], WAIT).await;
 
     worker.terminate();
@@ -397,10 +367,7 @@ async fn sigterm_hands_back_a_job_that_outlives_the_grace_period() {
     env.set("shutdown_grace", "300ms").set("llm_timeout", "60s");
     let api = env.start_api().await;
     let mut worker = env.spawn_worker_process();
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
     env.wait_for_status(&api, &id, &["running"], WAIT).await;
 
     worker.terminate();
@@ -424,10 +391,7 @@ async fn the_system_keeps_working_after_redis_restarts() {
     let env = TestEnv::on_redis(FakeLlm::with_responder(well_behaved).await, &redis.url());
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let before = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let before = env.submit_id(&api, story(STORY)).await;
     env.wait_for_status(&api, &before, &["succeeded"], WAIT)
         .await;
 
@@ -484,10 +448,7 @@ async fn a_worker_exports_its_spans_over_otlp() {
         let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         storyforge_tests::process::ChildProcess::spawn("storyforge-worker", &pairs)
     };
-    let id = env.submit(&api, story(STORY)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(&api, story(STORY)).await;
     env.wait_for_status(&api, &id, &["succeeded"], WAIT).await;
     worker.terminate();
     worker
@@ -525,12 +486,7 @@ async fn jobs_in_flight_survive_a_restart_of_a_persistent_redis() {
     let _worker = env.start_worker().await;
     let mut ids = Vec::new();
     for n in 0..20 {
-        ids.push(
-            env.submit(&api, story(&format!("{STORY} (#{n})"))).await["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
+        ids.push(env.submit_id(&api, story(&format!("{STORY} (#{n})"))).await);
     }
     wait_until(
         WAIT,

@@ -13,10 +13,7 @@ const STORY: &str = "As a shopper, I want to pay for my cart so that my order sh
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn run_job(env: &TestEnv, api: &Running, body: Value) -> Value {
-    let id = env.submit(api, body).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = env.submit_id(api, body).await;
     env.wait_for_status(api, &id, &["succeeded", "failed"], WAIT)
         .await
 }
