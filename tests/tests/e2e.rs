@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use storyforge_tests::app::{TestEnv, story};
+use storyforge_tests::app::{Running, TestEnv, story};
 use storyforge_tests::fake_llm::{FakeLlm, RecordedRequest, Reply, judge_json, valid_cases_json};
 use storyforge_tests::process::wait_until;
 use storyforge_tests::redis_server::RedisServer;
@@ -338,23 +338,29 @@ async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_job() {
     assert_eq!(conflict.status(), 409);
 }
 
+/// Starts the API and a worker process, submits a job, SIGTERMs the worker while the job runs,
+/// and checks that the worker exits cleanly (after finishing or handing back the job).
+async fn sigterm_a_worker_mid_job(env: &TestEnv) -> (Running, String) {
+    let api = env.start_api().await;
+    let mut worker = env.spawn_worker_process();
+    let id = env.submit_id(&api, story(STORY)).await;
+    env.wait_for_status(&api, &id, &["running"], WAIT).await;
+    worker.terminate();
+    let exit = worker
+        .wait_exit(WAIT)
+        .await
+        .expect("the worker exits after SIGTERM and its grace period");
+    assert!(exit.success(), "{exit:?}\n{}", worker.log_contents());
+    (api, id)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_the_running_job_finish() {
     let slow = |_: &RecordedRequest| {
         Reply::text(valid_cases_json(3)).with_delay(Duration::from_millis(1500))
     };
     let env = TestEnv::new(FakeLlm::with_responder(slow).await).await;
-    let api = env.start_api().await;
-    let mut worker = env.spawn_worker_process();
-    let id = env.submit_id(&api, story(STORY)).await;
-    env.wait_for_status(&api, &id, &["running"], WAIT).await;
-
-    worker.terminate();
-    let exit = worker
-        .wait_exit(WAIT)
-        .await
-        .expect("the worker exits after SIGTERM");
-    assert!(exit.success(), "{exit:?}\n{}", worker.log_contents());
+    let (api, id) = sigterm_a_worker_mid_job(&env).await;
     let job = env.get_job(&api, &id).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["attempts"], 1);
@@ -365,17 +371,7 @@ async fn sigterm_hands_back_a_job_that_outlives_the_grace_period() {
     let (llm, _calls) = first_call_hangs().await;
     let mut env = TestEnv::new(llm).await;
     env.set("shutdown_grace", "300ms").set("llm_timeout", "60s");
-    let api = env.start_api().await;
-    let mut worker = env.spawn_worker_process();
-    let id = env.submit_id(&api, story(STORY)).await;
-    env.wait_for_status(&api, &id, &["running"], WAIT).await;
-
-    worker.terminate();
-    let exit = worker
-        .wait_exit(WAIT)
-        .await
-        .expect("the worker exits after its grace period");
-    assert!(exit.success(), "{exit:?}\n{}", worker.log_contents());
+    let (api, id) = sigterm_a_worker_mid_job(&env).await;
     let handed_back = env.get_job(&api, &id).await;
     assert_eq!(handed_back["status"], "queued", "{handed_back:#}");
     assert_eq!(handed_back["attempts"], 0, "a hand-back is not an attempt");

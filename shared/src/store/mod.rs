@@ -118,6 +118,17 @@ pub struct StoreStats {
     pub live_workers: Vec<String>,
 }
 
+impl StoreStats {
+    /// Jobs that reached a final status (succeeded, failed or canceled).
+    pub fn finished(&self) -> u64 {
+        JobStatus::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .filter_map(|s| self.by_status.get(s.as_str()))
+            .sum()
+    }
+}
+
 /// Limits the store applies when it moves jobs.
 #[derive(Debug, Clone)]
 pub struct StorePolicy {

@@ -122,11 +122,7 @@ async fn main() {
     ];
     let stats = wait_until(Duration::from_secs(1800), "the jobs are done", || async {
         let stats = store.stats().await.ok()?;
-        let done: u64 = ["succeeded", "failed", "canceled"]
-            .iter()
-            .map(|s| stats.by_status[*s])
-            .sum();
-        (done == accepted as u64).then_some(stats)
+        (stats.finished() == accepted as u64).then_some(stats)
     })
     .await;
     let drain = started.elapsed();
