@@ -96,6 +96,8 @@ pub(crate) struct OptionsSchema {
     max_cases: Option<u32>,
     judge: Option<bool>,
     model: Option<String>,
+    /// Fail with `too_few_cases` rather than succeed with fewer than `min_cases`.
+    strict: Option<bool>,
 }
 
 #[derive(ToSchema)]
@@ -107,15 +109,26 @@ pub(crate) struct WebhookSchema {
 #[derive(ToSchema)]
 #[schema(as = JobError)]
 pub(crate) struct JobErrorSchema {
-    /// Stable machine-readable code, e.g. `llm_timeout`.
+    /// Stable machine-readable code. The LLM: `llm_timeout`, `llm_unreachable`,
+    /// `llm_rate_limited`, `llm_unavailable`, `llm_invalid_request`, `llm_unauthorized`,
+    /// `llm_bad_response`, `llm_circuit_open`, `llm_all_providers_failed`. No valid case after
+    /// the rounds: `no_test_cases`, `empty_reply`, `refusal`, `validation_failed`,
+    /// `token_budget_exhausted`. Fewer than `min_cases` under `options.strict`: `too_few_cases`.
+    /// The job itself: `worker_lost`, `attempts_exhausted`, `prompt_error`.
     code: String,
     message: String,
+    /// What the job spent on LLM calls before it failed; absent when it made none.
+    usage: Option<UsageSchema>,
 }
 
 #[derive(ToSchema)]
 #[schema(as = JobResult)]
 pub(crate) struct JobResultSchema {
     test_cases: Vec<TestCaseSchema>,
+    /// The criteria `covers` refers to: the submitted ones, or the ones found in the story's
+    /// description (under an "Acceptance criteria" heading, or Given/When/Then scenarios) when
+    /// none were submitted. Absent when there are none.
+    acceptance_criteria: Option<Vec<CriterionSchema>>,
     validation: ValidationSchema,
     /// `null` when the judge is off.
     quality: Option<QualitySchema>,
@@ -131,6 +144,15 @@ pub(crate) enum PrioritySchema {
     High,
     Medium,
     Low,
+}
+
+/// An acceptance criterion and the id test cases name it by.
+#[derive(ToSchema)]
+#[schema(as = Criterion)]
+pub(crate) struct CriterionSchema {
+    /// `AC1`, `AC2`, … in order.
+    id: String,
+    text: String,
 }
 
 /// One Given-When-Then test case.
@@ -151,9 +173,18 @@ pub(crate) struct TestCaseSchema {
 #[derive(ToSchema)]
 #[schema(as = Validation)]
 pub(crate) struct ValidationSchema {
+    /// Every case passed structural validation (invalid ones are repaired or dropped).
     structure_valid: bool,
+    /// At least `min_cases` valid cases. `false` for a partial result: the rounds ended with
+    /// fewer (at least one), and `issues` names the shortfall. With `options.strict` such a job
+    /// fails with `too_few_cases` instead.
+    complete: bool,
     count: usize,
+    /// Follow-up LLM rounds after the first generation call.
     repairs: u32,
+    /// What the rounds found and did: the shortfall, cases dropped and why (invalid,
+    /// near-duplicates, beyond `max_cases`), `covers` values dropped because they are not the
+    /// story's criteria, criteria found in the description, a shortened description.
     issues: Vec<String>,
 }
 
@@ -207,7 +238,8 @@ pub(crate) struct UsageSchema {
 #[derive(ToSchema)]
 #[schema(as = CallUsage)]
 pub(crate) struct CallUsageSchema {
-    /// `generation`, `repair`, `criteria` or `judge`.
+    /// `generation`; a follow-up round's `repair`, `more_cases`, `continuation`, `criteria`,
+    /// `negative_cases` or `replacements`; `judge` or `judge_retry`.
     purpose: String,
     provider: String,
     model: String,
@@ -273,8 +305,13 @@ mod tests {
                     then: "t".into(),
                     covers: vec!["AC1".into()],
                 }],
+                acceptance_criteria: vec![Criterion {
+                    id: "AC1".into(),
+                    text: "ac".into(),
+                }],
                 validation: Validation {
                     structure_valid: true,
+                    complete: true,
                     count: 1,
                     repairs: 0,
                     issues: vec![],
@@ -316,7 +353,10 @@ mod tests {
                 },
                 prompt_version: "v".into(),
             }),
-            error: Some(JobError::new("c", "m")),
+            error: Some(JobError {
+                usage: Some(Usage::default()),
+                ..JobError::new("c", "m")
+            }),
         }
     }
 
@@ -355,6 +395,11 @@ mod tests {
                 property_names::<CoverageSchema>(),
             ),
             (keys(&result["usage"]), property_names::<UsageSchema>()),
+            (keys(&job["error"]), property_names::<JobErrorSchema>()),
+            (
+                keys(&result["acceptance_criteria"][0]),
+                property_names::<CriterionSchema>(),
+            ),
             (
                 keys(&result["usage"]["calls"][0]),
                 property_names::<CallUsageSchema>(),

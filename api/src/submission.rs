@@ -73,6 +73,10 @@ pub struct OptionsRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 200)]
     pub model: Option<String>,
+    /// Fail with `too_few_cases` instead of succeeding with fewer than `min_cases` valid cases
+    /// (`validation.complete: false`). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 /// Where the job's final event is POSTed.
@@ -98,6 +102,7 @@ impl JobRequest {
                 max_cases: options.max_cases,
                 judge: options.judge,
                 model: options.model,
+                strict: options.strict,
             },
             webhook: self.webhook.map(|w| StoredWebhook {
                 url: w.url,
@@ -285,7 +290,7 @@ impl Checker {
         let mut map = self.object(
             "/options",
             value,
-            &["min_cases", "max_cases", "judge", "model"],
+            &["min_cases", "max_cases", "judge", "model", "strict"],
         )?;
         let min_cases = optional(map.remove("min_cases"), |v| {
             self.case_count("/options/min_cases", v)
@@ -293,16 +298,8 @@ impl Checker {
         let max_cases = optional(map.remove("max_cases"), |v| {
             self.case_count("/options/max_cases", v)
         });
-        let judge = optional(map.remove("judge"), |v| match v {
-            Value::Bool(b) => Some(b),
-            other => {
-                self.push(
-                    "/options/judge",
-                    format!("must be a boolean, not {}", kind(&other)),
-                );
-                None
-            }
-        });
+        let judge = optional(map.remove("judge"), |v| self.boolean("/options/judge", v));
+        let strict = optional(map.remove("strict"), |v| self.boolean("/options/strict", v));
         let model = optional(map.remove("model"), |v| {
             self.text("/options/model", v, MAX_NAME_CHARS)
         });
@@ -333,7 +330,18 @@ impl Checker {
             max_cases,
             judge: judge?,
             model: model?,
+            strict: strict?,
         })
+    }
+
+    fn boolean(&mut self, pointer: &str, value: Value) -> Option<bool> {
+        match value {
+            Value::Bool(b) => Some(b),
+            other => {
+                self.push(pointer, format!("must be a boolean, not {}", kind(&other)));
+                None
+            }
+        }
     }
 
     fn case_count(&mut self, pointer: &str, value: Value) -> Option<u32> {

@@ -258,7 +258,7 @@ async fn a_submitted_story_is_queued_with_its_location() {
                 "story": "As a shopper I want to pay by card",
                 "acceptance_criteria": ["Visa is accepted", "Expired cards are refused"],
                 "story_id": "SHOP-12",
-                "options": {"min_cases": 2, "max_cases": 6, "judge": false, "model": "m"},
+                "options": {"min_cases": 2, "max_cases": 6, "judge": false, "model": "m", "strict": true},
                 "webhook": {"url": "https://hooks.example.com/sf", "secret": "whsec_c2VjcmV0"},
                 "metadata": {"team": "payments"}
             }),
@@ -279,6 +279,7 @@ async fn a_submitted_story_is_queued_with_its_location() {
     assert_eq!(job["story_id"], "SHOP-12");
     assert_eq!(job["acceptance_criteria"][1], "Expired cards are refused");
     assert_eq!(job["options"]["max_cases"], 6);
+    assert_eq!(job["options"]["strict"], true);
     assert_eq!(job["metadata"]["team"], "payments");
     assert_eq!(job["webhook"]["url"], "https://hooks.example.com/sf");
     assert!(job["batch_id"].is_null() && job["result"].is_null());
@@ -522,6 +523,10 @@ async fn invalid_submissions_are_422_problems_naming_the_field() {
         (
             json!({"story": "s", "options": {"judge": "yes"}}),
             "/options/judge",
+        ),
+        (
+            json!({"story": "s", "options": {"strict": 1}}),
+            "/options/strict",
         ),
         (
             json!({"story": "s", "options": {"model": ""}}),

@@ -76,8 +76,10 @@ pub struct Settings {
     pub retry_base: Duration,
     /// How long a stopping worker lets running jobs finish before handing them back.
     pub shutdown_grace: Duration,
-    /// Repair rounds after a reply fails validation.
-    pub repair_rounds: u32,
+    /// Most LLM rounds a job makes after its first generation call, for whatever the
+    /// deterministic checks find missing (repairs, more cases, criteria, negative cases,
+    /// replacements).
+    pub max_rounds: u32,
     /// Token budget of one job (prompt and completion, all calls); repairs stop when reached.
     pub job_token_budget: Option<u64>,
     /// Largest completion asked of the model per call.
@@ -249,7 +251,7 @@ impl Settings {
             reconcile_interval: src.duration("reconcile_interval", Duration::from_secs(5))?,
             retry_base: src.duration("retry_base", Duration::from_secs(2))?,
             shutdown_grace: src.duration("shutdown_grace", Duration::from_secs(30))?,
-            repair_rounds: src.parse("repair_rounds", 2)?,
+            max_rounds: src.parse("max_rounds", 3)?,
             job_token_budget: match src.parse::<u64>("job_token_budget", 0)? {
                 0 => None,
                 n => Some(n),
@@ -261,7 +263,7 @@ impl Settings {
                 .unwrap_or_else(|| "prompts".into())
                 .into(),
             prompt_set: src.string("prompt_set", &[]).unwrap_or_else(|| "v1".into()),
-            prompt_token_budget: src.parse("prompt_token_budget", 3_000)?,
+            prompt_token_budget: src.parse("prompt_token_budget", 2_000)?,
             data_dir: src
                 .string("data_dir", &[])
                 .unwrap_or_else(|| "data".into())

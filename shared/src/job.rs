@@ -102,6 +102,9 @@ pub struct GenerationOptions {
     /// Generation model for this job instead of the configured one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Fail with `too_few_cases` rather than succeed with fewer than `min_cases` (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 impl GenerationOptions {
@@ -114,6 +117,10 @@ impl GenerationOptions {
 
     pub fn max_cases(&self) -> u32 {
         self.max_cases.unwrap_or(Self::DEFAULT_MAX_CASES)
+    }
+
+    pub fn strict(&self) -> bool {
+        self.strict.unwrap_or(false)
     }
 }
 
@@ -177,6 +184,15 @@ pub enum Priority {
 }
 
 impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Medium => "medium",
+            Priority::Low => "low",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Priority> {
         match text {
             "critical" => Some(Priority::Critical),
@@ -188,13 +204,34 @@ impl Priority {
     }
 }
 
-/// Outcome of structural validation (seed 000's rules) and the repair rounds it took.
+/// Outcome of structural validation (seed 000's rules) and the rounds it took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
+    /// Every kept case passed structural validation (always true for a stored result: invalid
+    /// cases are repaired or dropped, never kept).
     pub structure_valid: bool,
+    /// At least `min_cases` valid cases were reached. False for an honest partial result: the
+    /// rounds ended with fewer, and `issues` names the shortfall.
+    #[serde(default = "complete_by_default")]
+    pub complete: bool,
     pub count: usize,
+    /// LLM rounds after the first generation call (repairs, more cases, criteria, negative
+    /// cases, replacements), judge calls not counted.
     pub repairs: u32,
+    /// What the rounds found and did: shortfalls, dropped cases and why, normalisation notes.
     pub issues: Vec<String>,
+}
+
+/// Results stored before `complete` existed always met `min_cases`.
+fn complete_by_default() -> bool {
+    true
+}
+
+/// An acceptance criterion as the result's ids (`AC1`, …) refer to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Criterion {
+    pub id: String,
+    pub text: String,
 }
 
 /// The LLM judge's verdict, or why there is none.
@@ -240,8 +277,11 @@ pub struct Coverage {
 /// One LLM call of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallUsage {
-    /// `generation`, `repair`, `continuation` (the rest of a reply cut off at the token limit),
-    /// `criteria` (the round for uncovered criteria) or `judge`.
+    /// `generation`; a follow-up round's `repair` (invalid cases, or a reply with none),
+    /// `more_cases` (too few valid cases), `continuation` (the rest of a reply cut off at the token
+    /// limit), `criteria` (uncovered acceptance criteria), `negative_cases` (only happy paths) or
+    /// `replacements` (for near-duplicates dropped); `judge`, `judge_retry` (a verdict cut off at
+    /// the token limit, asked again with a larger limit).
     pub purpose: String,
     pub provider: String,
     pub model: String,
@@ -274,6 +314,10 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
     pub test_cases: Vec<TestCase>,
+    /// The criteria that `covers` and `coverage.criteria` refer to: the ones submitted, or the
+    /// ones found in the story's description when none were. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acceptance_criteria: Vec<Criterion>,
     pub validation: Validation,
     pub quality: Option<Quality>,
     pub coverage: Coverage,
@@ -286,6 +330,9 @@ pub struct JobResult {
 pub struct JobError {
     pub code: String,
     pub message: String,
+    /// What the failed job spent on LLM calls before it failed; absent when it made none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl JobError {
@@ -293,6 +340,7 @@ impl JobError {
         JobError {
             code: code.into(),
             message: message.into(),
+            usage: None,
         }
     }
 }

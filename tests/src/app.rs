@@ -205,6 +205,21 @@ impl TestEnv {
             .expect("job JSON")
     }
 
+    /// Submits `body` and waits (up to 30 s) until the job succeeds or fails.
+    pub async fn run_job(&self, api: &Running, body: Value) -> Value {
+        let id = self.submit_id(api, body).await;
+        self.wait_for_status(api, &id, &["succeeded", "failed"], Duration::from_secs(30))
+            .await
+    }
+
+    /// Starts the API and a worker, runs one job to its end, and stops them: for tests about
+    /// what a single job does.
+    pub async fn run_job_alone(&self, body: Value) -> Value {
+        let api = self.start_api().await;
+        let _worker = self.start_worker().await;
+        self.run_job(&api, body).await
+    }
+
     /// Polls `GET /v1/jobs/{id}` until the job's status is one of `statuses`.
     pub async fn wait_for_status(
         &self,

@@ -172,6 +172,25 @@ impl RecordedRequest {
             .join("\n")
     }
 
+    /// The JSON schema the request asked the reply to follow, whichever way its wire carries it:
+    /// OpenAI `response_format.json_schema.schema`, Ollama `format`, Anthropic's forced tool's
+    /// `input_schema`.
+    pub fn json_schema(&self) -> Option<Value> {
+        let schema = match self.wire {
+            Wire::OpenAi => &self.body["response_format"]["json_schema"]["schema"],
+            Wire::Ollama => &self.body["format"],
+            Wire::Anthropic => &self.body["tools"][0]["input_schema"],
+        };
+        schema.is_object().then(|| schema.clone())
+    }
+
+    /// The requested completion limit (`max_tokens`, or Ollama's `options.num_predict`).
+    pub fn max_tokens(&self) -> Option<u64> {
+        self.body["max_tokens"]
+            .as_u64()
+            .or_else(|| self.body["options"]["num_predict"].as_u64())
+    }
+
     /// The requested `model`, or `""`.
     pub fn model(&self) -> String {
         self.body["model"].as_str().unwrap_or_default().to_owned()
@@ -559,16 +578,32 @@ fn render(wire: Wire, request: &RecordedRequest, reply: &Reply) -> Response {
             "eval_count": completion_tokens,
             "eval_duration": 500_000_u64,
         }),
-        Wire::Anthropic => json!({
-            "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [{"type": "text", "text": reply.content}],
-            "stop_reason": if reply.truncated { "max_tokens" } else { "end_turn" },
-            "stop_sequence": null,
-            "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
-        }),
+        Wire::Anthropic => {
+            // A forced tool call answers with a `tool_use` block whose input is the content's
+            // JSON object, as the real API does; content that is not one stays a text block.
+            let forced_tool = request.body["tool_choice"]["type"] == "tool";
+            let input = serde_json::from_str::<Value>(&reply.content)
+                .ok()
+                .filter(|v| forced_tool && v.is_object());
+            let (content, stop_reason) = match input {
+                Some(input) => (
+                    json!([{"type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()),
+                            "name": request.body["tool_choice"]["name"], "input": input}]),
+                    "tool_use",
+                ),
+                None => (json!([{"type": "text", "text": reply.content}]), "end_turn"),
+            };
+            json!({
+                "id": format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": content,
+                "stop_reason": if reply.truncated { "max_tokens" } else { stop_reason },
+                "stop_sequence": null,
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+            })
+        }
     };
     json_response(reply.status, body.to_string(), &headers)
 }

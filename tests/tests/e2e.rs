@@ -73,7 +73,7 @@ async fn a_posted_story_comes_back_as_validated_test_cases() {
     assert_eq!(result["test_cases"][0]["id"], "TC_001");
     assert_eq!(
         result["validation"],
-        json!({"structure_valid": true, "count": 4, "repairs": 0, "issues": []})
+        json!({"structure_valid": true, "complete": true, "count": 4, "repairs": 0, "issues": []})
     );
     assert_eq!(result["quality"]["relevance"], 0.8);
     assert_eq!(result["quality"]["passed"], true);
@@ -123,7 +123,7 @@ async fn stage_changes_show_while_the_job_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reply_that_fails_validation_is_repaired() {
+async fn a_short_reply_keeps_its_cases_and_gets_a_round_for_the_missing_ones() {
     let llm = FakeLlm::scripted(vec![
         Reply::text(valid_cases_json(2)),
         Reply::text(valid_cases_json(4)),
@@ -139,15 +139,17 @@ async fn a_reply_that_fails_validation_is_repaired() {
         .await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["result"]["validation"]["repairs"], 1);
+    assert_eq!(
+        job["result"]["test_cases"].as_array().unwrap().len(),
+        4,
+        "the two kept, and the two new ones of the second reply (its repeats dropped)"
+    );
     assert_eq!(job["result"]["usage"]["llm_calls"], 2);
-    assert_eq!(job["result"]["usage"]["calls"][1]["purpose"], "repair");
-    let repair = &env.llm.requests()[1];
+    assert_eq!(job["result"]["usage"]["calls"][1]["purpose"], "more_cases");
+    let asked = env.llm.requests()[1].last_user_message();
     assert!(
-        repair
-            .last_user_message()
-            .contains("there are 2 test cases; at least 3 are required"),
-        "the repair round sends the problems back: {}",
-        repair.last_user_message()
+        asked.contains("Write 1 additional test case"),
+        "the round asks only for what is missing: {asked}"
     );
 }
 

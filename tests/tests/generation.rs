@@ -5,18 +5,12 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use storyforge_tests::app::{Running, TestEnv, story};
+use storyforge_tests::app::{TestEnv, story};
 use storyforge_tests::fake_llm::{FakeLlm, Reply, judge_json, valid_cases_json};
 use storyforge_tests::process::wait_until;
 
 const STORY: &str = "As a shopper, I want to pay for my cart so that my order ships";
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn run_job(env: &TestEnv, api: &Running, body: Value) -> Value {
-    let id = env.submit_id(api, body).await;
-    env.wait_for_status(api, &id, &["succeeded", "failed"], WAIT)
-        .await
-}
 
 /// A deployment whose primary is `primary` (OpenAI wire) with `fallback` (Ollama wire) behind it.
 fn with_fallback(primary: FakeLlm, fallback: &FakeLlm) -> TestEnv {
@@ -39,7 +33,7 @@ async fn a_failing_primary_falls_back_and_the_result_says_who_answered() {
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
 
-    let job = run_job(&env, &api, story(STORY)).await;
+    let job = env.run_job(&api, story(STORY)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(
         job["attempts"], 1,
@@ -59,7 +53,7 @@ async fn a_dead_provider_is_skipped_once_its_circuit_opens() {
     let _worker = env.start_worker().await;
 
     for n in 0..5 {
-        let job = run_job(&env, &api, story(&format!("{STORY} (#{n})"))).await;
+        let job = env.run_job(&api, story(&format!("{STORY} (#{n})"))).await;
         assert_eq!(job["result"]["usage"]["provider"], "ollama", "{job:#}");
     }
     assert_eq!(
@@ -98,7 +92,7 @@ async fn retry_after_keeps_the_rate_limited_provider_aside() {
     let _worker = env.start_worker().await;
 
     for n in 0..3 {
-        let job = run_job(&env, &api, story(&format!("{STORY} (#{n})"))).await;
+        let job = env.run_job(&api, story(&format!("{STORY} (#{n})"))).await;
         assert_eq!(job["status"], "succeeded", "{job:#}");
     }
     assert_eq!(
@@ -120,7 +114,7 @@ async fn a_rate_limited_job_with_no_fallback_waits_for_retry_after() {
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
     let started = std::time::Instant::now();
-    let job = run_job(&env, &api, story(STORY)).await;
+    let job = env.run_job(&api, story(STORY)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["attempts"], 2);
     assert!(
@@ -145,7 +139,7 @@ async fn the_judge_scores_with_its_own_model() {
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
 
-    let job = run_job(&env, &api, story(STORY)).await;
+    let job = env.run_job(&api, story(STORY)).await;
     let quality = &job["result"]["quality"];
     assert_eq!(quality["relevance"], 0.6, "{job:#}");
     assert_eq!(quality["coverage"], 0.9);
@@ -171,7 +165,7 @@ async fn a_judge_that_replies_garbage_leaves_an_error_not_a_zero() {
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
 
-    let job = run_job(&env, &api, story(STORY)).await;
+    let job = env.run_job(&api, story(STORY)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     let quality = &job["result"]["quality"];
     assert!(
@@ -198,7 +192,7 @@ async fn an_unreachable_judge_leaves_an_error_and_the_job_succeeds() {
         .set("judge_timeout", "1s");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let job = run_job(&env, &api, story(STORY)).await;
+    let job = env.run_job(&api, story(STORY)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(
         job["result"]["quality"]["error"]["code"],
@@ -229,8 +223,8 @@ async fn an_uncovered_acceptance_criterion_gets_a_targeted_round() {
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
 
-    let job = run_job(
-        &env,
+    let job = env
+        .run_job(
         &api,
         json!({"story": STORY, "acceptance_criteria": ["Valid cards are charged", "Expired cards are refused", "A confirmation e-mail is sent"]}),
     )
@@ -263,37 +257,48 @@ async fn an_uncovered_acceptance_criterion_gets_a_targeted_round() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_token_budget_stops_repair_rounds() {
+async fn the_token_budget_stops_the_rounds_and_the_job_keeps_what_it_has() {
     let llm =
         FakeLlm::with_responder(|_| Reply::text(valid_cases_json(1)).with_usage(400, 200)).await;
     let mut env = TestEnv::new(llm).await;
-    env.set("job_token_budget", "500").set("repair_rounds", "5");
+    env.set("job_token_budget", "500").set("max_rounds", "5");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let job = run_job(&env, &api, story(STORY)).await;
-    assert_eq!(job["status"], "failed", "{job:#}");
-    assert_eq!(job["error"]["code"], "token_budget_exhausted");
+
+    let job = env.run_job(&api, story(STORY)).await;
+
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["validation"]["complete"], false);
+    let issues = job["result"]["validation"]["issues"].to_string();
+    assert!(
+        issues.contains("token budget (500 tokens) was spent"),
+        "{issues}"
+    );
     assert_eq!(env.llm.request_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reply_without_test_cases_fails_with_a_specific_code() {
+async fn a_reply_without_test_cases_fails_with_a_specific_code_and_its_usage() {
     let llm =
         FakeLlm::with_responder(|_| Reply::text("I'm sorry, but I can't help with that request."))
             .await;
     let mut env = TestEnv::new(llm).await;
-    env.set("repair_rounds", "1");
+    env.set("max_rounds", "1");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let job = run_job(&env, &api, story(STORY)).await;
+    let job = env.run_job(&api, story(STORY)).await;
     assert_eq!(job["status"], "failed", "{job:#}");
     assert_eq!(job["error"]["code"], "refusal");
     assert_eq!(
         env.llm.request_count(),
         2,
-        "one generation and one repair round"
+        "one generation and one round asking again"
     );
     assert!(job["result"].is_null());
+    let usage = &job["error"]["usage"];
+    assert_eq!(usage["llm_calls"], 2, "{job:#}");
+    assert_eq!(usage["calls"][1]["purpose"], "repair");
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -303,14 +308,11 @@ async fn an_identical_story_is_served_from_the_cache() {
     env.set("cache", "on");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
-    let first = run_job(&env, &api, story(STORY)).await;
-    let second = run_job(&env, &api, story(STORY)).await;
-    let other = run_job(
-        &env,
-        &api,
-        json!({"story": STORY, "options": {"max_cases": 5}}),
-    )
-    .await;
+    let first = env.run_job(&api, story(STORY)).await;
+    let second = env.run_job(&api, story(STORY)).await;
+    let other = env
+        .run_job(&api, json!({"story": STORY, "options": {"max_cases": 5}}))
+        .await;
 
     assert_eq!(first["result"]["usage"]["llm_calls"], 1);
     assert_eq!(second["result"]["usage"]["cached"], true, "{second:#}");
@@ -337,7 +339,7 @@ async fn each_provider_wire_format_works_end_to_end() {
             .set("llm_api_key", "sk-test");
         let api = env.start_api().await;
         let _worker = env.start_worker().await;
-        let job = run_job(&env, &api, story(STORY)).await;
+        let job = env.run_job(&api, story(STORY)).await;
         assert_eq!(job["status"], "succeeded", "{provider}: {job:#}");
         assert_eq!(job["result"]["usage"]["provider"], provider);
         let request = &env.llm.requests()[0];
@@ -376,7 +378,7 @@ async fn a_reply_cut_off_at_the_token_limit_is_continued_not_restarted() {
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
 
-    let job = run_job(&env, &api, story(STORY)).await;
+    let job = env.run_job(&api, story(STORY)).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     let titles: Vec<&str> = job["result"]["test_cases"]
         .as_array()

@@ -117,7 +117,7 @@ async fn run_claimed(
     }
     // The watch guards are dropped inside each branch: they must not live across an await.
     let outcome = tokio::select! {
-        outcome = pipeline::run(&ctx, &lease.spec, &keeper) => Ok(outcome),
+        outcome = pipeline::run(&ctx, &lease.spec, lease.spent.clone(), &keeper) => Ok(outcome),
         _ = keeper.renew() => Err(Interrupted::LeaseLost),
         _ = async { state_rx.wait_for(|s| *s != LeaseState::Held).await.map(drop) } => Err(Interrupted::LeaseLost),
         _ = async { hand_back.wait_for(|stop| *stop).await.map(drop) } => Err(Interrupted::HandBack),

@@ -1,13 +1,16 @@
 //! The Anthropic Messages protocol: `POST {base}/v1/messages` with `x-api-key`, the system prompt
-//! as a top-level field. It has no JSON-schema parameter, so the prompt alone asks for the shape.
+//! as a top-level field. A request's JSON schema becomes the input schema of a tool the model is
+//! forced to call (`tool_choice: {"type": "tool"}`); the tool call's `input` is the reply text.
 
 use async_trait::async_trait;
 use reqwest::header::HeaderValue;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::limits::Limiter;
+use super::structured::{Level, Negotiation, wire_name};
 use super::transport::{self, send_json};
 use super::{
     ChatProvider, ChatRequest, ChatResponse, FinishReason, LlmError, PROBE_TIMEOUT,
@@ -20,16 +23,70 @@ pub(crate) struct AnthropicClient {
     settings: ProviderSettings,
     http: reqwest::Client,
     limiter: Limiter,
+    /// How much structure this server accepts; shared by all calls. Anthropic has no JSON mode.
+    negotiation: Negotiation,
 }
 
 impl AnthropicClient {
     pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
         let limiter = Limiter::new(settings.max_concurrency, settings.requests_per_minute);
+        let negotiation = Negotiation::new(settings.structured_output, false);
         Self {
             settings,
             http,
             limiter,
+            negotiation,
         }
+    }
+
+    async fn send(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        level: Level,
+        deadline: Instant,
+    ) -> Result<WireReply, LlmError> {
+        let system: Vec<&str> = req
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(|m| m.content.as_str())
+            .collect();
+        let tool = level.schema(req).map(|schema| {
+            let name = wire_name(req);
+            let tool = json!({
+                "name": name,
+                "description": "Records the answer. Call it with the complete answer as its input.",
+                "input_schema": schema,
+            });
+            (tool, json!({"type": "tool", "name": name}))
+        });
+        let (tools, tool_choice) = match tool {
+            Some((tool, choice)) => (Some(vec![tool]), Some(choice)),
+            None => (None, None),
+        };
+        let body = WireRequest {
+            model,
+            max_tokens: req.max_tokens,
+            system: (!system.is_empty()).then(|| system.join("\n\n")),
+            messages: req
+                .messages
+                .iter()
+                .filter(|m| m.role != Role::System)
+                .map(|m| WireMessage {
+                    role: m.role.as_str(),
+                    content: &m.content,
+                })
+                .collect(),
+            temperature: req.temperature,
+            tools,
+            tool_choice,
+        };
+        let request = self
+            .http
+            .post(self.settings.endpoint("/v1/messages"))
+            .json(&body);
+        send_json(self.authorized(request), deadline).await
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -64,54 +121,49 @@ impl ChatProvider for AnthropicClient {
         let _slot = self.limiter.acquire(deadline).await?;
         let started = Instant::now();
         let model = req.model.as_deref().unwrap_or(&self.settings.model);
-        let system: Vec<&str> = req
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::System)
-            .map(|m| m.content.as_str())
-            .collect();
-        let body = WireRequest {
-            model,
-            max_tokens: req.max_tokens,
-            system: (!system.is_empty()).then(|| system.join("\n\n")),
-            messages: req
-                .messages
-                .iter()
-                .filter(|m| m.role != Role::System)
-                .map(|m| WireMessage {
-                    role: m.role.as_str(),
-                    content: &m.content,
-                })
-                .collect(),
-            temperature: req.temperature,
-        };
-        let request = self
-            .http
-            .post(self.settings.endpoint("/v1/messages"))
-            .json(&body);
-        let reply: WireReply = send_json(self.authorized(request), deadline).await?;
+        let reply = self
+            .negotiation
+            .send(
+                "anthropic",
+                req,
+                &self.limiter,
+                deadline,
+                &["tool", "input_schema"],
+                |level| self.send(req, model, level, deadline),
+            )
+            .await?;
         let latency = started.elapsed();
 
-        let texts: Vec<String> = reply
+        // A forced tool call carries the answer as its `input`; otherwise the text blocks do.
+        let tool_input = reply
             .content
-            .into_iter()
-            .filter(|block| block.kind == "text")
-            .filter_map(|block| block.text)
-            .collect();
-        if texts.is_empty() {
+            .iter()
+            .find(|block| block.kind == "tool_use")
+            .and_then(|block| block.input.as_ref())
+            .map(Value::to_string);
+        let text = match tool_input {
+            Some(input) => input,
+            None => reply
+                .content
+                .iter()
+                .filter(|block| block.kind == "text")
+                .filter_map(|block| block.text.as_deref())
+                .collect(),
+        };
+        if text.is_empty() {
             return Err(LlmError::BadResponse(
-                "the reply has no text content block".into(),
+                "the reply has no text or tool_use content block".into(),
             ));
         }
         let usage = reply.usage.unwrap_or_default();
         Ok(ChatResponse {
-            text: texts.concat(),
+            text,
             provider: "anthropic".to_owned(),
             model: reply.model.unwrap_or_else(|| model.to_owned()),
             prompt_tokens: usage.input_tokens,
             completion_tokens: usage.output_tokens,
             finish: match reply.stop_reason.as_deref() {
-                Some("end_turn" | "stop_sequence") => FinishReason::Stop,
+                Some("end_turn" | "stop_sequence" | "tool_use") => FinishReason::Stop,
                 Some("max_tokens") => FinishReason::Length,
                 Some(other) => FinishReason::Other(other.to_owned()),
                 None => FinishReason::Other("unknown".to_owned()),
@@ -137,6 +189,10 @@ struct WireRequest<'a> {
     system: Option<String>,
     messages: Vec<WireMessage<'a>>,
     temperature: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -159,6 +215,8 @@ struct WireBlock {
     #[serde(rename = "type")]
     kind: String,
     text: Option<String>,
+    /// A `tool_use` block's arguments.
+    input: Option<Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -250,6 +308,97 @@ mod tests {
         );
         assert_eq!(body["max_tokens"], 700);
         assert_eq!(body["model"], "claude-3-5-haiku-latest");
+    }
+
+    #[tokio::test]
+    async fn a_schema_becomes_a_forced_tool_whose_input_is_the_reply() {
+        let seen = Arc::new(Mutex::new(None));
+        let server = FakeServer::start(Router::new().route(
+            "/v1/messages",
+            post({
+                let seen = seen.clone();
+                move |axum::Json(body): axum::Json<Value>| async move {
+                    *seen.lock().unwrap() = Some(body);
+                    axum::Json(json!({
+                        "id": "msg_02",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": "claude-3-5-haiku-20241022",
+                        "content": [{"type": "tool_use", "id": "toolu_01", "name": "test_cases",
+                                     "input": {"test_cases": []}}],
+                        "stop_reason": "tool_use",
+                        "usage": {"input_tokens": 200, "output_tokens": 20}
+                    }))
+                }
+            }),
+        ))
+        .await;
+        let provider = build_provider(settings(&server), reqwest::Client::new());
+        let schema = json!({"type": "object", "properties": {"test_cases": {"type": "array", "minItems": 3}}});
+        let request = ChatRequest {
+            json_schema: Some(schema.clone()),
+            schema_name: "test_cases".into(),
+            ..request()
+        };
+
+        let response = provider.chat(&request).await.unwrap();
+
+        assert_eq!(response.text, r#"{"test_cases":[]}"#);
+        assert_eq!(response.finish, FinishReason::Stop);
+        let body = seen.lock().unwrap().take().unwrap();
+        assert_eq!(body["tools"][0]["name"], "test_cases");
+        assert_eq!(body["tools"][0]["input_schema"], schema);
+        assert_eq!(
+            body["tool_choice"],
+            json!({"type": "tool", "name": "test_cases"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_schema_keyword_is_asked_again_without_it_then_without_a_tool() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let server = FakeServer::start(Router::new().route(
+            "/v1/messages",
+            post({
+                let seen = seen.clone();
+                move |axum::Json(body): axum::Json<Value>| async move {
+                    let refused = body["tools"][0]["input_schema"]["properties"]["test_cases"]
+                        .get("minItems")
+                        .is_some();
+                    seen.lock().unwrap().push(body);
+                    if refused {
+                        let error = json!({"type": "error", "error": {"type": "invalid_request_error",
+                            "message": "tools.0.input_schema: minItems is not supported"}});
+                        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+                    }
+                    axum::Json(json!({
+                        "model": "m", "content": [{"type": "tool_use", "id": "t", "name": "test_cases",
+                        "input": {"test_cases": []}}], "stop_reason": "tool_use"
+                    }))
+                    .into_response()
+                }
+            }),
+        ))
+        .await;
+        let provider = build_provider(settings(&server), reqwest::Client::new());
+        let request = ChatRequest {
+            json_schema: Some(
+                json!({"type": "object", "properties": {"test_cases": {"type": "array", "minItems": 3}}}),
+            ),
+            schema_name: "test_cases".into(),
+            ..request()
+        };
+
+        provider.chat(&request).await.unwrap();
+        provider.chat(&request).await.unwrap();
+
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "refused once, then remembered");
+        assert_eq!(
+            seen[1]["tools"][0]["input_schema"],
+            json!({"type": "object", "properties": {"test_cases": {"type": "array"}}})
+        );
+        assert_eq!(seen[2]["tools"], seen[1]["tools"]);
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@
 //! # Layout
 //! - `settings.rs`: [`ProviderKind`], [`ProviderSettings`] and their defaults.
 //! - `openai.rs`, `ollama.rs`, `anthropic.rs`: the three wire protocols.
+//! - `structured.rs`: how much of a request's JSON schema each server accepts, negotiated down
+//!   when a server refuses it.
 //! - `transport.rs`: HTTP status, `Retry-After` and `reqwest` errors mapped to [`LlmError`].
 //! - `limits.rs`: the concurrency semaphore and requests-per-minute window of one provider.
 //! - `chain.rs`: fallback order, circuit breaker and `Retry-After` bookkeeping.
@@ -32,6 +34,7 @@ mod limits;
 mod ollama;
 mod openai;
 mod settings;
+mod structured;
 mod transport;
 
 #[cfg(test)]
@@ -105,8 +108,9 @@ impl ChatMessage {
 pub struct ChatRequest {
     /// The conversation; the first message may be [`Role::System`].
     pub messages: Vec<ChatMessage>,
-    /// JSON schema the reply should follow. Sent as `response_format` to OpenAI and as `format`
-    /// to Ollama; Anthropic has no such field, so its prompt must ask for the shape.
+    /// JSON schema the reply should follow. Sent as `response_format` to OpenAI, as `format` to
+    /// Ollama and as a forced tool's input schema to Anthropic, more plainly to servers that
+    /// refuse parts of it (`structured.rs`). The prompt should still describe the shape.
     pub json_schema: Option<serde_json::Value>,
     /// Name of the schema (`"test_cases"`, `"verdict"`); OpenAI requires one.
     pub schema_name: String,

@@ -7,25 +7,30 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::limits::Limiter;
+use super::structured::{Level, Negotiation};
 use super::transport::{self, send_json};
 use super::{
     ChatProvider, ChatRequest, ChatResponse, FinishReason, LlmError, PROBE_TIMEOUT,
-    ProviderSettings, StructuredOutput,
+    ProviderSettings,
 };
 
 pub(crate) struct OllamaClient {
     settings: ProviderSettings,
     http: reqwest::Client,
     limiter: Limiter,
+    /// How much structure this server accepts; shared by all calls.
+    negotiation: Negotiation,
 }
 
 impl OllamaClient {
     pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
         let limiter = Limiter::new(settings.max_concurrency, settings.requests_per_minute);
+        let negotiation = Negotiation::new(settings.structured_output, true);
         Self {
             settings,
             http,
             limiter,
+            negotiation,
         }
     }
 
@@ -37,13 +42,40 @@ impl OllamaClient {
         }
     }
 
-    fn format(&self, req: &ChatRequest) -> Option<Value> {
-        let schema = req.json_schema.as_ref()?;
-        match self.settings.structured_output {
-            StructuredOutput::Auto | StructuredOutput::JsonSchema => Some(schema.clone()),
-            StructuredOutput::JsonObject => Some(Value::from("json")),
-            StructuredOutput::Text => None,
-        }
+    async fn send(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        level: Level,
+        deadline: Instant,
+    ) -> Result<WireReply, LlmError> {
+        let format = match (level, level.schema(req)) {
+            (_, Some(schema)) => Some(schema),
+            (Level::Json, None) => Some(Value::from("json")),
+            _ => None,
+        };
+        let body = WireRequest {
+            model,
+            messages: req
+                .messages
+                .iter()
+                .map(|m| WireMessage {
+                    role: m.role.as_str(),
+                    content: &m.content,
+                })
+                .collect(),
+            stream: false,
+            format,
+            options: WireOptions {
+                temperature: req.temperature,
+                num_predict: req.max_tokens,
+            },
+        };
+        let request = self
+            .http
+            .post(self.settings.endpoint("/api/chat"))
+            .json(&body);
+        send_json(self.authorized(request), deadline).await
     }
 }
 
@@ -62,28 +94,17 @@ impl ChatProvider for OllamaClient {
         let _slot = self.limiter.acquire(deadline).await?;
         let started = Instant::now();
         let model = req.model.as_deref().unwrap_or(&self.settings.model);
-        let body = WireRequest {
-            model,
-            messages: req
-                .messages
-                .iter()
-                .map(|m| WireMessage {
-                    role: m.role.as_str(),
-                    content: &m.content,
-                })
-                .collect(),
-            stream: false,
-            format: self.format(req),
-            options: WireOptions {
-                temperature: req.temperature,
-                num_predict: req.max_tokens,
-            },
-        };
-        let request = self
-            .http
-            .post(self.settings.endpoint("/api/chat"))
-            .json(&body);
-        let reply: WireReply = send_json(self.authorized(request), deadline).await?;
+        let reply = self
+            .negotiation
+            .send(
+                "ollama",
+                req,
+                &self.limiter,
+                deadline,
+                &["format", "schema", "grammar"],
+                |level| self.send(req, model, level, deadline),
+            )
+            .await?;
         let latency = started.elapsed();
 
         let text = reply

@@ -1,8 +1,6 @@
 //! The OpenAI chat-completions protocol, which OpenAI and most self-hosted servers (vLLM,
 //! llama.cpp, LM Studio) speak: `POST {base}/chat/completions` with a bearer token.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -10,69 +8,30 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::limits::Limiter;
+use super::structured::{Level, Negotiation, wire_name};
 use super::transport::{self, send_json};
 use super::{
     ChatProvider, ChatRequest, ChatResponse, FinishReason, LlmError, PROBE_TIMEOUT,
-    ProviderSettings, StructuredOutput,
+    ProviderSettings,
 };
-
-/// `response_format` types from richest to plainest; `Auto` walks down this list as servers
-/// reject them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-enum Format {
-    JsonSchema = 0,
-    JsonObject = 1,
-    Text = 2,
-}
-
-impl Format {
-    fn from_u8(value: u8) -> Self {
-        match value {
-            0 => Format::JsonSchema,
-            1 => Format::JsonObject,
-            _ => Format::Text,
-        }
-    }
-
-    fn plainer(self) -> Option<Self> {
-        match self {
-            Format::JsonSchema => Some(Format::JsonObject),
-            Format::JsonObject => Some(Format::Text),
-            Format::Text => None,
-        }
-    }
-}
 
 pub(crate) struct OpenAiClient {
     settings: ProviderSettings,
     http: reqwest::Client,
     limiter: Limiter,
-    /// In `Auto` mode, the richest format this server has not rejected yet; shared by all calls
-    /// so only the first call pays for the discovery.
-    negotiated: AtomicU8,
+    /// How much structure this server accepts; shared by all calls.
+    negotiation: Negotiation,
 }
 
 impl OpenAiClient {
     pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
         let limiter = Limiter::new(settings.max_concurrency, settings.requests_per_minute);
+        let negotiation = Negotiation::new(settings.structured_output, true);
         Self {
             settings,
             http,
             limiter,
-            negotiated: AtomicU8::new(Format::JsonSchema as u8),
-        }
-    }
-
-    fn format_for(&self, req: &ChatRequest) -> Format {
-        if req.json_schema.is_none() {
-            return Format::Text;
-        }
-        match self.settings.structured_output {
-            StructuredOutput::Auto => Format::from_u8(self.negotiated.load(Ordering::Relaxed)),
-            StructuredOutput::JsonSchema => Format::JsonSchema,
-            StructuredOutput::JsonObject => Format::JsonObject,
-            StructuredOutput::Text => Format::Text,
+            negotiation,
         }
     }
 
@@ -87,15 +46,15 @@ impl OpenAiClient {
         &self,
         req: &ChatRequest,
         model: &str,
-        format: Format,
+        level: Level,
         deadline: Instant,
     ) -> Result<WireReply, LlmError> {
-        let response_format = match (format, &req.json_schema) {
-            (Format::JsonSchema, Some(schema)) => Some(json!({
+        let response_format = match (level, level.schema(req)) {
+            (_, Some(schema)) => Some(json!({
                 "type": "json_schema",
-                "json_schema": {"name": schema_name(req), "schema": schema, "strict": false},
+                "json_schema": {"name": wire_name(req), "schema": schema, "strict": false},
             })),
-            (Format::JsonObject, Some(_)) => Some(json!({"type": "json_object"})),
+            (Level::Json, None) => Some(json!({"type": "json_object"})),
             _ => None,
         };
         let body = WireRequest {
@@ -135,31 +94,17 @@ impl ChatProvider for OpenAiClient {
         let _slot = self.limiter.acquire(deadline).await?;
         let started = Instant::now();
         let model = req.model.as_deref().unwrap_or(&self.settings.model);
-        let mut format = self.format_for(req);
-        let reply = loop {
-            match self.send(req, model, format, deadline).await {
-                Err(LlmError::InvalidRequest { status, body })
-                    if self.settings.structured_output == StructuredOutput::Auto
-                        && rejects_response_format(status, &body) =>
-                {
-                    let Some(plainer) = format.plainer() else {
-                        return Err(LlmError::InvalidRequest { status, body });
-                    };
-                    // `fetch_max` keeps a concurrent call's further downgrade.
-                    self.negotiated.fetch_max(plainer as u8, Ordering::Relaxed);
-                    tracing::warn!(
-                        gen_ai.system = "openai",
-                        server.address = %self.settings.base_url,
-                        rejected = ?format,
-                        now_using = ?plainer,
-                        "the server rejected this response_format; using a plainer one from now on"
-                    );
-                    format = plainer;
-                    self.limiter.wait_for_rate_slot(deadline).await?;
-                }
-                other => break other?,
-            }
-        };
+        let reply = self
+            .negotiation
+            .send(
+                "openai",
+                req,
+                &self.limiter,
+                deadline,
+                &["response_format", "json_schema", "json_object"],
+                |level| self.send(req, model, level, deadline),
+            )
+            .await?;
         let latency = started.elapsed();
 
         let choice = reply
@@ -204,37 +149,6 @@ impl ChatProvider for OpenAiClient {
             .await
             .map(drop)
     }
-}
-
-/// OpenAI requires `^[a-zA-Z0-9_-]{1,64}$`; anything else becomes `_`.
-fn schema_name(req: &ChatRequest) -> String {
-    let name: String = req
-        .schema_name
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "response".to_owned()
-    } else {
-        name
-    }
-}
-
-/// Whether a 4xx complains about `response_format` rather than about the prompt. Compatible
-/// servers word this differently, so look for the parameter's names.
-fn rejects_response_format(status: u16, body: &str) -> bool {
-    let body = body.to_ascii_lowercase();
-    matches!(status, 400 | 422)
-        && ["response_format", "json_schema", "json_object"]
-            .iter()
-            .any(|word| body.contains(word))
 }
 
 #[derive(Serialize)]
@@ -293,7 +207,7 @@ mod tests {
 
     use super::*;
     use crate::llm::fake_server::FakeServer;
-    use crate::llm::{ChatMessage, ProviderKind, build_provider};
+    use crate::llm::{ChatMessage, ProviderKind, StructuredOutput, build_provider};
 
     fn completion(content: &str, finish_reason: &str) -> Value {
         json!({
@@ -436,7 +350,8 @@ mod tests {
         let first = provider.chat(&schema_request()).await;
         let second = provider.chat(&schema_request()).await;
 
-        // Assert: one rejected request, then json_object for this call and every later one.
+        // Assert: the schema and the relaxed schema refused, then json_object for this call and
+        // every later one.
         assert!(first.is_ok() && second.is_ok());
         let formats: Vec<Value> = seen
             .lock()
@@ -447,6 +362,7 @@ mod tests {
         assert_eq!(
             formats,
             [
+                json!("json_schema"),
                 json!("json_schema"),
                 json!("json_object"),
                 json!("json_object")
@@ -476,8 +392,8 @@ mod tests {
         );
         assert_eq!(
             seen.lock().unwrap().len(),
-            3,
-            "json_schema, json_object, then text"
+            4,
+            "json_schema, the relaxed json_schema, json_object, then text"
         );
     }
 

@@ -77,20 +77,20 @@ impl FromStr for ProviderKind {
     }
 }
 
-/// How an OpenAI-compatible provider is asked for JSON. Many compatible servers support only
-/// some of the `response_format` types, hence `Auto`.
+/// How a provider is asked for structured output. Many servers support only some of it, hence
+/// `Auto`. For Anthropic, `json_object` means no tool (it has no JSON mode).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StructuredOutput {
-    /// Send the JSON schema; if the server answers 400 about `response_format`, remember that and
-    /// fall back to `json_object`, then to plain text.
+    /// Send the JSON schema; if the server refuses it, remember that and fall back to the schema
+    /// without value limits, then to JSON mode, then to plain text.
     #[default]
     Auto,
-    /// Always send `{"type": "json_schema", ...}`.
+    /// Always send the whole schema (`json_schema`, Ollama `format`, an Anthropic tool).
     JsonSchema,
-    /// Always send `{"type": "json_object"}`.
+    /// Always ask for JSON without a schema (`json_object`, Ollama `"json"`).
     JsonObject,
-    /// Never send `response_format`; the prompt alone asks for JSON.
+    /// Never constrain the reply; the prompt alone asks for JSON.
     Text,
 }
 

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage};
+use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, Usage};
 use crate::llm::ProviderReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,9 @@ pub struct Lease {
     /// Which attempt this is, counting from 1.
     pub attempt: u32,
     pub spec: JobSpec,
+    /// What earlier attempts that ended in a transient failure spent on LLM calls, so the job's
+    /// usage counts every call it made. (A crashed attempt's calls are not known.)
+    pub spent: Option<Usage>,
 }
 
 /// Whether a lease still holds after a touch or a commit.

@@ -369,11 +369,19 @@ impl JobStore for RedisJobStore {
             .arg(millis(self.policy.job_ttl));
         let reply: Vec<String> = self.run(&invocation).await?;
         match reply.first().map(String::as_str) {
-            Some("granted") if reply.len() == 3 => Ok(Claim::Granted(Box::new(Lease {
+            Some("granted") if reply.len() == 4 => Ok(Claim::Granted(Box::new(Lease {
                 job_id: ticket.job_id,
                 token,
                 attempt: reply[1].parse().map_err(corrupt)?,
                 spec: serde_json::from_str(&reply[2]).map_err(corrupt)?,
+                spent: match reply[3].as_str() {
+                    "" => None,
+                    last_error => {
+                        serde_json::from_str::<JobError>(last_error)
+                            .map_err(corrupt)?
+                            .usage
+                    }
+                },
             }))),
             Some("stale") => Ok(Claim::Stale),
             Some("exhausted") => Ok(Claim::Exhausted),
@@ -421,13 +429,13 @@ impl JobStore for RedisJobStore {
         delay: Duration,
         error: &JobError,
     ) -> Result<LeaseState, StoreError> {
-        let final_error = JobError::new(
-            error.code.clone(),
-            format!(
+        let final_error = JobError {
+            message: format!(
                 "{} (gave up after {} attempts)",
                 error.message, self.policy.max_attempts
             ),
-        );
+            ..error.clone()
+        };
         let mut invocation = self.invocation(&RETRY);
         invocation
             .arg(lease.job_id.to_string())

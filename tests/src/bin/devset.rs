@@ -99,7 +99,10 @@ async fn main() {
         serde_json::to_string_pretty(&report).unwrap_or_default(),
     )
     .expect("write report.json");
-    let markdown = markdown(&summary, &rows.iter().map(|(row, _)| row).collect::<Vec<_>>());
+    let markdown = markdown(
+        &summary,
+        &rows.iter().map(|(row, _)| row).collect::<Vec<_>>(),
+    );
     std::fs::write(out_dir.join("report.md"), &markdown).expect("write report.md");
     println!("{markdown}");
 }
@@ -165,7 +168,11 @@ fn measure(item: &Value, job: &Value) -> Value {
 fn summarise(rows: &[&Value]) -> Value {
     let n = rows.len().max(1) as f64;
     let count = |f: &dyn Fn(&Value) -> bool| rows.iter().filter(|r| f(r)).count();
-    let sum = |key: &str| rows.iter().map(|r| r[key].as_u64().unwrap_or(0)).sum::<u64>();
+    let sum = |key: &str| {
+        rows.iter()
+            .map(|r| r[key].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
     let verdicts = count(&|r| r["judge_verdict"] == true);
     let judged_failing = count(&|r| r["judge_verdict"] == true && r["checks_failed"] == true);
     json!({
@@ -188,7 +195,8 @@ fn summarise(rows: &[&Value]) -> Value {
 }
 
 fn markdown(summary: &Value, rows: &[&Value]) -> String {
-    let mut out = String::from("# Development set against a real model\n\n| measure | value |\n|---|---|\n");
+    let mut out =
+        String::from("# Development set against a real model\n\n| measure | value |\n|---|---|\n");
     for (key, value) in summary.as_object().into_iter().flatten() {
         out.push_str(&format!("| {key} | {value} |\n"));
     }

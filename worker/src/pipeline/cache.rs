@@ -2,7 +2,8 @@
 //! determines it — story, criteria, options, prompt version and the models — and an identical
 //! submission gets it back with `usage.cached` set and no LLM calls counted.
 //!
-//! Only clean results are cached: one whose judge failed is computed again next time.
+//! Only clean results are cached: one whose judge failed, or that ended with fewer than
+//! `min_cases` (`validation.complete: false`), is computed again next time.
 
 use sha2::{Digest, Sha256};
 use storyforge_shared::job::{JobResult, JobSpec, Usage};
@@ -26,7 +27,7 @@ pub fn key(ctx: &Context, spec: &JobSpec) -> String {
 }
 
 pub fn cacheable(result: &JobResult) -> bool {
-    result.quality.as_ref().is_none_or(|q| q.error.is_none())
+    result.validation.complete && result.quality.as_ref().is_none_or(|q| q.error.is_none())
 }
 
 /// The cached result as this job reports it: same cases and scores, no calls, no cost.

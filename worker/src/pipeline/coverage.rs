@@ -4,12 +4,14 @@
 //! A case is *negative* when its title, action or outcome says something is refused, invalid,
 //! failing or absent (see [`NEGATIVE_MARKERS`]); every other case is *positive*. The score follows
 //! seed 000: 0.4 for enough cases, 0.3 for at least two priorities, 0.15 each for positive and
-//! negative cases; it passes at 0.7. Two cases are near-duplicates when the word sets of their
-//! title, given, when and then overlap by at least [`NEAR_DUPLICATE_JACCARD`].
+//! negative cases; it passes at 0.7. Two cases are near-duplicates — the same test twice — when
+//! the word sets of their action and expected outcome (`when` and `then`) overlap by at least
+//! [`NEAR_DUPLICATE_JACCARD`]: a shared precondition or title wording alone does not make two
+//! tests the same (a valid and an expired card share almost every word but the outcome).
 
 use std::collections::{BTreeMap, HashSet};
 
-use storyforge_shared::job::{Coverage, TestCase};
+use storyforge_shared::job::{Coverage, Criterion, TestCase};
 
 const NEGATIVE_MARKERS: &[&str] = &[
     "invalid",
@@ -50,18 +52,25 @@ const NEGATIVE_MARKERS: &[&str] = &[
 
 pub const NEAR_DUPLICATE_JACCARD: f64 = 0.8;
 
-fn is_negative(case: &TestCase) -> bool {
+/// Whether the case tests a refusal, an invalid input, a failure or an absence.
+pub fn is_negative(case: &TestCase) -> bool {
     let text = format!("{} {} {}", case.title, case.when, case.then).to_lowercase();
     NEGATIVE_MARKERS.iter().any(|marker| text.contains(marker))
 }
 
+/// The words of a case's action and expected outcome.
 fn words(case: &TestCase) -> HashSet<String> {
-    format!("{} {} {} {}", case.title, case.given, case.when, case.then)
+    format!("{} {}", case.when, case.then)
         .to_lowercase()
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// Whether two cases say nearly the same thing.
+pub fn near_duplicate(a: &TestCase, b: &TestCase) -> bool {
+    jaccard(&words(a), &words(b)) >= NEAR_DUPLICATE_JACCARD
 }
 
 fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
@@ -72,12 +81,8 @@ fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
     a.intersection(b).count() as f64 / union as f64
 }
 
-/// `AC1`, `AC2`, … for a story's criteria, in order.
-pub fn criterion_ids(criteria: &[String]) -> Vec<String> {
-    (1..=criteria.len()).map(|n| format!("AC{n}")).collect()
-}
-
-pub fn assess(cases: &[TestCase], min_cases: u32, criteria: &[String]) -> Coverage {
+/// The deterministic checks of `cases` against `min_cases` and the story's `criteria`.
+pub fn assess(cases: &[TestCase], min_cases: u32, criteria: &[Criterion]) -> Coverage {
     let count = cases.len();
     let priority_diversity = cases
         .iter()
@@ -101,9 +106,9 @@ pub fn assess(cases: &[TestCase], min_cases: u32, criteria: &[String]) -> Covera
     let (matrix, uncovered_criteria) = if criteria.is_empty() {
         (None, Vec::new())
     } else {
-        let mut matrix: BTreeMap<String, Vec<String>> = criterion_ids(criteria)
-            .into_iter()
-            .map(|id| (id, Vec::new()))
+        let mut matrix: BTreeMap<String, Vec<String>> = criteria
+            .iter()
+            .map(|c| (c.id.clone(), Vec::new()))
             .collect();
         for case in cases {
             for criterion in &case.covers {
@@ -239,8 +244,14 @@ mod tests {
     #[test]
     fn uncovered_criteria_are_named() {
         let criteria = vec![
-            "Cards are charged".to_string(),
-            "Receipts are mailed".to_string(),
+            Criterion {
+                id: "AC1".into(),
+                text: "Cards are charged".into(),
+            },
+            Criterion {
+                id: "AC2".into(),
+                text: "Receipts are mailed".into(),
+            },
         ];
         let cases = vec![case(
             "TC_001",

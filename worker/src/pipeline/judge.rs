@@ -1,37 +1,121 @@
 //! LLM-as-judge: a separately configured model scores relevance, coverage and clarity.
 //!
+//! The judge is told what the deterministic checks found (uncovered criteria, missing negative
+//! cases, near-duplicates, priorities) and scores against a rubric whose scale points are
+//! described, so a small model cannot talk itself into a 10 for cases that miss a criterion.
+//! Its schema asks for the three scores before a bounded `reasoning`, so a model under
+//! constrained decoding writes the verdict before it can run out of tokens; a verdict cut off at
+//! the token limit anyway is asked again once with twice the limit (`judge_retry`).
+//!
 //! A judge that fails — unreachable, garbage reply, out-of-range scores — yields a `Quality` with
 //! `error` set and no scores: a failed judge is not a score of 0, and the job still succeeds.
 
-use storyforge_shared::job::{JobError, Quality, TestCase};
-use storyforge_shared::llm::{ChatRequest, ProviderChain};
+use serde_json::{Value, json};
+use storyforge_shared::job::{Coverage, JobError, Quality, TestCase};
+use storyforge_shared::llm::{ChatRequest, FinishReason};
 
 use super::Context;
 use super::parse::parse_judge;
-use super::prompt::Prompts;
+use super::story::PreparedStory;
 use super::usage::{Meter, Purpose, metered_call};
 
-pub fn verdict_schema() -> serde_json::Value {
-    serde_json::json!({
+/// Completion limit of the first judge call; a verdict cut off there is asked again with twice.
+const JUDGE_MAX_TOKENS: u32 = 600;
+/// Longest `reasoning` the schema allows, in characters.
+const REASONING_CHARS: u32 = 400;
+
+/// Scores first, then the bounded reasoning: the order a model should write them in.
+pub fn verdict_schema() -> Value {
+    let score = || json!({"type": "integer", "enum": (0..=10).collect::<Vec<u32>>()});
+    json!({
         "type": "object",
         "properties": {
-            "relevance_score": {"type": "number", "minimum": 0, "maximum": 10},
-            "coverage_score": {"type": "number", "minimum": 0, "maximum": 10},
-            "clarity_score": {"type": "number", "minimum": 0, "maximum": 10},
-            "reasoning": {"type": "string"}
+            "relevance_score": score(),
+            "coverage_score": score(),
+            "clarity_score": score(),
+            "reasoning": {"type": "string", "maxLength": REASONING_CHARS},
         },
-        "required": ["relevance_score", "coverage_score", "clarity_score", "reasoning"]
+        "required": ["relevance_score", "coverage_score", "clarity_score", "reasoning"],
+        "additionalProperties": false,
     })
+}
+
+/// What the deterministic checks say about `cases`, in sentences the judge reads.
+pub fn findings(cases: &[TestCase], coverage: &Coverage, min_cases: u32) -> Vec<String> {
+    let mut findings = vec![format!(
+        "{} test cases; the job asked for at least {min_cases}",
+        cases.len()
+    )];
+    match &coverage.criteria {
+        Some(_) if coverage.uncovered_criteria.is_empty() => {
+            findings.push("every acceptance criterion is covered by at least one case".into())
+        }
+        Some(_) => findings.push(format!(
+            "no case covers {}",
+            coverage.uncovered_criteria.join(", ")
+        )),
+        None => {}
+    }
+    findings.push(if coverage.has_negative_cases {
+        "there are negative cases (invalid input, a refusal or a failure)".into()
+    } else {
+        "no negative case: every case tests a success path".into()
+    });
+    for [a, b] in &coverage.near_duplicates {
+        findings.push(format!("{a} and {b} say nearly the same thing"));
+    }
+    let mut priorities: Vec<(&str, usize)> = Vec::new();
+    for case in cases {
+        let name = case.priority.as_str();
+        match priorities.iter_mut().find(|(p, _)| *p == name) {
+            Some((_, n)) => *n += 1,
+            None => priorities.push((name, 1)),
+        }
+    }
+    findings.push(match priorities.as_slice() {
+        [(only, _)] => format!("every case has priority {only}"),
+        _ => format!(
+            "priorities: {}",
+            priorities
+                .iter()
+                .map(|(p, n)| format!("{p} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    });
+    findings
+}
+
+/// The cases as the judge reads them: one compact paragraph each.
+fn cases_text(cases: &[TestCase]) -> String {
+    cases
+        .iter()
+        .map(|c| {
+            let covers = if c.covers.is_empty() {
+                String::new()
+            } else {
+                format!(" (covers {})", c.covers.join(", "))
+            };
+            format!(
+                "{} [{}]{covers} {}\n  Given {}\n  When {}\n  Then {}",
+                c.id,
+                c.priority.as_str(),
+                c.title,
+                c.given,
+                c.when,
+                c.then
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tracing::instrument(name = "pipeline.judge", skip_all)]
 pub async fn judge(
     ctx: &Context,
-    chain: &ProviderChain,
-    prompts: &Prompts,
-    story: &str,
-    criteria: &[String],
+    story: &PreparedStory,
     cases: &[TestCase],
+    findings: &[String],
     meter: &mut Meter,
 ) -> Quality {
     let model = ctx.settings.judge_llm.model.clone();
@@ -45,53 +129,59 @@ pub async fn judge(
         model: model.clone(),
         error: Some(JobError::new(code, message)),
     };
-    let cases_json = serde_json::to_string_pretty(&serde_json::json!({ "test_cases": cases }))
-        .unwrap_or_default();
-    let messages = match prompts.judge(story, criteria, &cases_json) {
+    let messages = match ctx.prompts.judge(story, &cases_text(cases), findings) {
         Ok(messages) => messages,
         Err(e) => return failed("judge_prompt_error", e.to_string()),
     };
-    let request = ChatRequest {
+    let mut request = ChatRequest {
         messages,
         json_schema: Some(verdict_schema()),
         schema_name: "verdict".into(),
-        max_tokens: 600,
+        max_tokens: JUDGE_MAX_TOKENS,
         temperature: 0.0,
         model: None,
     };
-    let response = match metered_call(
-        chain,
-        &request,
-        meter,
-        &ctx.settings.pricing,
-        Purpose::Judge,
-    )
-    .await
-    {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::warn!(error = %e, "judge call failed");
-            return failed(&format!("judge_{}", e.code()), e.to_string());
-        }
-    };
-    match parse_judge(&response.text) {
-        Ok(v) => {
-            let overall = ((v.relevance + v.coverage + v.clarity) / 3.0 * 1000.0).round() / 1000.0;
-            Quality {
-                relevance: Some(v.relevance),
-                coverage: Some(v.coverage),
-                clarity: Some(v.clarity),
-                overall: Some(overall),
-                passed: Some(v.relevance >= ctx.settings.judge_pass_threshold),
-                reasoning: Some(v.reasoning),
-                model: response.model,
-                error: None,
+    let mut purpose = Purpose::Judge;
+    loop {
+        let response =
+            match metered_call(&ctx.judge, &request, meter, &ctx.settings.pricing, purpose).await {
+                Ok(response) => response,
+                Err(e) => {
+                    tracing::warn!(error = %e, "judge call failed");
+                    return failed(&format!("judge_{}", e.code()), e.to_string());
+                }
+            };
+        match parse_judge(&response.text) {
+            Ok(v) => {
+                let overall =
+                    ((v.relevance + v.coverage + v.clarity) / 3.0 * 1000.0).round() / 1000.0;
+                return Quality {
+                    relevance: Some(v.relevance),
+                    coverage: Some(v.coverage),
+                    clarity: Some(v.clarity),
+                    overall: Some(overall),
+                    passed: Some(v.relevance >= ctx.settings.judge_pass_threshold),
+                    reasoning: Some(v.reasoning),
+                    model: response.model,
+                    error: None,
+                };
+            }
+            Err(_) if response.finish == FinishReason::Length && purpose == Purpose::Judge => {
+                request.max_tokens *= 2;
+                purpose = Purpose::JudgeRetry;
+            }
+            Err(e) => {
+                let cut = if response.finish == FinishReason::Length {
+                    " (cut off at the token limit)"
+                } else {
+                    ""
+                };
+                return failed(
+                    &format!("judge_{}", e.code()),
+                    format!("{e}{cut}; the judge replied: {}", excerpt(&response.text)),
+                );
             }
         }
-        Err(e) => failed(
-            &format!("judge_{}", e.code()),
-            format!("{e}; the judge replied: {}", excerpt(&response.text)),
-        ),
     }
 }
 
@@ -102,4 +192,66 @@ pub fn excerpt(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use storyforge_shared::job::Priority;
+
+    use super::*;
+
+    #[test]
+    fn the_verdict_schema_puts_scores_before_bounded_reasoning() {
+        let schema = verdict_schema();
+        let order: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            order,
+            [
+                "relevance_score",
+                "coverage_score",
+                "clarity_score",
+                "reasoning"
+            ]
+        );
+        assert_eq!(
+            schema["properties"]["reasoning"]["maxLength"],
+            REASONING_CHARS
+        );
+        assert_eq!(schema["properties"]["coverage_score"]["enum"][10], 10);
+    }
+
+    #[test]
+    fn findings_name_what_the_checks_failed() {
+        let case = |id: &str| TestCase {
+            id: id.into(),
+            title: "Pay with a saved card".into(),
+            priority: Priority::High,
+            given: "A cart with two items".into(),
+            when: "The shopper pays".into(),
+            then: "The order is placed".into(),
+            covers: vec!["AC1".into()],
+        };
+        let cases = [case("TC_001"), case("TC_002")];
+        let coverage = Coverage {
+            count: 2,
+            priority_diversity: 1,
+            has_positive_cases: true,
+            has_negative_cases: false,
+            score: 0.55,
+            passed: false,
+            near_duplicates: vec![["TC_001".into(), "TC_002".into()]],
+            criteria: Some([("AC1".to_string(), vec![]), ("AC2".to_string(), vec![])].into()),
+            uncovered_criteria: vec!["AC2".into()],
+        };
+        assert_eq!(
+            findings(&cases, &coverage, 3),
+            [
+                "2 test cases; the job asked for at least 3",
+                "no case covers AC2",
+                "no negative case: every case tests a success path",
+                "TC_001 and TC_002 say nearly the same thing",
+                "every case has priority high",
+            ]
+        );
+    }
 }

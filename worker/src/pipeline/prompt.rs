@@ -1,29 +1,29 @@
 //! Prompt rendering from the versioned template files in `prompts/<set>/` and the few-shot
 //! examples in `data/examples/user_stories.json`.
 //!
+//! Every call is a fresh conversation of a system and a user message: the first asks for the
+//! cases (`generate.j2`), each later round states what is already there and what is still wanted
+//! (`follow_up.j2`), and the judge gets its own pair. A small model's context never fills with
+//! earlier rounds.
+//!
 //! The prompt version is the set's name plus the first 12 hex digits of a SHA-256 over every
 //! template and the examples, so two results carry the same version exactly when they were made
-//! from the same prompt text. Few-shot examples are dropped, last first, until the rendered
-//! generation prompt fits the token budget (estimated at four characters a token).
+//! from the same prompt text. The generation prompt stays within the token budget (estimated at
+//! four characters a token): the story is shortened first to [`Prompts::story_budget_chars`]
+//! (`story.rs`), then few-shot examples are dropped, last first, until it fits.
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 use minijinja::{Environment, context};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use storyforge_shared::job::Criterion;
 use storyforge_shared::llm::ChatMessage;
 
-use super::coverage::criterion_ids;
+use super::story::PreparedStory;
 
-const TEMPLATES: [&str; 7] = [
-    "system",
-    "generate",
-    "repair",
-    "continue",
-    "missing_criteria",
-    "judge_system",
-    "judge",
-];
+const TEMPLATES: [&str; 5] = ["system", "generate", "follow_up", "judge_system", "judge"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -52,18 +52,34 @@ struct Example {
     test_cases: serde_json::Value,
 }
 
-#[derive(Serialize)]
-struct Criterion<'a> {
-    id: String,
-    text: &'a str,
+/// What a follow-up round asks for; `follow_up.j2` renders it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FollowUp {
+    /// `repair`, `unusable`, `cut_off`, `short`, `criteria`, `negative` or `duplicates`.
+    pub reason: &'static str,
+    /// The cases kept so far, as `TC_001: title`, so the model does not repeat them.
+    pub titles: Vec<String>,
+    /// Fewest new cases wanted.
+    pub needed: u32,
+    /// The id the first new case takes.
+    pub next_id: String,
+    /// `short`: what the kept cases still lack ("a negative case", "a case for AC2").
+    pub missing: Vec<String>,
+    /// `unusable`: why the last reply could not be used.
+    pub problem: String,
+    /// `repair`: the cases to correct, each as JSON with its problems.
+    pub invalid: Vec<InvalidCase>,
+    /// `criteria`: the criteria no case covers yet.
+    pub focus: Vec<Criterion>,
+    /// `duplicates`: titles of the cases dropped as repeats.
+    pub dropped: Vec<String>,
 }
 
-fn numbered(criteria: &[String]) -> Vec<Criterion<'_>> {
-    criterion_ids(criteria)
-        .into_iter()
-        .zip(criteria)
-        .map(|(id, text)| Criterion { id, text })
-        .collect()
+/// A case a repair round asks the model to correct.
+#[derive(Debug, Clone, Serialize)]
+pub struct InvalidCase {
+    pub json: String,
+    pub problems: Vec<String>,
 }
 
 /// Rough token count used for budgets: four characters a token.
@@ -77,6 +93,9 @@ pub struct Prompts {
     examples: Vec<(String, String)>,
     version: String,
     token_budget: u64,
+    /// Characters left for the story and its criteria once the rest of the generation prompt
+    /// (without examples) is counted.
+    story_budget_chars: usize,
 }
 
 impl std::fmt::Debug for Prompts {
@@ -131,12 +150,21 @@ impl Prompts {
             })
             .collect();
         let digest = hex::encode(hasher.finalize());
-        Ok(Prompts {
+        let mut prompts = Prompts {
             env,
             examples,
             version: format!("{set}@{}", &digest[..12]),
             token_budget,
-        })
+            story_budget_chars: 0,
+        };
+        let empty = PreparedStory::default();
+        let overhead: usize = prompts
+            .render_generation(&empty, &(1..=1), 0)?
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
+        prompts.story_budget_chars = (token_budget as usize * 4).saturating_sub(overhead);
+        Ok(prompts)
     }
 
     pub fn version(&self) -> &str {
@@ -153,76 +181,93 @@ impl Prompts {
             })
     }
 
-    /// The system and user messages asking for test cases.
+    /// Characters the story text and its criteria may take in the generation prompt.
+    pub fn story_budget_chars(&self) -> usize {
+        self.story_budget_chars
+    }
+
+    fn system(
+        &self,
+        story: &PreparedStory,
+        cases: &RangeInclusive<u32>,
+    ) -> Result<String, PromptError> {
+        self.render(
+            "system",
+            context! {
+                min_cases => cases.start(),
+                max_cases => cases.end(),
+                has_criteria => !story.criteria.is_empty(),
+            },
+        )
+    }
+
+    fn render_generation(
+        &self,
+        story: &PreparedStory,
+        cases: &RangeInclusive<u32>,
+        shots: usize,
+    ) -> Result<Vec<ChatMessage>, PromptError> {
+        let examples: Vec<_> = self.examples[..shots.min(self.examples.len())]
+            .iter()
+            .map(|(user_story, test_cases)| context! { user_story, test_cases })
+            .collect();
+        let user = self.render(
+            "generate",
+            context! { story => story.text, criteria => story.criteria, examples },
+        )?;
+        Ok(vec![
+            ChatMessage::system(self.system(story, cases)?),
+            ChatMessage::user(user),
+        ])
+    }
+
+    /// The system and user messages asking for `cases` test cases, with as many few-shot
+    /// examples (at most two) as the token budget leaves room for.
     pub fn generation(
         &self,
-        story: &str,
-        criteria: &[String],
-        min_cases: u32,
-        max_cases: u32,
+        story: &PreparedStory,
+        cases: RangeInclusive<u32>,
     ) -> Result<Vec<ChatMessage>, PromptError> {
-        let system = self.render(
-            "system",
-            context! { min_cases, max_cases, has_criteria => !criteria.is_empty() },
-        )?;
         let mut shots = self.examples.len().min(2);
-        let user = loop {
-            let examples: Vec<_> = self.examples[..shots]
-                .iter()
-                .map(|(user_story, test_cases)| context! { user_story, test_cases })
-                .collect();
-            let user = self.render(
-                "generate",
-                context! { story, criteria => numbered(criteria), examples },
-            )?;
-            if shots == 0 || estimate_tokens(&system) + estimate_tokens(&user) <= self.token_budget
-            {
-                break user;
+        loop {
+            let messages = self.render_generation(story, &cases, shots)?;
+            let tokens: u64 = messages.iter().map(|m| estimate_tokens(&m.content)).sum();
+            if shots == 0 || tokens <= self.token_budget {
+                return Ok(messages);
             }
             shots -= 1;
-        };
-        Ok(vec![ChatMessage::system(system), ChatMessage::user(user)])
+        }
     }
 
-    /// The follow-up turn listing what was wrong with the model's last answer.
-    pub fn repair(&self, issues: &[String]) -> Result<String, PromptError> {
-        self.render("repair", context! { issues })
-    }
-
-    /// The follow-up turn asking for the rest of an answer cut off at the token limit.
-    pub fn continuation(
+    /// The system and user messages of a follow-up round asking for `cases` more cases.
+    pub fn follow_up(
         &self,
-        count: usize,
-        needed: usize,
-        next_id: &str,
-    ) -> Result<String, PromptError> {
-        self.render("continue", context! { count, needed, next_id })
+        story: &PreparedStory,
+        cases: RangeInclusive<u32>,
+        ask: &FollowUp,
+    ) -> Result<Vec<ChatMessage>, PromptError> {
+        let user = self.render(
+            "follow_up",
+            context! { story => story.text, criteria => story.criteria, ..minijinja::Value::from_serialize(ask) },
+        )?;
+        Ok(vec![
+            ChatMessage::system(self.system(story, &cases)?),
+            ChatMessage::user(user),
+        ])
     }
 
-    /// The follow-up turn asking for cases covering the criteria still uncovered.
-    pub fn missing_criteria(
-        &self,
-        criteria: &[(String, String)],
-        next_id: &str,
-    ) -> Result<String, PromptError> {
-        let criteria: Vec<_> = criteria
-            .iter()
-            .map(|(id, text)| context! { id, text })
-            .collect();
-        self.render("missing_criteria", context! { criteria, next_id })
-    }
-
-    /// The judge's system and user messages.
+    /// The judge's system and user messages: the story, the cases as text and what the
+    /// deterministic checks found.
     pub fn judge(
         &self,
-        story: &str,
-        criteria: &[String],
-        test_cases_json: &str,
+        story: &PreparedStory,
+        test_cases: &str,
+        findings: &[String],
     ) -> Result<Vec<ChatMessage>, PromptError> {
         let system = self.render("judge_system", context! {})?;
         let user = self.render(
             "judge",
-            context! { story, criteria => numbered(criteria), test_cases => test_cases_json },
+            context! { story => story.text, criteria => story.criteria, test_cases, findings },
         )?;
         Ok(vec![ChatMessage::system(system), ChatMessage::user(user)])
     }
@@ -244,31 +289,67 @@ mod tests {
         assert_eq!(p.version().len(), "v1@".len() + 12);
     }
 
+    fn story(text: &str, criteria: &[&str]) -> PreparedStory {
+        let criteria: Vec<String> = criteria.iter().map(|c| c.to_string()).collect();
+        super::super::story::prepare(text, &criteria, 10_000)
+    }
+
     #[test]
     fn criteria_are_numbered_in_the_prompt() {
         let messages = prompts(3000)
             .generation(
-                "As a user, I want to log in",
-                &["Valid login works".into(), "Lockout after 5 tries".into()],
-                3,
-                10,
+                &story(
+                    "As a user, I want to log in",
+                    &["Valid login works", "Lockout after 5 tries"],
+                ),
+                3..=10,
             )
             .unwrap();
         assert!(messages[0].content.contains("\"covers\""));
+        assert!(messages[0].content.contains("Write 3 to 10 test cases"));
         assert!(messages[1].content.contains("AC1: Valid login works"));
         assert!(messages[1].content.contains("AC2: Lockout after 5 tries"));
     }
 
     #[test]
     fn examples_are_dropped_to_fit_the_budget() {
-        let roomy = prompts(10_000)
-            .generation("As a user, I want to log in", &[], 3, 10)
-            .unwrap();
-        let tight = prompts(300)
-            .generation("As a user, I want to log in", &[], 3, 10)
-            .unwrap();
+        let login = story("As a user, I want to log in", &[]);
+        let roomy = prompts(10_000).generation(&login, 3..=10).unwrap();
+        let tight = prompts(300).generation(&login, 3..=10).unwrap();
         assert!(roomy[1].content.contains("Examples of good test cases"));
         assert!(!tight[1].content.contains("Examples of good test cases"));
         assert!(tight[1].content.contains("As a user, I want to log in"));
+    }
+
+    #[test]
+    fn the_story_budget_is_what_the_prompt_leaves() {
+        let small = prompts(1_000).story_budget_chars();
+        let large = prompts(2_000).story_budget_chars();
+        assert_eq!(large - small, 4_000, "four characters a token");
+        assert!(small > 0 && small < 4_000);
+    }
+
+    #[test]
+    fn a_follow_up_shows_the_kept_titles_and_asks_for_the_rest() {
+        let ask = FollowUp {
+            reason: "short",
+            titles: vec!["TC_001: Login succeeds with valid credentials".into()],
+            needed: 2,
+            next_id: "TC_002".into(),
+            missing: vec!["a negative case (invalid input, a refusal or a failure)".into()],
+            ..FollowUp::default()
+        };
+        let messages = prompts(3000)
+            .follow_up(&story("As a user, I want to log in", &[]), 2..=2, &ask)
+            .unwrap();
+        assert!(messages[0].content.contains("Write exactly 2 test cases"));
+        let user = &messages[1].content;
+        assert!(
+            user.contains("- TC_001: Login succeeds with valid credentials"),
+            "{user}"
+        );
+        assert!(user.contains("Write 2 additional test cases"), "{user}");
+        assert!(user.contains("Still missing: a negative case"), "{user}");
+        assert!(user.contains("from TC_002"), "{user}");
     }
 }

@@ -6,14 +6,18 @@ use storyforge_shared::job::{CallUsage, Usage};
 use storyforge_shared::llm::{ChatRequest, ChatResponse, LlmError, ProviderChain};
 use tracing::Instrument;
 
-/// Why a call was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a call was made; `CallUsage::purpose` documents each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose {
     Generation,
     Repair,
+    MoreCases,
     Continuation,
     Criteria,
+    NegativeCases,
+    Replacements,
     Judge,
+    JudgeRetry,
 }
 
 impl Purpose {
@@ -21,10 +25,18 @@ impl Purpose {
         match self {
             Purpose::Generation => "generation",
             Purpose::Repair => "repair",
+            Purpose::MoreCases => "more_cases",
             Purpose::Continuation => "continuation",
             Purpose::Criteria => "criteria",
+            Purpose::NegativeCases => "negative_cases",
+            Purpose::Replacements => "replacements",
             Purpose::Judge => "judge",
+            Purpose::JudgeRetry => "judge_retry",
         }
+    }
+
+    fn is_judge(self) -> bool {
+        matches!(self, Purpose::Judge | Purpose::JudgeRetry)
     }
 }
 
@@ -42,6 +54,18 @@ impl Meter {
         Meter {
             priced: true,
             ..Meter::default()
+        }
+    }
+
+    /// Continues counting from what earlier attempts of the job spent.
+    pub fn resume(spent: Usage) -> Self {
+        Meter {
+            priced: spent.cost_usd.is_some() || spent.llm_calls == 0,
+            cost: spent.cost_usd.unwrap_or_default(),
+            usage: Usage {
+                cost_usd: None,
+                ..spent
+            },
         }
     }
 
@@ -66,7 +90,7 @@ impl Meter {
         u.prompt_tokens += response.prompt_tokens;
         u.completion_tokens += response.completion_tokens;
         u.latency_ms += latency_ms;
-        if purpose != Purpose::Judge {
+        if !purpose.is_judge() {
             u.provider = response.provider.clone();
             u.model = response.model.clone();
         }
@@ -85,9 +109,12 @@ impl Meter {
         self.usage.prompt_tokens + self.usage.completion_tokens
     }
 
-    pub fn finish(mut self) -> Usage {
-        self.usage.cost_usd = (self.priced && self.usage.llm_calls > 0).then_some(self.cost);
-        self.usage
+    /// What the calls so far cost.
+    pub fn usage(&self) -> Usage {
+        Usage {
+            cost_usd: (self.priced && self.usage.llm_calls > 0).then_some(self.cost),
+            ..self.usage.clone()
+        }
     }
 }
 
@@ -147,7 +174,7 @@ mod tests {
             Purpose::Generation,
         );
         meter.record(&response("m", 1_000, 0), &pricing, Purpose::Judge);
-        let usage = meter.finish();
+        let usage = meter.usage();
         assert_eq!(usage.llm_calls, 2);
         assert_eq!(usage.calls[1].purpose, "judge");
         assert_eq!(usage.calls[1].prompt_tokens, 1_000);
@@ -161,6 +188,6 @@ mod tests {
         let mut meter = Meter::new();
         meter.record(&response("m", 10, 10), &pricing, Purpose::Generation);
         meter.record(&response("unknown", 10, 10), &pricing, Purpose::Judge);
-        assert_eq!(meter.finish().cost_usd, None);
+        assert_eq!(meter.usage().cost_usd, None);
     }
 }

@@ -1,64 +1,123 @@
-//! Structural validation with seed 000's rules: ids `TC_\d+` and unique, title 10–200 characters,
-//! priority one of critical/high/medium/low, given/when/then at least 10 characters, and between
-//! `min_cases` and `max_cases` cases. Each problem is one sentence naming the case and field, so
-//! the repair prompt can hand the list straight back to the model.
+//! Structural validation with seed 000's rules, and the JSON schema derived from the same rules:
+//! one source of truth for what a valid case is, so constrained decoding does the validator's
+//! work on servers that honour the schema, and the validator catches what others let through.
+//!
+//! A case is valid when its id looks like `TC_001`, its title has 10–200 characters, its priority
+//! is critical/high/medium/low and its given, when and then have 10–500 characters each, written
+//! out: not a placeholder pointing elsewhere ("... (same as previous)", "see TC_002") and not a
+//! whole Given/When/Then scenario crammed into one field (small models copy criteria so). These
+//! two a JSON schema cannot state; everything else it does. `covers`
+//! may only name the story's own criterion ids; others are not a reason to reject a case — the
+//! collector drops them and notes it. How many cases a job needs is the collector's business
+//! (`collect.rs`); the schema states it per call. Each problem is one sentence naming the case
+//! and the field, so a repair round can hand it straight back to the model.
 
-use std::collections::HashSet;
+use std::ops::RangeInclusive;
 use std::sync::LazyLock;
 
 use regex::Regex;
+use serde_json::{Value, json};
 use storyforge_shared::job::{Priority, TestCase};
 
 use super::parse::DraftCase;
 
-static ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^TC_\d+$").expect("valid regex"));
+/// The id pattern, as the schema states it and the validator checks it.
+pub const ID_PATTERN: &str = "^TC_[0-9]{3,}$";
+pub const TITLE_CHARS: RangeInclusive<usize> = 10..=200;
+pub const STEP_CHARS: RangeInclusive<usize> = 10..=500;
+pub const PRIORITIES: [&str; 4] = ["critical", "high", "medium", "low"];
 
-const TITLE_CHARS: std::ops::RangeInclusive<usize> = 10..=200;
-const STEP_MIN_CHARS: usize = 10;
+static ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(ID_PATTERN).expect("valid regex"));
+/// A step that points elsewhere instead of saying something.
+static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\W*(\.\.\.|…)|same as (the )?(previous|above|before|tc_?\d+)|\bas above\b|\bsee tc_?\d+")
+        .expect("valid regex")
+});
+/// A field holding the next parts of a scenario: `…, When …` or `…, Then …` mid-text.
+static CRAMMED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[,;]\s+(When|Then)\s").expect("valid regex"));
 
-/// Checks drafts; returns the typed cases when there is no problem, else the list of problems.
-pub fn validate(
-    drafts: &[DraftCase],
-    min_cases: u32,
-    max_cases: u32,
-    known_criteria: &[String],
-) -> Result<Vec<TestCase>, Vec<String>> {
-    let mut issues = Vec::new();
-    let count = drafts.len();
-    if count < min_cases as usize {
-        issues.push(format!(
-            "there are {count} test cases; at least {min_cases} are required"
-        ));
+/// What a valid case of one story looks like.
+#[derive(Debug, Clone)]
+pub struct CaseRules {
+    /// The story's criterion ids (`AC1`, …); `covers` may name only these.
+    criteria: Vec<String>,
+}
+
+impl CaseRules {
+    pub fn new(criteria: Vec<String>) -> CaseRules {
+        CaseRules { criteria }
     }
-    if count > max_cases as usize {
-        issues.push(format!(
-            "there are {count} test cases; at most {max_cases} are allowed"
-        ));
+
+    pub fn criteria(&self) -> &[String] {
+        &self.criteria
     }
-    let mut seen = HashSet::new();
-    let mut cases = Vec::with_capacity(count);
-    for (index, draft) in drafts.iter().enumerate() {
+
+    /// The structured-output schema for a reply of `count` cases. Properties are in the order a
+    /// model should write them; `covers` is there only when the story has criteria.
+    pub fn schema(&self, count: RangeInclusive<u32>) -> Value {
+        let step = || json!({"type": "string", "minLength": STEP_CHARS.start(), "maxLength": STEP_CHARS.end()});
+        let mut properties = json!({
+            "id": {"type": "string", "pattern": ID_PATTERN},
+            "title": {"type": "string", "minLength": TITLE_CHARS.start(), "maxLength": TITLE_CHARS.end()},
+            "priority": {"type": "string", "enum": PRIORITIES},
+            "given": step(),
+            "when": step(),
+            "then": step(),
+        });
+        let mut required = vec!["id", "title", "priority", "given", "when", "then"];
+        if !self.criteria.is_empty() {
+            properties["covers"] = json!({
+                "type": "array",
+                "items": {"type": "string", "enum": self.criteria},
+            });
+            required.push("covers");
+        }
+        json!({
+            "type": "object",
+            "properties": {
+                "test_cases": {
+                    "type": "array",
+                    "minItems": count.start(),
+                    "maxItems": count.end(),
+                    "items": {
+                        "type": "object",
+                        "properties": properties,
+                        "required": required,
+                        "additionalProperties": false,
+                    }
+                }
+            },
+            "required": ["test_cases"],
+            "additionalProperties": false,
+        })
+    }
+
+    /// The typed case, or every problem with it. `covers` must already hold only known ids.
+    pub fn check(&self, draft: &DraftCase) -> Result<TestCase, Vec<String>> {
+        let mut problems = Vec::new();
         let name = if draft.id.is_empty() {
-            format!("test case #{}", index + 1)
+            "a test case".to_owned()
         } else {
             draft.id.clone()
         };
         if !ID.is_match(&draft.id) {
-            issues.push(format!("{name}: id {:?} must look like TC_001", draft.id));
-        } else if !seen.insert(draft.id.clone()) {
-            issues.push(format!("{name}: id is used more than once"));
+            problems.push(format!("{name}: id {:?} must look like TC_001", draft.id));
         }
         let title_chars = draft.title.trim().chars().count();
         if !TITLE_CHARS.contains(&title_chars) {
-            issues.push(format!(
-                "{name}: title has {title_chars} characters; it needs 10 to 200"
+            problems.push(format!(
+                "{name}: title has {title_chars} characters; it needs {} to {}",
+                TITLE_CHARS.start(),
+                TITLE_CHARS.end()
             ));
         }
         let priority = Priority::parse(draft.priority.trim());
         if priority.is_none() {
-            issues.push(format!(
-                "{name}: priority {:?} must be one of critical, high, medium, low",
-                draft.priority
+            problems.push(format!(
+                "{name}: priority {:?} must be one of {}",
+                draft.priority,
+                PRIORITIES.join(", ")
             ));
         }
         for (field, text) in [
@@ -68,23 +127,31 @@ pub fn validate(
         ] {
             let chars = text.trim().chars().count();
             if chars == 0 {
-                issues.push(format!("{name}: {field} is empty"));
-            } else if chars < STEP_MIN_CHARS {
-                issues.push(format!(
-                    "{name}: {field} has {chars} characters; it needs at least {STEP_MIN_CHARS}"
+                problems.push(format!("{name}: {field} is empty"));
+            } else if !STEP_CHARS.contains(&chars) {
+                problems.push(format!(
+                    "{name}: {field} has {chars} characters; it needs {} to {}",
+                    STEP_CHARS.start(),
+                    STEP_CHARS.end()
+                ));
+            } else if PLACEHOLDER.is_match(text) {
+                problems.push(format!(
+                    "{name}: {field} {:?} points elsewhere; write the step out",
+                    text.trim()
+                ));
+            } else if CRAMMED.is_match(text) {
+                problems.push(format!(
+                    "{name}: {field} holds a whole scenario; put only the {field} part in it"
                 ));
             }
         }
-        for criterion in &draft.covers {
-            if !known_criteria.is_empty() && !known_criteria.contains(criterion) {
-                issues.push(format!(
-                    "{name}: covers {criterion}, which is not one of the story's criteria ({})",
-                    known_criteria.join(", ")
-                ));
-            }
+        if let Some(unknown) = draft.covers.iter().find(|c| !self.criteria.contains(c)) {
+            problems.push(format!(
+                "{name}: covers {unknown}, which is not one of the story's criteria"
+            ));
         }
-        if let Some(priority) = priority {
-            cases.push(TestCase {
+        match priority {
+            Some(priority) if problems.is_empty() => Ok(TestCase {
                 id: draft.id.clone(),
                 title: draft.title.trim().to_string(),
                 priority,
@@ -92,27 +159,10 @@ pub fn validate(
                 when: draft.when.trim().to_string(),
                 then: draft.then.trim().to_string(),
                 covers: draft.covers.clone(),
-            });
+            }),
+            _ => Err(problems),
         }
     }
-    if issues.is_empty() {
-        Ok(cases)
-    } else {
-        Err(issues)
-    }
-}
-
-/// The cases that are valid on their own (first of each id, at most `max_cases`), for when
-/// repairs are used up: a reply with some broken cases still yields its good ones.
-pub fn salvage(drafts: &[DraftCase], max_cases: u32, known_criteria: &[String]) -> Vec<TestCase> {
-    let mut seen = HashSet::new();
-    drafts
-        .iter()
-        .filter(|draft| seen.insert(draft.id.clone()))
-        .filter_map(|draft| validate(std::slice::from_ref(draft), 1, 1, known_criteria).ok())
-        .flatten()
-        .take(max_cases as usize)
-        .collect()
 }
 
 #[cfg(test)]
@@ -131,81 +181,102 @@ mod tests {
         }
     }
 
-    fn three() -> Vec<DraftCase> {
-        vec![
-            draft("TC_001", "Login succeeds with valid credentials", "high"),
-            draft("TC_002", "Login fails with a wrong password", "medium"),
-            draft("TC_003", "Account locks after five failures", "critical"),
-        ]
-    }
-
     #[test]
-    fn a_well_formed_answer_passes() {
-        let cases = validate(&three(), 3, 10, &[]).unwrap();
-        assert_eq!(cases.len(), 3);
-        assert_eq!(cases[2].priority, Priority::Critical);
-    }
-
-    #[test]
-    fn too_few_cases_is_reported_with_the_numbers() {
-        let issues = validate(&three()[..2], 3, 10, &[]).unwrap_err();
-        assert_eq!(
-            issues,
-            vec!["there are 2 test cases; at least 3 are required"]
-        );
+    fn a_well_formed_case_passes() {
+        let case = CaseRules::new(vec![])
+            .check(&draft(
+                "TC_001",
+                "Login succeeds with valid credentials",
+                "critical",
+            ))
+            .unwrap();
+        assert_eq!(case.priority, Priority::Critical);
     }
 
     #[test]
     fn every_field_problem_names_the_case() {
-        let mut drafts = three();
-        drafts[0].id = "TC-1".into();
-        drafts[1].title = "Short".into();
-        drafts[2].priority = "urgent-ish".into();
-        drafts[2].then = "ok".into();
-        let issues = validate(&drafts, 3, 10, &[]).unwrap_err();
-        assert!(
-            issues.iter().any(|i| i.starts_with("TC-1: id")),
-            "{issues:?}"
-        );
-        assert!(
-            issues.iter().any(|i| i.starts_with("TC_002: title has 5")),
-            "{issues:?}"
-        );
-        assert!(
-            issues.iter().any(|i| i.starts_with("TC_003: priority")),
-            "{issues:?}"
-        );
-        assert!(
-            issues.iter().any(|i| i.starts_with("TC_003: then has 2")),
-            "{issues:?}"
-        );
-    }
-
-    #[test]
-    fn salvage_keeps_only_cases_valid_on_their_own() {
-        let mut drafts = three();
-        drafts[1].then = String::new();
-        drafts[2].id = "TC_001".into();
-        let kept = salvage(&drafts, 10, &[]);
+        let mut bad = draft("TC-1", "Short", "urgent-ish");
+        bad.then = "ok".into();
+        bad.when = "x".repeat(501);
+        let problems = CaseRules::new(vec![]).check(&bad).unwrap_err();
         assert_eq!(
-            kept.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-            vec!["TC_001"]
+            problems,
+            [
+                "TC-1: id \"TC-1\" must look like TC_001",
+                "TC-1: title has 5 characters; it needs 10 to 200",
+                "TC-1: priority \"urgent-ish\" must be one of critical, high, medium, low",
+                "TC-1: when has 501 characters; it needs 10 to 500",
+                "TC-1: then has 2 characters; it needs 10 to 500",
+            ]
         );
     }
 
     #[test]
-    fn duplicate_ids_are_rejected() {
-        let mut drafts = three();
-        drafts[1].id = "TC_001".into();
-        let issues = validate(&drafts, 3, 10, &[]).unwrap_err();
-        assert_eq!(issues, vec!["TC_001: id is used more than once"]);
+    fn steps_must_be_written_out_in_their_own_field() {
+        let rules = CaseRules::new(vec![]);
+        let mut lazy = draft("TC_004", "Digest for another time zone", "high");
+        lazy.when = "... (same as previous)".into();
+        lazy.then = "Same as TC_002 but in Berlin".into();
+        let problems = rules.check(&lazy).unwrap_err();
+        assert!(problems[0].contains("when \"... (same as previous)\" points elsewhere"));
+        assert!(problems[1].contains("then \"Same as TC_002"));
+
+        let mut crammed = draft("TC_003", "Digest with three mentions", "high");
+        crammed.given =
+            "I have 3 unread mentions, When the digest job runs, Then I receive one email".into();
+        assert_eq!(
+            rules.check(&crammed).unwrap_err(),
+            ["TC_003: given holds a whole scenario; put only the given part in it"]
+        );
+        let mut fine = draft("TC_005", "Login then logout", "high");
+        fine.then = "The dashboard is shown, and then the user can log out".into();
+        assert!(
+            rules.check(&fine).is_ok(),
+            "a lower-case 'then' in a sentence is fine"
+        );
     }
 
     #[test]
-    fn unknown_criteria_are_rejected() {
-        let mut drafts = three();
-        drafts[0].covers = vec!["AC9".into()];
-        let issues = validate(&drafts, 3, 10, &["AC1".into()]).unwrap_err();
-        assert!(issues[0].contains("AC9"), "{issues:?}");
+    fn the_schema_states_the_same_rules() {
+        let rules = CaseRules::new(vec!["AC1".into(), "AC2".into()]);
+        let schema = rules.schema(3..=10);
+        let cases = &schema["properties"]["test_cases"];
+        assert_eq!(
+            (cases["minItems"].clone(), cases["maxItems"].clone()),
+            (json!(3), json!(10))
+        );
+        let item = &cases["items"];
+        assert_eq!(item["properties"]["id"]["pattern"], ID_PATTERN);
+        assert_eq!(
+            item["properties"]["title"]["minLength"],
+            *TITLE_CHARS.start()
+        );
+        assert_eq!(item["properties"]["then"]["maxLength"], *STEP_CHARS.end());
+        assert_eq!(item["properties"]["priority"]["enum"], json!(PRIORITIES));
+        assert_eq!(
+            item["properties"]["covers"]["items"]["enum"],
+            json!(["AC1", "AC2"])
+        );
+        assert_eq!(item["additionalProperties"], false);
+        let order: Vec<&String> = item["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            order,
+            ["id", "title", "priority", "given", "when", "then", "covers"]
+        );
+        let regex = Regex::new(item["properties"]["id"]["pattern"].as_str().unwrap()).unwrap();
+        assert!(regex.is_match("TC_001") && !regex.is_match("TC-1"));
+    }
+
+    #[test]
+    fn without_criteria_the_schema_has_no_covers() {
+        let schema = CaseRules::new(vec![]).schema(1..=2);
+        let item = &schema["properties"]["test_cases"]["items"];
+        assert!(item["properties"].get("covers").is_none());
+        assert!(
+            !item["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("covers"))
+        );
     }
 }

@@ -1,11 +1,11 @@
 -- ARGV: ns, id, token, worker, lease_ms, max_attempts, ttl_ms
 -- Any ticket for a queued job that is due may claim it: duplicate tickets are harmless, since only
 -- one claim can win, and a retry's backoff is kept because a job waiting for it is not yet due.
--- Returns {'granted', attempt, spec} | {'stale'} | {'exhausted'}.
+-- Returns {'granted', attempt, spec, last_error or ''} | {'stale'} | {'exhausted'}.
 local id, token, worker = ARGV[2], ARGV[3], ARGV[4]
 local lease_ms, max_attempts, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local jk = jobkey(id)
-local f = redis.call('HMGET', jk, 'status', 'due_at', 'attempts', 'spec', 'started_at')
+local f = redis.call('HMGET', jk, 'status', 'due_at', 'attempts', 'spec', 'started_at', 'last_error')
 if not f[1] then
   redis.call('ZREM', key('dispatched'), id)
   return {'stale'}
@@ -25,4 +25,4 @@ redis.call('HSET', jk, 'status', 'running', 'stage', 'generating', 'attempts', a
 if not f[5] then redis.call('HSET', jk, 'started_at', now) end
 move_status(id, 'queued', 'running')
 redis.call('ZADD', key('leases'), now + lease_ms, id)
-return {'granted', tostring(attempt), f[4]}
+return {'granted', tostring(attempt), f[4], f[6] or ''}
