@@ -199,6 +199,9 @@ pub(crate) struct QualitySchema {
     passed: Option<bool>,
     reasoning: Option<String>,
     model: String,
+    /// True when the judge scored coverage above 0.6 although a deterministic check failed, and
+    /// `coverage` was lowered to 0.6, as the judge's rubric says. Absent otherwise.
+    coverage_capped: Option<bool>,
     error: Option<JobErrorSchema>,
 }
 
@@ -324,6 +327,7 @@ mod tests {
                     passed: Some(true),
                     reasoning: Some("r".into()),
                     model: "m".into(),
+                    coverage_capped: true,
                     error: Some(JobError::new("c", "m")),
                 }),
                 coverage: Coverage {

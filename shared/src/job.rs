@@ -250,6 +250,11 @@ pub struct Quality {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<String>,
     pub model: String,
+    /// True when the judge scored coverage above what its rubric allows once a deterministic
+    /// check failed (6 of 10), and `coverage` was lowered to that cap. Servers that honour the
+    /// verdict schema cannot go above it in the first place.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub coverage_capped: bool,
     /// Set when the judge itself failed; the scores are then absent, never zero.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<JobError>,

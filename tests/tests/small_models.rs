@@ -182,11 +182,24 @@ async fn a_model_that_always_writes_two_good_cases_gives_an_honest_incomplete_su
         purposes(&result["usage"]),
         ["generation", "more_cases", "more_cases"]
     );
-    let asked = env.llm.requests()[1].last_user_message();
+    let requests = env.llm.requests();
+    let asked = requests[1].last_user_message();
     assert!(
         asked.contains("TC_001: Checkout succeeds with a valid card")
             && asked.contains("Write 1 additional test case"),
         "{asked}"
+    );
+    let again = requests[2].last_user_message();
+    assert!(
+        again.contains("dropped as repeats (do not write these again):\n- Checkout succeeds"),
+        "a round after one that added nothing names the repeats: {again}"
+    );
+    let temperature = |n: usize| requests[n].body["temperature"].as_f64().unwrap();
+    assert!(
+        temperature(2) > temperature(1) + 0.2,
+        "and is warmer: {} then {}",
+        temperature(1),
+        temperature(2)
     );
 }
 
@@ -401,7 +414,7 @@ async fn the_judge_is_told_the_findings_and_a_cut_off_verdict_is_asked_again_wit
     let generator = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await;
     let judge = FakeLlm::scripted(vec![
         Reply::text("{\"relevance_score\": 8, \"coverage_sc").truncated(),
-        Reply::text(judge_json(8, 6, 9)),
+        Reply::text(judge_json(8, 9, 9)),
     ])
     .await;
     let mut env = TestEnv::new(generator).await;
@@ -417,7 +430,13 @@ async fn the_judge_is_told_the_findings_and_a_cut_off_verdict_is_asked_again_wit
         .await;
 
     assert_eq!(job["status"], "succeeded", "{job:#}");
-    assert_eq!(job["result"]["quality"]["coverage"], 0.6, "{job:#}");
+    let quality = &job["result"]["quality"];
+    assert_eq!(
+        (quality["relevance"].clone(), quality["coverage"].clone()),
+        (json!(0.8), json!(0.6)),
+        "a 9 for coverage with criteria uncovered is lowered to the rubric's 6: {quality:#}"
+    );
+    assert_eq!(quality["coverage_capped"], true);
     let calls = purposes(&job["result"]["usage"]);
     assert_eq!(&calls[calls.len() - 2..], ["judge", "judge_retry"]);
     let requests = judge.requests();
@@ -433,10 +452,15 @@ async fn the_judge_is_told_the_findings_and_a_cut_off_verdict_is_asked_again_wit
             "reasoning"
         ]
     );
+    assert_eq!(
+        schema["properties"]["coverage_score"]["enum"],
+        json!([0, 1, 2, 3, 4, 5, 6]),
+        "constrained decoding cannot go above the cap"
+    );
     let prompt = requests[0].last_user_message();
     assert!(prompt.contains("Automatic checks:"), "{prompt}");
     assert!(prompt.contains("no case covers AC1, AC2"), "{prompt}");
-    assert!(prompt.contains("caps coverage at 6"), "{prompt}");
+    assert!(prompt.contains("coverage is at most 6"), "{prompt}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -398,6 +398,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_server_refusing_a_schema_keyword_gets_the_schema_without_value_limits() {
+        // Arrange: a server whose grammar engine knows types and enums but not string patterns.
+        let (server, seen) = recording_server(|body| {
+            if body.to_string().contains("pattern") {
+                let error = json!({"error": {"message": "Invalid schema for response_format 'test_cases': 'pattern' is not permitted.",
+                    "type": "invalid_request_error", "param": "response_format"}});
+                (StatusCode::BAD_REQUEST, axum::Json(error)).into_response()
+            } else {
+                axum::Json(completion("{}", "stop")).into_response()
+            }
+        })
+        .await;
+        let provider = build_provider(
+            settings(&server, StructuredOutput::Auto),
+            reqwest::Client::new(),
+        );
+        let request = ChatRequest {
+            json_schema: Some(json!({"type": "object", "properties": {
+                "id": {"type": "string", "pattern": "^TC_[0-9]+$"},
+                "priority": {"type": "string", "enum": ["high", "low"]}}})),
+            ..schema_request()
+        };
+
+        // Act
+        provider.chat(&request).await.unwrap();
+
+        // Assert: still a schema, with its enum, without the pattern.
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(
+            seen[1].1["response_format"]["json_schema"]["schema"],
+            json!({"type": "object", "properties": {
+                "id": {"type": "string"},
+                "priority": {"type": "string", "enum": ["high", "low"]}}})
+        );
+    }
+
+    #[tokio::test]
     async fn explicit_json_schema_mode_does_not_fall_back() {
         let (server, _) = recording_server(|_| {
             (

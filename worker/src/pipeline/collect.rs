@@ -13,9 +13,11 @@
 //!    cases are sent back with their problems (`repair`), else the missing number of additional
 //!    cases is asked for (`more_cases`, or `continuation` after a reply cut off at the token
 //!    limit), naming what the kept cases still lack;
-//! 2. enough kept (invalid cases are now dropped): uncovered acceptance criteria (`criteria`),
-//!    then no negative case (`negative_cases`), then dropped near-duplicates (`replacements`),
-//!    each asked once and only while there is room under `max_cases`.
+//! 2. enough kept: invalid cases that would fill a gap — covering an uncovered criterion, or
+//!    negative while no kept case is — are sent back once (`repair`) and other invalid ones
+//!    dropped; then uncovered acceptance criteria (`criteria`), then no negative case
+//!    (`negative_cases`), then dropped near-duplicates (`replacements`), each asked once and only
+//!    while there is room under `max_cases`.
 //!
 //! The pipeline stops asking when nothing is left to ask, or at its round limit or token budget.
 
@@ -24,7 +26,7 @@ use std::ops::RangeInclusive;
 
 use storyforge_shared::job::{Criterion, TestCase};
 
-use super::coverage::{is_negative, near_duplicate};
+use super::coverage::{is_negative, near_duplicate, reads_negative};
 use super::parse::{DraftCase, ParseError, parse_test_cases};
 use super::prompt::{FollowUp, InvalidCase};
 use super::usage::Purpose;
@@ -86,6 +88,10 @@ pub struct Collection {
     invalid: Vec<(DraftCase, Vec<String>)>,
     /// Titles of cases dropped as near-duplicates, owed a replacement no round has asked for yet.
     duplicates: Vec<String>,
+    /// Titles of every case dropped as a repeat, so later rounds can say what not to write again.
+    repeated: Vec<String>,
+    /// Cases the last reply added.
+    added: usize,
     /// Why the last reply yielded no case, if it did not.
     unusable: Option<ParseError>,
     /// The last reply was cut off at the token limit.
@@ -108,20 +114,32 @@ pub struct Collected {
 }
 
 impl Collection {
-    pub fn new(rules: CaseRules, criteria: Vec<Criterion>, min: u32, max: u32) -> Collection {
+    pub fn new(criteria: Vec<Criterion>, min: u32, max: u32) -> Collection {
         Collection {
-            rules,
+            rules: CaseRules::new(criteria.iter().map(|c| c.id.clone()).collect()),
             min: min as usize,
             max: max as usize,
             criteria,
             cases: Vec::new(),
             invalid: Vec::new(),
             duplicates: Vec::new(),
+            repeated: Vec::new(),
+            added: 0,
             unusable: None,
             cut_off: false,
             asked: HashSet::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// The structured-output schema for a reply of `count` cases of this story.
+    pub fn schema(&self, count: RangeInclusive<u32>) -> serde_json::Value {
+        self.rules.schema(count)
+    }
+
+    /// How many cases the last reply added.
+    pub fn added(&self) -> usize {
+        self.added
     }
 
     pub fn len(&self) -> usize {
@@ -144,6 +162,7 @@ impl Collection {
     /// are owed replacements only as far as they left the reply short of what it was asked.
     pub fn take(&mut self, reply: &str, cut_off: bool, asked: Option<u32>) {
         self.invalid.clear();
+        self.added = 0;
         let parsed = match parse_test_cases(reply) {
             Ok(parsed) => parsed,
             Err(e) => {
@@ -175,6 +194,9 @@ impl Collection {
                     case.title, kept.id, kept.title
                 );
                 self.note(note);
+                if !self.repeated.contains(&case.title) {
+                    self.repeated.push(case.title.clone());
+                }
                 repeats.push(case.title);
                 continue;
             }
@@ -188,6 +210,7 @@ impl Collection {
             });
             kept += 1;
         }
+        self.added = kept;
         let owed = match asked {
             None => repeats.len(),
             Some(asked) => repeats.len().min((asked as usize).saturating_sub(kept)),
@@ -275,12 +298,18 @@ impl Collection {
                 cut_off: self.cut_off,
             });
         }
-        self.drop_invalid();
         if room == 0 {
+            self.drop_invalid();
             return None;
         }
         let uncovered = self.uncovered();
-        let round = if !uncovered.is_empty() && !self.asked.contains(&Purpose::Criteria) {
+        let gap_fillers = self.invalid_gap_fillers(&uncovered);
+        self.drop_invalid();
+        let round = if !gap_fillers.is_empty() && !self.asked.contains(&Purpose::Repair) {
+            Round::Repair {
+                cases: gap_fillers.into_iter().take(room as usize).collect(),
+            }
+        } else if !uncovered.is_empty() && !self.asked.contains(&Purpose::Criteria) {
             Round::Criteria {
                 uncovered: uncovered.into_iter().take(room as usize).collect(),
             }
@@ -298,6 +327,25 @@ impl Collection {
         };
         self.asked.insert(round.purpose());
         Some(round)
+    }
+
+    /// The invalid cases that would fill a gap the checks found — covering an uncovered criterion,
+    /// or negative while no kept case is — taken out of the invalid ones: worth a repair round even
+    /// once the job has `min_cases`.
+    fn invalid_gap_fillers(&mut self, uncovered: &[Criterion]) -> Vec<(DraftCase, Vec<String>)> {
+        let no_negative = !self.has_negative();
+        let (fillers, rest) =
+            std::mem::take(&mut self.invalid)
+                .into_iter()
+                .partition(|(draft, _)| {
+                    draft
+                        .covers
+                        .iter()
+                        .any(|id| uncovered.iter().any(|c| &c.id == id))
+                        || (no_negative && reads_negative(&draft.title, &draft.when, &draft.then))
+                });
+        self.invalid = rest;
+        fillers
     }
 
     /// Invalid cases nobody will repair are dropped, with their problems noted.
@@ -328,6 +376,7 @@ impl Collection {
                 .collect(),
             needed: round.needed().max(1),
             next_id: format!("TC_{:03}", self.cases.len() + 1),
+            repeated: self.repeated.iter().rev().take(10).rev().cloned().collect(),
             ..FollowUp::default()
         };
         match round {
@@ -438,6 +487,10 @@ mod tests {
                "when": format!("The shopper tries: {title}"), "then": then})
     }
 
+    fn saved_card() -> serde_json::Value {
+        case("Pay with a saved card", "The order is placed")
+    }
+
     fn reply(cases: &[serde_json::Value]) -> String {
         json!({ "test_cases": cases }).to_string()
     }
@@ -452,8 +505,7 @@ mod tests {
     }
 
     fn collection(criteria: Vec<Criterion>, min: u32, max: u32) -> Collection {
-        let ids = criteria.iter().map(|c| c.id.clone()).collect();
-        Collection::new(CaseRules::new(ids), criteria, min, max)
+        Collection::new(criteria, min, max)
     }
 
     #[test]
@@ -527,6 +579,36 @@ mod tests {
         assert!(
             done.notes.iter().any(|n| n.starts_with("dropped \"x\"")),
             "{:?}",
+            done.notes
+        );
+    }
+
+    #[test]
+    fn an_invalid_case_that_would_fill_a_gap_is_repaired_even_with_enough_cases() {
+        let mut c = collection(vec![], 2, 10);
+        c.take(
+            &reply(&[
+                saved_card(),
+                case("Pay with a gift card", "The gift card balance is reduced"),
+                json!({"id": "TC_003", "title": "Pay with an expired card", "priority": "high",
+                       "given": "A cart, When the card expired, Then it fails", "when": "The shopper pays",
+                       "then": "The payment is declined with an error"}),
+                case("Short", "The receipt is printed"),
+            ]),
+            false,
+            None,
+        );
+        let Some(Round::Repair { cases }) = c.next_round() else {
+            panic!("expected a repair round for the negative case");
+        };
+        assert_eq!(cases.len(), 1);
+        assert_eq!(cases[0].0.title, "Pay with an expired card");
+        let done = c.finish(1, None);
+        assert!(
+            done.notes
+                .iter()
+                .any(|n| n.starts_with("dropped \"Short\"")),
+            "the other invalid case is dropped: {:?}",
             done.notes
         );
     }

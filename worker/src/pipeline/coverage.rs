@@ -54,7 +54,13 @@ pub const NEAR_DUPLICATE_JACCARD: f64 = 0.8;
 
 /// Whether the case tests a refusal, an invalid input, a failure or an absence.
 pub fn is_negative(case: &TestCase) -> bool {
-    let text = format!("{} {} {}", case.title, case.when, case.then).to_lowercase();
+    reads_negative(&case.title, &case.when, &case.then)
+}
+
+/// Whether a case with this title, action and outcome tests a refusal, an invalid input, a
+/// failure or an absence; for drafts that are not valid cases yet.
+pub fn reads_negative(title: &str, when: &str, then: &str) -> bool {
+    let text = format!("{title} {when} {then}").to_lowercase();
     NEGATIVE_MARKERS.iter().any(|marker| text.contains(marker))
 }
 

@@ -2,8 +2,13 @@
 //!
 //! The judge is told what the deterministic checks found (uncovered criteria, missing negative
 //! cases, near-duplicates, priorities) and scores against a rubric whose scale points are
-//! described, so a small model cannot talk itself into a 10 for cases that miss a criterion.
-//! Its schema asks for the three scores before a bounded `reasoning`, so a model under
+//! described. Small models still give 10 for cases that miss a criterion, so the rubric's rule
+//! is enforced where it can be: when any deterministic check failed, coverage is at most
+//! [`CAPPED_COVERAGE`] — the verdict schema's coverage enum stops there (constrained decoding
+//! cannot go above it), and a judge on a server that ignores the schema has its coverage lowered
+//! to the cap, with `quality.coverage_capped` set. Relevance and clarity are the judge's alone.
+//!
+//! The schema asks for the three scores before a bounded `reasoning`, so a model under
 //! constrained decoding writes the verdict before it can run out of tokens; a verdict cut off at
 //! the token limit anyway is asked again once with twice the limit (`judge_retry`).
 //!
@@ -24,15 +29,30 @@ const JUDGE_MAX_TOKENS: u32 = 600;
 /// Longest `reasoning` the schema allows, in characters.
 const REASONING_CHARS: u32 = 400;
 
-/// Scores first, then the bounded reasoning: the order a model should write them in.
-pub fn verdict_schema() -> Value {
-    let score = || json!({"type": "integer", "enum": (0..=10).collect::<Vec<u32>>()});
+/// The highest coverage score (of 10) once a deterministic check failed.
+pub const CAPPED_COVERAGE: u32 = 6;
+
+/// The highest coverage score (of 10) the judge may give these cases: [`CAPPED_COVERAGE`] when
+/// a deterministic check failed (too few cases or priorities, an uncovered criterion, no
+/// negative case, near-duplicates), else 10.
+pub fn coverage_cap(coverage: &Coverage) -> u32 {
+    let failed = !coverage.passed
+        || !coverage.uncovered_criteria.is_empty()
+        || !coverage.has_negative_cases
+        || !coverage.near_duplicates.is_empty();
+    if failed { CAPPED_COVERAGE } else { 10 }
+}
+
+/// Scores first, then the bounded reasoning: the order a model should write them in. The
+/// coverage score goes up to `coverage_cap`.
+pub fn verdict_schema(coverage_cap: u32) -> Value {
+    let score = |top: u32| json!({"type": "integer", "enum": (0..=top).collect::<Vec<u32>>()});
     json!({
         "type": "object",
         "properties": {
-            "relevance_score": score(),
-            "coverage_score": score(),
-            "clarity_score": score(),
+            "relevance_score": score(10),
+            "coverage_score": score(coverage_cap),
+            "clarity_score": score(10),
             "reasoning": {"type": "string", "maxLength": REASONING_CHARS},
         },
         "required": ["relevance_score", "coverage_score", "clarity_score", "reasoning"],
@@ -110,14 +130,19 @@ fn cases_text(cases: &[TestCase]) -> String {
         .join("\n")
 }
 
+/// Asks the judge for its verdict on `cases`, telling it what `coverage` (the deterministic
+/// checks against `min_cases`) found.
 #[tracing::instrument(name = "pipeline.judge", skip_all)]
 pub async fn judge(
     ctx: &Context,
     story: &PreparedStory,
     cases: &[TestCase],
-    findings: &[String],
+    coverage: &Coverage,
+    min_cases: u32,
     meter: &mut Meter,
 ) -> Quality {
+    let findings = findings(cases, coverage, min_cases);
+    let cap = coverage_cap(coverage);
     let model = ctx.settings.judge_llm.model.clone();
     let failed = |code: &str, message: String| Quality {
         relevance: None,
@@ -127,15 +152,16 @@ pub async fn judge(
         passed: None,
         reasoning: None,
         model: model.clone(),
+        coverage_capped: false,
         error: Some(JobError::new(code, message)),
     };
-    let messages = match ctx.prompts.judge(story, &cases_text(cases), findings) {
+    let messages = match ctx.prompts.judge(story, &cases_text(cases), &findings, cap) {
         Ok(messages) => messages,
         Err(e) => return failed("judge_prompt_error", e.to_string()),
     };
     let mut request = ChatRequest {
         messages,
-        json_schema: Some(verdict_schema()),
+        json_schema: Some(verdict_schema(cap)),
         schema_name: "verdict".into(),
         max_tokens: JUDGE_MAX_TOKENS,
         temperature: 0.0,
@@ -153,16 +179,20 @@ pub async fn judge(
             };
         match parse_judge(&response.text) {
             Ok(v) => {
+                let capped = f64::from(cap) / 10.0;
+                let coverage_capped = v.coverage > capped;
+                let coverage = v.coverage.min(capped);
                 let overall =
-                    ((v.relevance + v.coverage + v.clarity) / 3.0 * 1000.0).round() / 1000.0;
+                    ((v.relevance + coverage + v.clarity) / 3.0 * 1000.0).round() / 1000.0;
                 return Quality {
                     relevance: Some(v.relevance),
-                    coverage: Some(v.coverage),
+                    coverage: Some(coverage),
                     clarity: Some(v.clarity),
                     overall: Some(overall),
                     passed: Some(v.relevance >= ctx.settings.judge_pass_threshold),
                     reasoning: Some(v.reasoning),
                     model: response.model,
+                    coverage_capped,
                     error: None,
                 };
             }
@@ -201,8 +231,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_verdict_schema_puts_scores_before_bounded_reasoning() {
-        let schema = verdict_schema();
+    fn the_verdict_schema_puts_scores_before_bounded_reasoning_and_caps_coverage() {
+        let schema = verdict_schema(CAPPED_COVERAGE);
         let order: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
         assert_eq!(
             order,
@@ -217,7 +247,11 @@ mod tests {
             schema["properties"]["reasoning"]["maxLength"],
             REASONING_CHARS
         );
-        assert_eq!(schema["properties"]["coverage_score"]["enum"][10], 10);
+        assert_eq!(schema["properties"]["relevance_score"]["enum"][10], 10);
+        assert_eq!(
+            schema["properties"]["coverage_score"]["enum"],
+            json!([0, 1, 2, 3, 4, 5, 6])
+        );
     }
 
     #[test]
@@ -243,6 +277,7 @@ mod tests {
             criteria: Some([("AC1".to_string(), vec![]), ("AC2".to_string(), vec![])].into()),
             uncovered_criteria: vec!["AC2".into()],
         };
+        assert_eq!(coverage_cap(&coverage), CAPPED_COVERAGE);
         assert_eq!(
             findings(&cases, &coverage, 3),
             [

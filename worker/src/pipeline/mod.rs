@@ -24,8 +24,6 @@ pub mod validate;
 
 use std::time::Duration;
 
-use std::ops::RangeInclusive;
-
 use async_trait::async_trait;
 use storyforge_shared::job::{JobError, JobResult, JobSpec, Stage, Usage, Validation};
 use storyforge_shared::llm::{ChatMessage, ChatRequest, FinishReason, LlmError};
@@ -34,7 +32,6 @@ pub use crate::context::Context;
 use collect::Collection;
 use story::PreparedStory;
 use usage::{Meter, Purpose, metered_call};
-use validate::CaseRules;
 
 /// Why a job could not produce a result this attempt.
 #[derive(Debug, Clone)]
@@ -127,22 +124,28 @@ struct Reply {
     cut_off: bool,
 }
 
-/// Asks the generation chain for `count` cases with `messages`.
+/// How much warmer a follow-up round is for each round before it that added nothing: a small
+/// model asked the same thing at a low temperature tends to write the same repeat again.
+const STALLED_ROUND_WARMING: f32 = 0.3;
+
+/// Asks the generation chain with `messages` for a reply following `schema`, at the configured
+/// temperature warmed by `stalled` rounds that added nothing.
 async fn ask(
     ctx: &Context,
     spec: &JobSpec,
-    rules: &CaseRules,
     messages: Vec<ChatMessage>,
-    count: RangeInclusive<u32>,
+    schema: serde_json::Value,
     purpose: Purpose,
+    stalled: u32,
     meter: &mut Meter,
 ) -> Result<Reply, LlmError> {
+    let warmed = ctx.settings.temperature + STALLED_ROUND_WARMING * stalled as f32;
     let request = ChatRequest {
         messages,
-        json_schema: Some(rules.schema(count)),
+        json_schema: Some(schema),
         schema_name: "test_cases".into(),
         max_tokens: ctx.settings.max_output_tokens,
-        temperature: ctx.settings.temperature,
+        temperature: warmed.min(1.0).max(ctx.settings.temperature),
         model: spec.options.model.clone(),
     };
     let response = metered_call(
@@ -171,25 +174,16 @@ async fn generate_metered(
         ctx.prompts.story_budget_chars(),
     );
     let (min, max) = (spec.options.min_cases(), spec.options.max_cases());
-    let rules = CaseRules::new(story.criterion_ids());
-    let mut collection = Collection::new(rules.clone(), story.criteria.clone(), min, max);
+    let mut collection = Collection::new(story.criteria.clone(), min, max);
 
     let messages = ctx.prompts.generation(&story, min..=max)?;
-    let reply = ask(
-        ctx,
-        spec,
-        &rules,
-        messages,
-        min..=max,
-        Purpose::Generation,
-        meter,
-    )
-    .await?;
+    let schema = collection.schema(min..=max);
+    let reply = ask(ctx, spec, messages, schema, Purpose::Generation, 0, meter).await?;
     stages.enter(Stage::Validating).await;
     collection.take(&reply.text, reply.cut_off, None);
 
     let (rounds, ended) =
-        follow_up_rounds(ctx, spec, stages, &story, &rules, &mut collection, meter).await?;
+        follow_up_rounds(ctx, spec, stages, &story, &mut collection, meter).await?;
     let collected = collection.finish(rounds, ended.reason().as_deref());
     if let Some((code, message)) = collected.nothing_because {
         let code = match ended {
@@ -213,8 +207,7 @@ async fn generate_metered(
     let judge_on = spec.options.judge.unwrap_or(ctx.settings.judge_enabled);
     let quality = if judge_on {
         stages.enter(Stage::Judging).await;
-        let findings = judge::findings(&cases, &coverage, min);
-        Some(judge::judge(ctx, &story, &cases, &findings, meter).await)
+        Some(judge::judge(ctx, &story, &cases, &coverage, min, meter).await)
     } else {
         None
     };
@@ -269,11 +262,11 @@ async fn follow_up_rounds(
     spec: &JobSpec,
     stages: &dyn StageSink,
     story: &PreparedStory,
-    rules: &CaseRules,
     collection: &mut Collection,
     meter: &mut Meter,
 ) -> Result<(u32, Ended), Failure> {
     let mut rounds = 0;
+    let mut stalled = 0;
     while let Some(round) = collection.next_round() {
         if rounds >= ctx.settings.max_rounds {
             return Ok((rounds, Ended::RoundLimit(ctx.settings.max_rounds)));
@@ -291,7 +284,8 @@ async fn follow_up_rounds(
         let messages =
             ctx.prompts
                 .follow_up(story, count.clone(), &collection.follow_up(&round))?;
-        let reply = match ask(ctx, spec, rules, messages, count, purpose, meter).await {
+        let schema = collection.schema(count);
+        let reply = match ask(ctx, spec, messages, schema, purpose, stalled, meter).await {
             Ok(reply) => reply,
             Err(e) if e.is_transient() && collection.len() >= spec.options.min_cases() as usize => {
                 tracing::warn!(error = %e, purpose = purpose.as_str(), "follow-up round failed; keeping the cases so far");
@@ -302,6 +296,11 @@ async fn follow_up_rounds(
         };
         stages.enter(Stage::Validating).await;
         collection.take(&reply.text, reply.cut_off, Some(asked));
+        stalled = if collection.added() == 0 {
+            stalled + 1
+        } else {
+            0
+        };
     }
     Ok((rounds, Ended::Done))
 }

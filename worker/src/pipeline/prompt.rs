@@ -71,8 +71,11 @@ pub struct FollowUp {
     pub invalid: Vec<InvalidCase>,
     /// `criteria`: the criteria no case covers yet.
     pub focus: Vec<Criterion>,
-    /// `duplicates`: titles of the cases dropped as repeats.
+    /// `duplicates`: titles of the cases dropped as repeats, owed a replacement.
     pub dropped: Vec<String>,
+    /// Any reason: titles of the cases earlier replies repeated (at most the last ten), not to be
+    /// written again.
+    pub repeated: Vec<String>,
 }
 
 /// A case a repair round asks the model to correct.
@@ -256,18 +259,19 @@ impl Prompts {
         ])
     }
 
-    /// The judge's system and user messages: the story, the cases as text and what the
-    /// deterministic checks found.
+    /// The judge's system and user messages: the story, the cases as text, what the
+    /// deterministic checks found and the highest coverage score they allow.
     pub fn judge(
         &self,
         story: &PreparedStory,
         test_cases: &str,
         findings: &[String],
+        coverage_cap: u32,
     ) -> Result<Vec<ChatMessage>, PromptError> {
         let system = self.render("judge_system", context! {})?;
         let user = self.render(
             "judge",
-            context! { story => story.text, criteria => story.criteria, test_cases, findings },
+            context! { story => story.text, criteria => story.criteria, test_cases, findings, coverage_cap },
         )?;
         Ok(vec![ChatMessage::system(system), ChatMessage::user(user)])
     }

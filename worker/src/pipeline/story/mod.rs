@@ -28,13 +28,6 @@ pub struct PreparedStory {
     pub notes: Vec<String>,
 }
 
-impl PreparedStory {
-    /// The criterion ids, `AC1`, `AC2`, …
-    pub fn criterion_ids(&self) -> Vec<String> {
-        self.criteria.iter().map(|c| c.id.clone()).collect()
-    }
-}
-
 /// Prepares `story` with its submitted `criteria`, keeping the text and criteria within
 /// `budget_chars` characters where the criteria leave room for at least [`MIN_STORY_CHARS`].
 pub fn prepare(story: &str, criteria: &[String], budget_chars: usize) -> PreparedStory {
