@@ -2,70 +2,68 @@
 //! as a top-level field. A request's JSON schema becomes the input schema of a tool the model is
 //! forced to call (`tool_choice: {"type": "tool"}`); the tool call's `input` is the reply text.
 
-use async_trait::async_trait;
+use reqwest::RequestBuilder;
 use reqwest::header::HeaderValue;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use super::limits::Limiter;
-use super::structured::{Level, Negotiation, wire_name};
-use super::transport::{self, send_json};
-use super::{
-    ChatProvider, ChatRequest, ChatResponse, FinishReason, LlmError, PROBE_TIMEOUT,
-    ProviderSettings, Role,
-};
+use super::client::{Protocol, Reading, finish_reason};
+use super::structured::{Level, wire_name};
+use super::{ChatRequest, LlmError, ProviderSettings, Role};
 
 const API_VERSION: &str = "2023-06-01";
 
-pub(crate) struct AnthropicClient {
-    settings: ProviderSettings,
-    http: reqwest::Client,
-    limiter: Limiter,
-    /// How much structure this server accepts; shared by all calls. Anthropic has no JSON mode.
-    negotiation: Negotiation,
-}
+/// The Anthropic Messages protocol. It has no JSON mode: a schema is a forced tool or nothing.
+pub(crate) struct Anthropic;
 
-impl AnthropicClient {
-    pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
-        let limiter = Limiter::new(settings.max_concurrency, settings.requests_per_minute);
-        let negotiation = Negotiation::new(settings.structured_output, false);
-        Self {
-            settings,
-            http,
-            limiter,
-            negotiation,
+impl Protocol for Anthropic {
+    const NAME: &'static str = "anthropic";
+    const CHAT_PATH: &'static str = "/v1/messages";
+    const PROBE_PATH: &'static str = "/v1/models";
+    const HAS_JSON_MODE: bool = false;
+    const REFUSAL_WORDS: &'static [&'static str] = &["tool", "input_schema"];
+    type Reply = WireReply;
+
+    fn authorize(settings: &ProviderSettings, request: RequestBuilder) -> RequestBuilder {
+        let request = request.header("anthropic-version", API_VERSION);
+        let Some(key) = &settings.api_key else {
+            return request;
+        };
+        match HeaderValue::from_str(key.expose_secret()) {
+            Ok(mut value) => {
+                // Keeps the key out of reqwest's and hyper's Debug output.
+                value.set_sensitive(true);
+                request.header("x-api-key", value)
+            }
+            // Not a valid header value, so it cannot be a valid key; Anthropic will answer 401.
+            Err(_) => request,
         }
     }
 
-    async fn send(
-        &self,
-        req: &ChatRequest,
-        model: &str,
-        level: Level,
-        deadline: Instant,
-    ) -> Result<WireReply, LlmError> {
+    fn body(req: &ChatRequest, model: &str, level: Level) -> Value {
         let system: Vec<&str> = req
             .messages
             .iter()
             .filter(|m| m.role == Role::System)
             .map(|m| m.content.as_str())
             .collect();
-        let tool = level.schema(req).map(|schema| {
-            let name = wire_name(req);
-            let tool = json!({
-                "name": name,
-                "description": "Records the answer. Call it with the complete answer as its input.",
-                "input_schema": schema,
-            });
-            (tool, json!({"type": "tool", "name": name}))
-        });
-        let (tools, tool_choice) = match tool {
-            Some((tool, choice)) => (Some(vec![tool]), Some(choice)),
+        let (tools, tool_choice) = match level.schema(req) {
+            Some(schema) => {
+                let name = wire_name(req);
+                let tool = json!({
+                    "name": name,
+                    "description": "Records the answer. Call it with the complete answer as its input.",
+                    "input_schema": schema,
+                });
+                (
+                    Some(vec![tool]),
+                    Some(json!({"type": "tool", "name": name})),
+                )
+            }
             None => (None, None),
         };
-        let body = WireRequest {
+        json!(WireRequest {
             model,
             max_tokens: req.max_tokens,
             system: (!system.is_empty()).then(|| system.join("\n\n")),
@@ -81,59 +79,10 @@ impl AnthropicClient {
             temperature: req.temperature,
             tools,
             tool_choice,
-        };
-        let request = self
-            .http
-            .post(self.settings.endpoint("/v1/messages"))
-            .json(&body);
-        send_json(self.authorized(request), deadline).await
+        })
     }
 
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let request = request.header("anthropic-version", API_VERSION);
-        let Some(key) = &self.settings.api_key else {
-            return request;
-        };
-        match HeaderValue::from_str(key.expose_secret()) {
-            Ok(mut value) => {
-                // Keeps the key out of reqwest's and hyper's Debug output.
-                value.set_sensitive(true);
-                request.header("x-api-key", value)
-            }
-            // Not a valid header value, so it cannot be a valid key; Anthropic will answer 401.
-            Err(_) => request,
-        }
-    }
-}
-
-#[async_trait]
-impl ChatProvider for AnthropicClient {
-    fn name(&self) -> &str {
-        "anthropic"
-    }
-
-    fn model(&self) -> &str {
-        &self.settings.model
-    }
-
-    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let deadline = Instant::now() + self.settings.timeout;
-        let _slot = self.limiter.acquire(deadline).await?;
-        let started = Instant::now();
-        let model = req.model.as_deref().unwrap_or(&self.settings.model);
-        let reply = self
-            .negotiation
-            .send(
-                "anthropic",
-                req,
-                &self.limiter,
-                deadline,
-                &["tool", "input_schema"],
-                |level| self.send(req, model, level, deadline),
-            )
-            .await?;
-        let latency = started.elapsed();
-
+    fn read(reply: WireReply) -> Result<Reading, LlmError> {
         // A forced tool call carries the answer as its `input`; otherwise the text blocks do.
         let tool_input = reply
             .content
@@ -156,28 +105,17 @@ impl ChatProvider for AnthropicClient {
             ));
         }
         let usage = reply.usage.unwrap_or_default();
-        Ok(ChatResponse {
+        Ok(Reading {
             text,
-            provider: "anthropic".to_owned(),
-            model: reply.model.unwrap_or_else(|| model.to_owned()),
+            model: reply.model,
             prompt_tokens: usage.input_tokens,
             completion_tokens: usage.output_tokens,
-            finish: match reply.stop_reason.as_deref() {
-                Some("end_turn" | "stop_sequence" | "tool_use") => FinishReason::Stop,
-                Some("max_tokens") => FinishReason::Length,
-                Some(other) => FinishReason::Other(other.to_owned()),
-                None => FinishReason::Other("unknown".to_owned()),
-            },
-            latency,
+            finish: finish_reason(
+                reply.stop_reason.as_deref(),
+                &["end_turn", "stop_sequence", "tool_use"],
+                "max_tokens",
+            ),
         })
-    }
-
-    async fn probe(&self) -> Result<(), LlmError> {
-        let deadline = Instant::now() + self.settings.timeout.min(PROBE_TIMEOUT);
-        let request = self.http.get(self.settings.endpoint("/v1/models"));
-        transport::send(self.authorized(request), deadline)
-            .await
-            .map(drop)
     }
 }
 
@@ -202,7 +140,7 @@ struct WireMessage<'a> {
 }
 
 #[derive(Deserialize)]
-struct WireReply {
+pub(crate) struct WireReply {
     model: Option<String>,
     #[serde(default)]
     content: Vec<WireBlock>,
@@ -240,7 +178,7 @@ mod tests {
 
     use super::*;
     use crate::llm::fake_server::FakeServer;
-    use crate::llm::{ChatMessage, ProviderKind, build_provider};
+    use crate::llm::{ChatMessage, FinishReason, ProviderKind, build_provider};
 
     fn settings(server: &FakeServer) -> ProviderSettings {
         let mut settings = ProviderSettings::new(ProviderKind::Anthropic);

@@ -7,7 +7,10 @@
 //!
 //! # Layout
 //! - `settings.rs`: [`ProviderKind`], [`ProviderSettings`] and their defaults.
-//! - `openai.rs`, `ollama.rs`, `anthropic.rs`: the three wire protocols.
+//! - `client.rs`: the one client every protocol runs through — limits, structured-output
+//!   negotiation, timing, the probe.
+//! - `openai.rs`, `ollama.rs`, `anthropic.rs`: the three wire protocols, as request bodies and
+//!   replies.
 //! - `structured.rs`: how much of a request's JSON schema each server accepts, negotiated down
 //!   when a server refuses it.
 //! - `transport.rs`: HTTP status, `Retry-After` and `reqwest` errors mapped to [`LlmError`].
@@ -30,6 +33,7 @@
 
 mod anthropic;
 mod chain;
+mod client;
 mod limits;
 mod ollama;
 mod openai;
@@ -48,6 +52,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use chain::{BreakerSettings, CircuitState, ProviderChain, ProviderState};
+use client::Client;
 pub use settings::{
     ParseProviderKindError, ParseStructuredOutputError, ProviderKind, ProviderSettings,
     StructuredOutput,
@@ -312,9 +317,9 @@ pub fn configured_chains(
 
 pub fn build_provider(settings: ProviderSettings, http: reqwest::Client) -> Arc<dyn ChatProvider> {
     match settings.kind {
-        ProviderKind::OpenAi => Arc::new(openai::OpenAiClient::new(settings, http)),
-        ProviderKind::Ollama => Arc::new(ollama::OllamaClient::new(settings, http)),
-        ProviderKind::Anthropic => Arc::new(anthropic::AnthropicClient::new(settings, http)),
+        ProviderKind::OpenAi => Arc::new(Client::<openai::OpenAi>::new(settings, http)),
+        ProviderKind::Ollama => Arc::new(Client::<ollama::Ollama>::new(settings, http)),
+        ProviderKind::Anthropic => Arc::new(Client::<anthropic::Anthropic>::new(settings, http)),
     }
 }
 

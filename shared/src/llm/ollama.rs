@@ -1,60 +1,36 @@
 //! The Ollama protocol: `POST {base}/api/chat` with `stream: false`, the JSON schema as `format`.
 
-use async_trait::async_trait;
-use secrecy::ExposeSecret;
+use reqwest::RequestBuilder;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tokio::time::Instant;
+use serde_json::{Value, json};
 
-use super::limits::Limiter;
-use super::structured::{Level, Negotiation};
-use super::transport::{self, send_json};
-use super::{
-    ChatProvider, ChatRequest, ChatResponse, FinishReason, LlmError, PROBE_TIMEOUT,
-    ProviderSettings,
-};
+use super::client::{Protocol, Reading, bearer, finish_reason};
+use super::structured::Level;
+use super::{ChatRequest, FinishReason, LlmError, ProviderSettings};
 
-pub(crate) struct OllamaClient {
-    settings: ProviderSettings,
-    http: reqwest::Client,
-    limiter: Limiter,
-    /// How much structure this server accepts; shared by all calls.
-    negotiation: Negotiation,
-}
+/// The Ollama chat protocol.
+pub(crate) struct Ollama;
 
-impl OllamaClient {
-    pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
-        let limiter = Limiter::new(settings.max_concurrency, settings.requests_per_minute);
-        let negotiation = Negotiation::new(settings.structured_output, true);
-        Self {
-            settings,
-            http,
-            limiter,
-            negotiation,
-        }
-    }
+impl Protocol for Ollama {
+    const NAME: &'static str = "ollama";
+    const CHAT_PATH: &'static str = "/api/chat";
+    const PROBE_PATH: &'static str = "/api/tags";
+    const HAS_JSON_MODE: bool = true;
+    const REFUSAL_WORDS: &'static [&'static str] = &["format", "schema", "grammar"];
+    type Reply = WireReply;
 
     /// Ollama itself needs no key, but one behind an authenticating proxy does.
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.settings.api_key {
-            Some(key) => request.bearer_auth(key.expose_secret()),
-            None => request,
-        }
+    fn authorize(settings: &ProviderSettings, request: RequestBuilder) -> RequestBuilder {
+        bearer(settings, request)
     }
 
-    async fn send(
-        &self,
-        req: &ChatRequest,
-        model: &str,
-        level: Level,
-        deadline: Instant,
-    ) -> Result<WireReply, LlmError> {
+    fn body(req: &ChatRequest, model: &str, level: Level) -> Value {
         let format = match (level, level.schema(req)) {
             (_, Some(schema)) => Some(schema),
             (Level::Json, None) => Some(Value::from("json")),
             _ => None,
         };
-        let body = WireRequest {
+        json!(WireRequest {
             model,
             messages: req
                 .messages
@@ -70,71 +46,25 @@ impl OllamaClient {
                 temperature: req.temperature,
                 num_predict: req.max_tokens,
             },
-        };
-        let request = self
-            .http
-            .post(self.settings.endpoint("/api/chat"))
-            .json(&body);
-        send_json(self.authorized(request), deadline).await
-    }
-}
-
-#[async_trait]
-impl ChatProvider for OllamaClient {
-    fn name(&self) -> &str {
-        "ollama"
+        })
     }
 
-    fn model(&self) -> &str {
-        &self.settings.model
-    }
-
-    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let deadline = Instant::now() + self.settings.timeout;
-        let _slot = self.limiter.acquire(deadline).await?;
-        let started = Instant::now();
-        let model = req.model.as_deref().unwrap_or(&self.settings.model);
-        let reply = self
-            .negotiation
-            .send(
-                "ollama",
-                req,
-                &self.limiter,
-                deadline,
-                &["format", "schema", "grammar"],
-                |level| self.send(req, model, level, deadline),
-            )
-            .await?;
-        let latency = started.elapsed();
-
+    fn read(reply: WireReply) -> Result<Reading, LlmError> {
         let text = reply
             .message
             .and_then(|message| message.content)
             .ok_or_else(|| LlmError::BadResponse("the reply has no message content".into()))?;
-        Ok(ChatResponse {
+        Ok(Reading {
             text,
-            provider: "ollama".to_owned(),
-            model: reply.model.unwrap_or_else(|| model.to_owned()),
+            model: reply.model,
             prompt_tokens: reply.prompt_eval_count,
             completion_tokens: reply.eval_count,
             finish: match reply.done_reason.as_deref() {
-                Some("stop") => FinishReason::Stop,
-                Some("length") => FinishReason::Length,
-                Some(other) => FinishReason::Other(other.to_owned()),
                 // Ollama before 0.1.40 sent no done_reason; `done` was all it said.
                 None if reply.done => FinishReason::Stop,
-                None => FinishReason::Other("unknown".to_owned()),
+                reason => finish_reason(reason, &["stop"], "length"),
             },
-            latency,
         })
-    }
-
-    async fn probe(&self) -> Result<(), LlmError> {
-        let deadline = Instant::now() + self.settings.timeout.min(PROBE_TIMEOUT);
-        let request = self.http.get(self.settings.endpoint("/api/tags"));
-        transport::send(self.authorized(request), deadline)
-            .await
-            .map(drop)
     }
 }
 
@@ -161,7 +91,7 @@ struct WireOptions {
 }
 
 #[derive(Deserialize)]
-struct WireReply {
+pub(crate) struct WireReply {
     model: Option<String>,
     message: Option<WireReplyMessage>,
     #[serde(default)]

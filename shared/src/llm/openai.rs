@@ -1,54 +1,31 @@
 //! The OpenAI chat-completions protocol, which OpenAI and most self-hosted servers (vLLM,
 //! llama.cpp, LM Studio) speak: `POST {base}/chat/completions` with a bearer token.
 
-use async_trait::async_trait;
-use secrecy::ExposeSecret;
+use reqwest::RequestBuilder;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use super::limits::Limiter;
-use super::structured::{Level, Negotiation, wire_name};
-use super::transport::{self, send_json};
-use super::{
-    ChatProvider, ChatRequest, ChatResponse, FinishReason, LlmError, PROBE_TIMEOUT,
-    ProviderSettings,
-};
+use super::client::{Protocol, Reading, bearer, finish_reason};
+use super::structured::{Level, wire_name};
+use super::{ChatRequest, LlmError, ProviderSettings};
 
-pub(crate) struct OpenAiClient {
-    settings: ProviderSettings,
-    http: reqwest::Client,
-    limiter: Limiter,
-    /// How much structure this server accepts; shared by all calls.
-    negotiation: Negotiation,
-}
+/// The OpenAI chat-completions protocol.
+pub(crate) struct OpenAi;
 
-impl OpenAiClient {
-    pub(crate) fn new(settings: ProviderSettings, http: reqwest::Client) -> Self {
-        let limiter = Limiter::new(settings.max_concurrency, settings.requests_per_minute);
-        let negotiation = Negotiation::new(settings.structured_output, true);
-        Self {
-            settings,
-            http,
-            limiter,
-            negotiation,
-        }
+impl Protocol for OpenAi {
+    const NAME: &'static str = "openai";
+    const CHAT_PATH: &'static str = "/chat/completions";
+    const PROBE_PATH: &'static str = "/models";
+    const HAS_JSON_MODE: bool = true;
+    const REFUSAL_WORDS: &'static [&'static str] =
+        &["response_format", "json_schema", "json_object"];
+    type Reply = WireReply;
+
+    fn authorize(settings: &ProviderSettings, request: RequestBuilder) -> RequestBuilder {
+        bearer(settings, request)
     }
 
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.settings.api_key {
-            Some(key) => request.bearer_auth(key.expose_secret()),
-            None => request,
-        }
-    }
-
-    async fn send(
-        &self,
-        req: &ChatRequest,
-        model: &str,
-        level: Level,
-        deadline: Instant,
-    ) -> Result<WireReply, LlmError> {
+    fn body(req: &ChatRequest, model: &str, level: Level) -> Value {
         let response_format = match (level, level.schema(req)) {
             (_, Some(schema)) => Some(json!({
                 "type": "json_schema",
@@ -57,7 +34,7 @@ impl OpenAiClient {
             (Level::Json, None) => Some(json!({"type": "json_object"})),
             _ => None,
         };
-        let body = WireRequest {
+        json!(WireRequest {
             model,
             messages: req
                 .messages
@@ -70,43 +47,10 @@ impl OpenAiClient {
             max_tokens: req.max_tokens,
             temperature: req.temperature,
             response_format,
-        };
-        let request = self
-            .http
-            .post(self.settings.endpoint("/chat/completions"))
-            .json(&body);
-        send_json(self.authorized(request), deadline).await
-    }
-}
-
-#[async_trait]
-impl ChatProvider for OpenAiClient {
-    fn name(&self) -> &str {
-        "openai"
+        })
     }
 
-    fn model(&self) -> &str {
-        &self.settings.model
-    }
-
-    async fn chat(&self, req: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        let deadline = Instant::now() + self.settings.timeout;
-        let _slot = self.limiter.acquire(deadline).await?;
-        let started = Instant::now();
-        let model = req.model.as_deref().unwrap_or(&self.settings.model);
-        let reply = self
-            .negotiation
-            .send(
-                "openai",
-                req,
-                &self.limiter,
-                deadline,
-                &["response_format", "json_schema", "json_object"],
-                |level| self.send(req, model, level, deadline),
-            )
-            .await?;
-        let latency = started.elapsed();
-
+    fn read(reply: WireReply) -> Result<Reading, LlmError> {
         let choice = reply
             .choices
             .into_iter()
@@ -126,28 +70,13 @@ impl ChatProvider for OpenAiClient {
             }
         };
         let usage = reply.usage.unwrap_or_default();
-        Ok(ChatResponse {
+        Ok(Reading {
             text,
-            provider: "openai".to_owned(),
-            model: reply.model.unwrap_or_else(|| model.to_owned()),
+            model: reply.model,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
-            finish: match choice.finish_reason.as_deref() {
-                Some("stop") => FinishReason::Stop,
-                Some("length") => FinishReason::Length,
-                Some(other) => FinishReason::Other(other.to_owned()),
-                None => FinishReason::Other("unknown".to_owned()),
-            },
-            latency,
+            finish: finish_reason(choice.finish_reason.as_deref(), &["stop"], "length"),
         })
-    }
-
-    async fn probe(&self) -> Result<(), LlmError> {
-        let deadline = Instant::now() + self.settings.timeout.min(PROBE_TIMEOUT);
-        let request = self.http.get(self.settings.endpoint("/models"));
-        transport::send(self.authorized(request), deadline)
-            .await
-            .map(drop)
     }
 }
 
@@ -168,7 +97,7 @@ struct WireMessage<'a> {
 }
 
 #[derive(Deserialize)]
-struct WireReply {
+pub(crate) struct WireReply {
     model: Option<String>,
     #[serde(default)]
     choices: Vec<WireChoice>,
@@ -207,7 +136,7 @@ mod tests {
 
     use super::*;
     use crate::llm::fake_server::FakeServer;
-    use crate::llm::{ChatMessage, ProviderKind, StructuredOutput, build_provider};
+    use crate::llm::{ChatMessage, FinishReason, ProviderKind, StructuredOutput, build_provider};
 
     fn completion(content: &str, finish_reason: &str) -> Value {
         json!({
