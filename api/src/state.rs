@@ -1,13 +1,13 @@
-//! [`AppState`]: what every handler gets, built once per process.
+//! [`AppState`]: what every handler gets, built once per process, and the request counters
+//! behind `/metrics` it carries.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::ProviderChain;
 use storyforge_shared::services::Services;
 use storyforge_shared::store::JobStore;
-
-use crate::routes::metrics::HttpMetrics;
 
 /// The handlers' shared context; cheap to clone (everything is behind an `Arc`).
 #[derive(Clone)]
@@ -64,5 +64,26 @@ impl std::fmt::Debug for AppState {
             .field("generator", &self.generator)
             .field("judge", &self.judge)
             .finish_non_exhaustive()
+    }
+}
+
+/// Requests answered, by route pattern and status code.
+#[derive(Debug, Default)]
+pub(crate) struct HttpMetrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+}
+
+impl HttpMetrics {
+    pub(crate) fn record(&self, route: &str, status: u16) {
+        // Plain counters updated in one step: a poisoned lock still holds valid numbers.
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *requests.entry((route.to_string(), status)).or_default() += 1;
+    }
+
+    pub(crate) fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

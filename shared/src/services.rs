@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::Settings;
-use crate::llm::{ProviderChain, configured_chains};
+use crate::llm::ProviderChain;
 use crate::store::redis::RedisJobStore;
 use crate::store::{JobStore, StoreError};
 
@@ -41,4 +41,18 @@ impl Services {
             judge,
         })
     }
+}
+
+/// The generation chain (primary, then fallbacks) and the judge's chain of one, as configured,
+/// sharing one HTTP client. The API uses them to report provider health, workers to call them.
+fn configured_chains(
+    settings: &Settings,
+    user_agent: &str,
+) -> Result<(ProviderChain, ProviderChain), reqwest::Error> {
+    let http = reqwest::Client::builder().user_agent(user_agent).build()?;
+    let generator =
+        ProviderChain::new(settings.llm.clone(), http.clone()).with_breaker(settings.breaker);
+    let judge =
+        ProviderChain::new(vec![settings.judge_llm.clone()], http).with_breaker(settings.breaker);
+    Ok((generator, judge))
 }

@@ -6,9 +6,7 @@
 //! `storyforge_http_requests_total{route,status}` is per process; `route` is the route's pattern
 //! (`/v1/jobs/{id}`), never the raw path, so ids do not multiply the series.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
@@ -20,27 +18,6 @@ use crate::state::AppState;
 
 /// The `route` label of requests no route matched.
 const UNMATCHED: &str = "unmatched";
-
-/// Requests answered, by route pattern and status code.
-#[derive(Debug, Default)]
-pub(crate) struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-}
-
-impl HttpMetrics {
-    fn record(&self, route: &str, status: u16) {
-        // Plain counters updated in one step: a poisoned lock still holds valid numbers.
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *requests.entry((route.to_string(), status)).or_default() += 1;
-    }
-
-    fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
 
 /// Middleware: counts every response under its route pattern.
 pub(crate) async fn count_requests(

@@ -290,8 +290,6 @@ impl fmt::Debug for dyn ChatProvider {
     }
 }
 
-/// The client for `settings.kind`, with its own concurrency and rate limits, sending through
-/// `http` (share one `reqwest::Client` so connections are pooled).
 /// What one worker's chains know about their providers, published through the job store so
 /// that `/v1/providers` can show the circuits of the processes that actually call the LLMs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -301,20 +299,8 @@ pub struct ProviderReport {
     pub judge: Vec<ProviderState>,
 }
 
-/// The generation chain (primary, then fallbacks) and the judge's chain of one, as configured,
-/// sharing one HTTP client. The API uses them to report provider health, workers to call them.
-pub fn configured_chains(
-    settings: &crate::config::Settings,
-    user_agent: &str,
-) -> Result<(ProviderChain, ProviderChain), reqwest::Error> {
-    let http = reqwest::Client::builder().user_agent(user_agent).build()?;
-    let generator =
-        ProviderChain::new(settings.llm.clone(), http.clone()).with_breaker(settings.breaker);
-    let judge =
-        ProviderChain::new(vec![settings.judge_llm.clone()], http).with_breaker(settings.breaker);
-    Ok((generator, judge))
-}
-
+/// The client for `settings.kind`, with its own concurrency and rate limits, sending through
+/// `http` (share one `reqwest::Client` so connections are pooled).
 pub fn build_provider(settings: ProviderSettings, http: reqwest::Client) -> Arc<dyn ChatProvider> {
     match settings.kind {
         ProviderKind::OpenAi => Arc::new(Client::<openai::OpenAi>::new(settings, http)),

@@ -101,7 +101,7 @@ pub(super) fn blank_case_values(text: &str, found: &[Found]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut cursor = 0;
     for value in found {
-        let blank = value.cut || super::cases::mentions_case_fields(&value.value);
+        let blank = value.cut || super::vocabulary::mentions_case_fields(&value.value);
         if !blank || value.start < cursor || value.end > text.len() {
             continue;
         }

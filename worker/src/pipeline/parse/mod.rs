@@ -50,7 +50,8 @@
 //! # Layout
 //! - `reply.rs`: the reply as text — byte-order marks, reasoning blocks, refusals.
 //! - `json.rs`: the tolerant JSON extraction.
-//! - `cases.rs`: JSON values to cases, field aliases, priority and criteria normalisation.
+//! - `vocabulary.rs`: which keys mean which field, priority words and criteria references.
+//! - `cases.rs`: JSON values to cases, and their normalisation.
 //! - `prose.rs`: Gherkin and Markdown replies.
 //! - `judge.rs`: judge verdicts.
 
@@ -59,6 +60,7 @@ mod json;
 mod judge;
 mod prose;
 mod reply;
+mod vocabulary;
 
 use serde::{Deserialize, Serialize};
 

@@ -24,7 +24,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::cases::{RawCase, criteria_ids, normalise_priority};
+use super::vocabulary::{RawCase, criteria_ids, normalise_priority};
 
 static FEATURE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)^(?:feature|ability|business need)\s*:").expect("valid regex")
