@@ -114,6 +114,11 @@ impl RedisServer {
         self.port
     }
 
+    /// Kills the server with `SIGKILL`, for tests of what happens without Redis.
+    pub fn stop(&mut self) {
+        self.running = None;
+    }
+
     /// Kills the server with `SIGKILL` and starts a new one on the same port: empty, or for a
     /// persistent server with every write it acknowledged.
     ///

@@ -1,169 +1,63 @@
-//! The API over real HTTP against a real Redis: each test starts its own `redis-server` on a free
-//! port (never the system one on 6379) and its own app on `127.0.0.1:0` with a unique namespace,
-//! so tests run in parallel without seeing each other's jobs.
+//! The API over real HTTP against a real Redis: each test starts its own app on `127.0.0.1:0` in a
+//! unique namespace on the test binary's private `redis-server` (never the system one on 6379), so
+//! tests run in parallel without seeing each other's jobs; a test that stops Redis has its own.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 use serde_json::{Value, json};
-use storyforge_shared::config::Settings;
-use tokio::sync::oneshot;
+use storyforge_tests::app::{Running, TestEnv};
+use storyforge_tests::fake_llm::{FakeLlm, Reply};
+use storyforge_tests::redis_server::RedisServer;
 
 // ---------------------------------------------------------------------------------------------
 // Test harness
 // ---------------------------------------------------------------------------------------------
 
-/// A `redis-server` child process, killed when dropped.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .arg("--dir")
-                .arg(std::env::temp_dir())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed to run these tests");
-            let mut redis = Redis {
-                child: Some(child),
-                port,
-            };
-            if redis.wait_ready() {
-                return redis;
-            }
-            // Most likely another process took the port between our probe and the launch.
-            redis.kill();
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn wait_ready(&self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut reply = [0u8; 7];
-                if stream.write_all(b"PING\r\n").is_ok()
-                    && stream.read_exact(&mut reply).is_ok()
-                    && &reply == b"+PONG\r\n"
-                {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One app over its own Redis; stops the app (then Redis) when dropped.
+/// One API over the test binary's Redis (or a Redis of its own), in its own namespace.
 struct TestApp {
-    base: String,
+    api: Running,
     client: reqwest::Client,
-    redis: Redis,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+    /// The test's own Redis, when it needs one it can stop.
+    redis: Option<RedisServer>,
 }
 
 async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-/// Starts the app with extra environment variables on top of the test defaults.
+/// Starts the API with extra settings (`STORYFORGE_<key>`) on top of the test defaults; the LLM
+/// is a fake that is never called, since the API never generates.
 async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    let redis = Redis::start();
-    let closed_port = free_port();
-    let mut env: HashMap<String, String> = [
-        ("STORYFORGE_REDIS_URL", redis.url()),
-        (
-            "STORYFORGE_NAMESPACE",
-            format!("api-test-{}", uuid::Uuid::new_v4().simple()),
-        ),
-        (
-            "STORYFORGE_LLM_BASE_URL",
-            format!("http://127.0.0.1:{closed_port}"),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    app_on(&RedisServer::shared().url(), extra, None).await
+}
+
+/// Starts the API on a Redis of its own, which the test may stop.
+async fn spawn_app_with_own_redis() -> TestApp {
+    let redis = RedisServer::start();
+    app_on(&redis.url(), &[], Some(redis)).await
+}
+
+async fn app_on(redis_url: &str, extra: &[(&str, &str)], redis: Option<RedisServer>) -> TestApp {
+    let llm = FakeLlm::with_responder(|_| Reply::status(500)).await;
+    let mut env = TestEnv::on_redis(llm, redis_url);
     for (key, value) in extra {
-        env.insert(key.to_string(), value.to_string());
+        env.set(key, value);
     }
-    let settings = Settings::from_sources(None, env).expect("test settings");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stopped.await;
-        };
-        if let Err(e) = storyforge_api::serve(settings, listener, shutdown).await {
-            panic!("the API failed: {e:#}");
-        }
-    });
     TestApp {
-        base: format!("http://{addr}"),
+        api: env.start_api().await,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .expect("client"),
         redis,
-        stop: Some(stop),
     }
 }
 
 impl TestApp {
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        format!("{}{path}", self.api.base_url)
     }
 
     async fn get(&self, path: &str) -> reqwest::Response {
@@ -469,7 +363,7 @@ async fn an_idempotency_key_replays_the_same_job_and_refuses_a_different_body() 
 
 #[tokio::test]
 async fn invalid_submissions_are_422_problems_naming_the_field() {
-    let app = spawn_app_with(&[("STORYFORGE_MAX_STORY_CHARS", "50")]).await;
+    let app = spawn_app_with(&[("max_story_chars", "50")]).await;
     let many: Vec<String> = (0..51).map(|i| format!("c{i}")).collect();
     let cases = [
         (json!({"story": 42}), "/story"),
@@ -643,7 +537,7 @@ async fn a_body_that_is_not_json_is_a_415_problem() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_a_413_problem() {
-    let app = spawn_app_with(&[("STORYFORGE_MAX_BODY_BYTES", "1024")]).await;
+    let app = spawn_app_with(&[("max_body_bytes", "1024")]).await;
     let body = json!({"story": "x".repeat(2_000)}).to_string();
 
     let problem = assert_problem(
@@ -675,14 +569,16 @@ async fn unknown_routes_and_wrong_methods_are_problems() {
 
 #[tokio::test]
 async fn health_and_ready_answer_while_redis_runs_and_ready_fails_without_it() {
-    let mut app = spawn_app().await;
+    let mut app = spawn_app_with_own_redis().await;
 
     let health = app.get("/health").await;
     assert_eq!(health.status(), StatusCode::OK);
     assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
     assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
 
-    app.redis.kill();
+    if let Some(redis) = app.redis.as_mut() {
+        redis.stop();
+    }
 
     assert_problem(app.get("/ready").await, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_problem(app.get("/status").await, StatusCode::SERVICE_UNAVAILABLE).await;
@@ -718,7 +614,11 @@ async fn status_reports_the_queue_and_job_counts() {
 
 #[tokio::test]
 async fn providers_answer_within_the_deadline_when_the_llm_is_down() {
-    let app = spawn_app_with(&[("STORYFORGE_LLM_API_KEY", "sk-never-shown")]).await;
+    let app = spawn_app_with(&[
+        ("llm_api_key", "sk-never-shown"),
+        ("llm_base_url", "http://127.0.0.1:9/v1"),
+    ])
+    .await;
     let started = Instant::now();
 
     let response = app.get("/v1/providers").await;
@@ -732,7 +632,7 @@ async fn providers_answer_within_the_deadline_when_the_llm_is_down() {
         let first = &providers[chain][0];
         assert_eq!(first["reachable"], false, "{chain}: {first}");
         assert!(first["error"].is_string());
-        assert_eq!(first["name"], "ollama");
+        assert_eq!(first["name"], "openai");
         assert_eq!(first["circuit"], "closed");
         assert!(first["model"].is_string() && first["base_url"].is_string());
     }
@@ -742,7 +642,7 @@ async fn providers_answer_within_the_deadline_when_the_llm_is_down() {
 async fn metrics_expose_job_gauges_and_request_counters() {
     let app = spawn_app().await;
     app.submit("story").await;
-    app.get("/health").await;
+    app.get("/status").await;
 
     let response = app.get("/metrics").await;
 
@@ -760,7 +660,7 @@ async fn metrics_expose_job_gauges_and_request_counters() {
         "storyforge_live_workers 0",
         "storyforge_store_up 1",
         "storyforge_http_requests_total{route=\"/v1/jobs\",status=\"202\"} 1",
-        "storyforge_http_requests_total{route=\"/health\",status=\"200\"} 1",
+        "storyforge_http_requests_total{route=\"/status\",status=\"200\"} 1",
     ] {
         assert!(
             text.lines().any(|l| l == line),
