@@ -26,6 +26,26 @@ pub(crate) const CASES_RANGE: std::ops::RangeInclusive<u64> = 1..=50;
 pub(crate) const MAX_NAME_CHARS: usize = 200;
 /// Longest webhook URL or secret, in characters.
 pub(crate) const MAX_WEBHOOK_CHARS: usize = 2_000;
+/// The OpenAPI pattern of every text field: not blank (at least one non-space character).
+const NOT_BLANK: &str = r"\S";
+
+/// `acceptance_criteria` as the OpenAPI document states it: the same limits `criteria` checks.
+fn criteria_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_CRITERION_CHARS))
+                .pattern(Some(NOT_BLANK)),
+        )
+        .max_items(Some(MAX_CRITERIA))
+        .description(Some(
+            "Up to 50 non-blank criteria of at most 2,000 characters each.",
+        ))
+        .build()
+}
 
 /// The body of `POST /v1/jobs`. Unknown fields are refused at every level; `null` counts as an
 /// absent optional field.
@@ -34,16 +54,17 @@ pub(crate) const MAX_WEBHOOK_CHARS: usize = 2_000;
 // `Idempotency-Key` is compared on.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct JobRequest {
-    /// The user story, e.g. "As a shopper I want to …". Not blank; at most
-    /// `STORYFORGE_MAX_STORY_CHARS` characters (20,000 by default).
+    /// The user story, e.g. "As a shopper I want to …", plain or with Jira/Markdown markup and
+    /// acceptance criteria in its description. Not blank; at most `STORYFORGE_MAX_STORY_CHARS`
+    /// characters (20,000 by default; `/openapi.json` states the configured limit).
+    #[schema(min_length = 1, pattern = r"\S")]
     pub story: String,
-    /// Up to 50 non-empty criteria of at most 2,000 characters each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[schema(max_items = 50)]
+    #[schema(schema_with = criteria_schema)]
     pub acceptance_criteria: Vec<String>,
-    /// The client's own reference (a ticket key), at most 200 characters.
+    /// The client's own reference (a ticket key): not blank, at most 200 characters.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub story_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<OptionsRequest>,
@@ -69,9 +90,9 @@ pub struct OptionsRequest {
     /// Run the LLM judge (default: the deployment's `STORYFORGE_JUDGE`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judge: Option<bool>,
-    /// Generation model instead of the configured one, at most 200 characters.
+    /// Generation model instead of the configured one: not blank, at most 200 characters.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub model: Option<String>,
     /// Fail with `too_few_cases` instead of succeeding with fewer than `min_cases` valid cases
     /// (`validation.complete: false`). Default false.
@@ -82,10 +103,17 @@ pub struct OptionsRequest {
 /// Where the job's final event is POSTed.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WebhookRequest {
-    /// Absolute `http` or `https` URL.
+    /// Absolute `http` or `https` URL with a host, at most 2,000 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]"
+    )]
     pub url: String,
-    /// Signing secret (`whsec_<base64>` or any string); never shown back.
+    /// Signing secret (`whsec_<base64>` or any string): not blank, at most 2,000 characters;
+    /// never shown back.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub secret: Option<String>,
 }
 

@@ -675,6 +675,71 @@ async fn metrics_expose_job_gauges_and_request_counters() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_states_the_limits_the_server_enforces() {
+    let app = spawn_app_with(&[("max_story_chars", "50")]).await;
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let request = &document["components"]["schemas"]["JobRequest"]["properties"];
+    let story = &request["story"];
+    assert_eq!(
+        (
+            story["minLength"].clone(),
+            story["maxLength"].clone(),
+            story["pattern"].clone()
+        ),
+        (json!(1), json!(50), json!("\\S")),
+        "the configured limit is stated: {story}"
+    );
+    let criterion = &request["acceptance_criteria"]["items"];
+    assert_eq!(criterion["maxLength"], 2000);
+    assert_eq!(criterion["pattern"], "\\S");
+    let uuid_or_empty = document["paths"]["/v1/jobs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "cursor" || p["name"] == "batch_id")
+        .map(|p| p["schema"]["pattern"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(uuid_or_empty.len(), 2);
+
+    // What the document refuses, the server refuses; what it allows, the server accepts.
+    for (story, status) in [
+        ("   ", StatusCode::UNPROCESSABLE_ENTITY),
+        (&"x".repeat(51)[..], StatusCode::UNPROCESSABLE_ENTITY),
+        (&"x".repeat(50)[..], StatusCode::ACCEPTED),
+    ] {
+        let response = app.post_json("/v1/jobs", &json!({"story": story})).await;
+        assert_eq!(response.status(), status, "story of {} chars", story.len());
+    }
+    let pattern = regex::Regex::new(&uuid_or_empty[0]).unwrap();
+    for (query, status) in [
+        ("batch_id=", StatusCode::OK),
+        ("cursor=", StatusCode::OK),
+        (
+            "cursor=0194d7a8-1c2e-7b3a-9f00-123456789abc",
+            StatusCode::OK,
+        ),
+        (
+            "cursor=0194d7a81c2e7b3a9f00123456789abc",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "batch_id=%7B0194d7a8-1c2e-7b3a-9f00-123456789abc%7D",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let value = query.split_once('=').unwrap().1;
+        let value = value.replace("%7B", "{").replace("%7D", "}");
+        assert_eq!(
+            pattern.is_match(&value),
+            status == StatusCode::OK,
+            "the document and the test disagree on {query}"
+        );
+        let response = app.get(&format!("/v1/jobs?{query}")).await;
+        assert_eq!(response.status(), status, "GET /v1/jobs?{query}");
+    }
+}
+
+#[tokio::test]
 async fn the_openapi_document_lists_every_endpoint() {
     let app = spawn_app().await;
 

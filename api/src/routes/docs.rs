@@ -8,13 +8,16 @@
 use std::fmt::Write as _;
 
 use axum::Json;
+use axum::extract::State;
 use axum::response::Html;
 use serde_json::Value;
+use storyforge_shared::config::Settings;
 use utoipa::OpenApi;
 
 use crate::error::{PROBLEM_TYPES, type_uri};
 use crate::routes::{health, jobs, metrics, providers};
 use crate::schema::{FieldErrorSchema, JobSchema, ProblemSchema};
+use crate::state::AppState;
 use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
 
 #[derive(OpenApi)]
@@ -66,8 +69,16 @@ pub(crate) struct ApiDoc;
     summary = "This API's OpenAPI 3.1 document",
     responses((status = 200, description = "The OpenAPI document.", body = Object))
 )]
-pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub(crate) async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(document(&state.settings))
+}
+
+/// The OpenAPI document with this deployment's configured limits filled in.
+pub(crate) fn document(settings: &Settings) -> serde_json::Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    document["components"]["schemas"]["JobRequest"]["properties"]["story"]["maxLength"] =
+        serde_json::json!(settings.max_story_chars);
+    document
 }
 
 /// The browsable documentation page.
@@ -79,9 +90,8 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     summary = "Browsable documentation (HTML, no external resources)",
     responses((status = 200, description = "An HTML page.", body = String, content_type = "text/html"))
 )]
-pub(crate) async fn page() -> Html<String> {
-    let document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    Html(render_page(&document))
+pub(crate) async fn page(State(state): State<AppState>) -> Html<String> {
+    Html(render_page(&document(&state.settings)))
 }
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];

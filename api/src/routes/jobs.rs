@@ -231,11 +231,12 @@ pub(crate) async fn cancel(
                    Problems name the parameter as `/query/<name>`.",
     params(
         ("status" = Option<crate::schema::JobStatusSchema>, Query, description = "Only jobs in this status"),
-        ("batch_id" = Option<Uuid>, Query, description = "Only jobs of this batch"),
+        ("batch_id" = Option<String>, Query, pattern = r"^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+         description = "Only jobs of this batch (its id, a hyphenated UUID)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500,
          description = "Page size (default 50, at most 500)"),
-        ("cursor" = Option<String>, Query,
-         description = "The `next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, pattern = r"^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+         description = "The `next_cursor` of the previous page (a hyphenated UUID)"),
     ),
     responses(
         (status = 200, description = "One page of jobs.", body = JobPageSchema),
@@ -287,7 +288,7 @@ fn list_query(raw: &str) -> Result<ListQuery, ApiError> {
                     JobStatus::ALL.map(JobStatus::as_str).join(", ")
                 )),
             },
-            "batch_id" => match Uuid::parse_str(value) {
+            "batch_id" => match hyphenated_uuid(value) {
                 Ok(id) => {
                     query.batch_id = Some(id);
                     None
@@ -301,7 +302,7 @@ fn list_query(raw: &str) -> Result<ListQuery, ApiError> {
                 }
                 _ => Some(format!("must be an integer from 1 to {MAX_LIMIT}")),
             },
-            "cursor" => match Uuid::parse_str(value) {
+            "cursor" => match hyphenated_uuid(value) {
                 Ok(cursor) => {
                     query.cursor = Some(cursor);
                     None
@@ -321,6 +322,16 @@ fn list_query(raw: &str) -> Result<ListQuery, ApiError> {
         Ok(query)
     } else {
         Err(ApiError::Invalid(errors))
+    }
+}
+
+/// A UUID in its hyphenated form, the only one the API writes and the OpenAPI document allows.
+fn hyphenated_uuid(text: &str) -> Result<Uuid, uuid::Error> {
+    let id = Uuid::try_parse(text)?;
+    if text.len() == uuid::fmt::Hyphenated::LENGTH {
+        Ok(id)
+    } else {
+        Uuid::try_parse("not hyphenated")
     }
 }
 
