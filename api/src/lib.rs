@@ -98,28 +98,5 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Resolves on SIGTERM or Ctrl-C; hand it to [`serve`].
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the API");
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 /// How long `/ready`, `/status` and `/metrics` wait for Redis before answering without it.
 pub(crate) const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -25,5 +25,5 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.api_addr)
         .await
         .with_context(|| format!("binding {}", settings.api_addr))?;
-    storyforge_api::serve(settings, listener, storyforge_api::shutdown_signal()).await
+    storyforge_api::serve(settings, listener, storyforge_shared::shutdown::signal()).await
 }

@@ -85,12 +85,17 @@ pub struct Settings {
     /// Largest completion asked of the model per call.
     pub max_output_tokens: u32,
     pub temperature: f32,
-    pub prompts_dir: PathBuf,
-    /// Which template set under `prompts_dir` to use.
+    /// Where prompt template sets live (`<dir>/<set>/*.j2`); `None` uses the set built into
+    /// the binaries, so they run from any directory.
+    pub prompts_dir: Option<PathBuf>,
+    /// Which template set to use.
     pub prompt_set: String,
-    /// Most tokens the generation prompt may take; few-shot examples are dropped to fit.
+    /// Most tokens the generation prompt may take; a long story is shortened, then few-shot
+    /// examples are dropped to fit.
     pub prompt_token_budget: u64,
-    pub data_dir: PathBuf,
+    /// Where the few-shot examples live (`<dir>/examples/user_stories.json`); `None` uses the
+    /// built-in ones.
+    pub data_dir: Option<PathBuf>,
     /// Serve identical submissions from the result cache.
     pub cache_enabled: bool,
     /// USD per million tokens, by model: (input, output).
@@ -258,16 +263,10 @@ impl Settings {
             },
             max_output_tokens: src.parse("max_output_tokens", 2_000)?,
             temperature: src.parse("temperature", 0.2)?,
-            prompts_dir: src
-                .string("prompts_dir", &[])
-                .unwrap_or_else(|| "prompts".into())
-                .into(),
+            prompts_dir: src.string("prompts_dir", &[]).map(PathBuf::from),
             prompt_set: src.string("prompt_set", &[]).unwrap_or_else(|| "v1".into()),
             prompt_token_budget: src.parse("prompt_token_budget", 2_000)?,
-            data_dir: src
-                .string("data_dir", &[])
-                .unwrap_or_else(|| "data".into())
-                .into(),
+            data_dir: src.string("data_dir", &[]).map(PathBuf::from),
             cache_enabled: src.flag("cache", true)?,
             pricing: pricing(&src)?,
             log_format,

@@ -9,6 +9,7 @@
 //! - [`llm`]: LLM provider clients (OpenAI-compatible, Ollama, Anthropic), the fallback chain
 //!   with its circuit breaker and rate limits. Shared because the API reports provider health.
 //! - [`services`]: the store and provider chains both processes connect to at start-up.
+//! - [`shutdown`]: the signal every process stops on.
 //! - [`telemetry`]: logging and OpenTelemetry set-up.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod job;
 pub mod llm;
 pub mod queue;
 pub mod services;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 

@@ -154,6 +154,22 @@ impl ChildProcess {
 
     /// Runs any program with `args`, in the same scrubbed environment as [`ChildProcess::spawn`].
     pub fn spawn_command(program: &str, args: &[&str], envs: &[(&str, &str)]) -> ChildProcess {
+        ChildProcess::spawn_command_in(None, program, args, envs)
+    }
+
+    /// Runs the workspace binary `name` with `args` in the working directory `dir`, in the same
+    /// scrubbed environment as [`ChildProcess::spawn`].
+    pub fn spawn_in(dir: &Path, name: &str, args: &[&str], envs: &[(&str, &str)]) -> ChildProcess {
+        let path = binary_path(name);
+        ChildProcess::spawn_command_in(Some(dir), &path.display().to_string(), args, envs)
+    }
+
+    fn spawn_command_in(
+        dir: Option<&Path>,
+        program: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> ChildProcess {
         let name = Path::new(program)
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
@@ -170,6 +186,9 @@ impl ChildProcess {
 
         let mut command = Command::new(program);
         command.args(args);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
             let scrubbed = SCRUBBED_PREFIXES

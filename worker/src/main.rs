@@ -23,5 +23,5 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
     let _telemetry = storyforge_shared::telemetry::init("storyforge-worker", settings.log_format);
-    storyforge_worker::run::run(settings, storyforge_worker::shutdown_signal()).await
+    storyforge_worker::run::run(settings, storyforge_shared::shutdown::signal()).await
 }

@@ -56,7 +56,8 @@ fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{host}-{}-{suffix}", std::process::id())
 }
 
-/// Builds the context: connects to Redis, loads prompts, sets up the provider chains.
+/// Builds the context: connects to Redis, loads prompts, sets up the provider chains. Every
+/// start-up problem a worker can have surfaces here, before it takes any job.
 pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
     let Services {
         store,
@@ -68,9 +69,9 @@ pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
     )
     .await?;
     let prompts = Prompts::load(
-        &settings.prompts_dir,
+        settings.prompts_dir.as_deref(),
         &settings.prompt_set,
-        &settings.data_dir,
+        settings.data_dir.as_deref(),
         settings.prompt_token_budget,
     )?;
     Ok(Arc::new(Context {
@@ -88,7 +89,15 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let ctx = build_context(settings).await?;
+    serve(build_context(settings).await?, shutdown).await
+}
+
+/// Runs a worker on a built context until `shutdown` resolves and running jobs are finished or
+/// handed back.
+pub async fn serve(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let queue_conn = connect(&ctx.settings.redis_url).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (hand_back_tx, hand_back_rx) = watch::channel(false);

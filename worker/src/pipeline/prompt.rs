@@ -6,9 +6,11 @@
 //! (`follow_up.j2`), and the judge gets its own pair. A small model's context never fills with
 //! earlier rounds.
 //!
+//! The templates of set `v1` and the examples are compiled into the binaries, so every binary runs
+//! from any directory; `STORYFORGE_PROMPTS_DIR` and `STORYFORGE_DATA_DIR` override them with files.
 //! The prompt version is the set's name plus the first 12 hex digits of a SHA-256 over every
 //! template and the examples, so two results carry the same version exactly when they were made
-//! from the same prompt text. The generation prompt stays within the token budget (estimated at
+//! from the same prompt text, wherever it was read from. The generation prompt stays within the token budget (estimated at
 //! four characters a token): the story is shortened first to [`Prompts::story_budget_chars`]
 //! (`story.rs`), then few-shot examples are dropped, last first, until it fits.
 
@@ -23,7 +25,23 @@ use storyforge_shared::llm::ChatMessage;
 
 use super::story::PreparedStory;
 
-const TEMPLATES: [&str; 5] = ["system", "generate", "follow_up", "judge_system", "judge"];
+/// The template set compiled into the binaries, and its templates by name.
+const BUILT_IN_SET: &str = "v1";
+const BUILT_IN: [(&str, &str); 5] = [
+    ("system", include_str!("../../../prompts/v1/system.j2")),
+    ("generate", include_str!("../../../prompts/v1/generate.j2")),
+    (
+        "follow_up",
+        include_str!("../../../prompts/v1/follow_up.j2"),
+    ),
+    (
+        "judge_system",
+        include_str!("../../../prompts/v1/judge_system.j2"),
+    ),
+    ("judge", include_str!("../../../prompts/v1/judge.j2")),
+];
+/// The few-shot examples compiled into the binaries.
+const BUILT_IN_EXAMPLES: &str = include_str!("../../../data/examples/user_stories.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -34,6 +52,10 @@ pub enum PromptError {
     },
     #[error("cannot read few-shot examples {path}: {reason}")]
     Examples { path: String, reason: String },
+    #[error(
+        "the prompt set {set:?} is not built in (only {BUILT_IN_SET:?} is); set STORYFORGE_PROMPTS_DIR to the folder that holds it"
+    )]
+    NotBuiltIn { set: String },
     #[error("prompt template {name} is invalid: {source}")]
     Template {
         name: String,
@@ -110,22 +132,29 @@ impl std::fmt::Debug for Prompts {
 }
 
 impl Prompts {
-    /// Loads `prompts_dir/<set>/*.j2` and `data_dir/examples/user_stories.json`.
+    /// Loads set `set` from `prompts_dir/<set>/*.j2` (or the built-in set when no folder is
+    /// given) and the examples from `data_dir/examples/user_stories.json` (or the built-in ones).
     pub fn load(
-        prompts_dir: &Path,
+        prompts_dir: Option<&Path>,
         set: &str,
-        data_dir: &Path,
+        data_dir: Option<&Path>,
         token_budget: u64,
     ) -> Result<Prompts, PromptError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         let mut hasher = Sha256::new();
-        for name in TEMPLATES {
-            let path = prompts_dir.join(set).join(format!("{name}.j2"));
-            let source = std::fs::read_to_string(&path).map_err(|source| PromptError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
+        for (name, built_in) in BUILT_IN {
+            let source = match prompts_dir {
+                Some(dir) => {
+                    let path = dir.join(set).join(format!("{name}.j2"));
+                    std::fs::read_to_string(&path).map_err(|source| PromptError::Read {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                }
+                None if set == BUILT_IN_SET => built_in.to_owned(),
+                None => return Err(PromptError::NotBuiltIn { set: set.into() }),
+            };
             hasher.update(name.as_bytes());
             hasher.update(source.as_bytes());
             env.add_template_owned(name, source)
@@ -134,11 +163,20 @@ impl Prompts {
                     source,
                 })?;
         }
-        let examples_path = data_dir.join("examples").join("user_stories.json");
-        let text = std::fs::read_to_string(&examples_path).map_err(|e| PromptError::Examples {
-            path: examples_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let (examples_path, text) = match data_dir {
+            Some(dir) => {
+                let path = dir.join("examples").join("user_stories.json");
+                let text = std::fs::read_to_string(&path).map_err(|e| PromptError::Examples {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                (path, text)
+            }
+            None => (
+                std::path::PathBuf::from("data/examples/user_stories.json (built in)"),
+                BUILT_IN_EXAMPLES.to_owned(),
+            ),
+        };
         hasher.update(text.as_bytes());
         let file: ExampleFile = serde_json::from_str(&text).map_err(|e| PromptError::Examples {
             path: examples_path.display().to_string(),
@@ -282,8 +320,25 @@ mod tests {
     use super::*;
 
     fn prompts(budget: u64) -> Prompts {
+        Prompts::load(None, "v1", None, budget).unwrap()
+    }
+
+    #[test]
+    fn the_built_in_set_is_the_repository_s_files() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        Prompts::load(&root.join("prompts"), "v1", &root.join("data"), budget).unwrap()
+        let from_files = Prompts::load(
+            Some(&root.join("prompts")),
+            "v1",
+            Some(&root.join("data")),
+            3000,
+        )
+        .unwrap();
+        assert_eq!(from_files.version(), prompts(3000).version());
+        let missing = Prompts::load(None, "v2", None, 3000).unwrap_err();
+        assert!(
+            missing.to_string().contains("set STORYFORGE_PROMPTS_DIR"),
+            "{missing}"
+        );
     }
 
     #[test]

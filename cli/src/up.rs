@@ -1,0 +1,58 @@
+//! `storyforge up`: the API and a worker in one process, for one machine or a first try;
+//! production runs `storyforge-api` and `storyforge-worker` separately.
+//!
+//! The worker half starts first — connected, prompts loaded — so a worker that cannot start
+//! stops `up` before the API takes a single job. If either half stops on its own later, the
+//! other is stopped too and `up` fails naming the half and its reason: it never serves without
+//! a worker.
+
+use anyhow::{Context as _, anyhow};
+use storyforge_shared::config::Settings;
+use tokio::sync::watch;
+
+/// Runs until SIGTERM or Ctrl-C; an error when either half could not start or stopped unasked.
+pub async fn up(settings: Settings) -> anyhow::Result<()> {
+    let worker = storyforge_worker::run::build_context(settings.clone())
+        .await
+        .context("the worker could not start")?;
+    let listener = tokio::net::TcpListener::bind(settings.api_addr)
+        .await
+        .with_context(|| format!("the API could not listen on {}", settings.api_addr))?;
+    tracing::info!(addr = %settings.api_addr, "StoryForge is up: API and one worker");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut api = tokio::spawn(storyforge_api::serve(
+        settings,
+        listener,
+        stopped(stop_rx.clone()),
+    ));
+    let mut worker = tokio::spawn(storyforge_worker::run::serve(worker, stopped(stop_rx)));
+    let unasked = tokio::select! {
+        () = storyforge_shared::shutdown::signal() => None,
+        outcome = &mut api => Some(("the API", outcome)),
+        outcome = &mut worker => Some(("the worker", outcome)),
+    };
+    stop_tx.send_replace(true);
+    let (api, worker) = (api.await, worker.await);
+    match unasked {
+        Some((half, outcome)) => {
+            let why = match outcome {
+                Ok(Ok(())) => "it ended".to_owned(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => format!("it panicked: {e}"),
+            };
+            Err(anyhow!("{half} stopped, so StoryForge stopped: {why}"))
+        }
+        None => {
+            for (half, outcome) in [("the API", api), ("the worker", worker)] {
+                outcome
+                    .map_err(|e| anyhow!("{half} panicked: {e}"))?
+                    .with_context(|| format!("{half} did not stop cleanly"))?;
+            }
+            Ok(())
+        }
+    }
+}
