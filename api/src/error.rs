@@ -238,6 +238,11 @@ pub(crate) const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
         "The job succeeded, failed or was canceled before the cancel arrived.",
     ),
     (
+        "no-webhook-event",
+        409,
+        "The job has no webhook event to redeliver: no webhook, not finished, or in a batch.",
+    ),
+    (
         "idempotency-key-reused",
         409,
         "The Idempotency-Key was used before with a different body.",

@@ -69,6 +69,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/jobs/{id}", get(routes::jobs::show))
         .route("/v1/jobs/{id}/cancel", post(routes::jobs::cancel))
+        .route("/v1/jobs/{id}/deliveries", get(routes::deliveries::list))
+        .route(
+            "/v1/jobs/{id}/redeliver",
+            post(routes::deliveries::redeliver),
+        )
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .route("/status", get(routes::health::status))

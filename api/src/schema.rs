@@ -414,3 +414,42 @@ mod tests {
         }
     }
 }
+
+#[derive(ToSchema)]
+#[schema(as = DeliveryOutcome, rename_all = "snake_case")]
+pub(crate) enum DeliveryOutcomeSchema {
+    /// The receiver answered `2xx`.
+    Delivered,
+    /// Another attempt is scheduled.
+    Retrying,
+    /// Given up: the event was older than `STORYFORGE_WEBHOOK_MAX_AGE`, or could never be sent.
+    Dead,
+}
+
+/// One attempt at sending a webhook event.
+#[derive(ToSchema)]
+#[schema(as = DeliveryAttempt)]
+pub(crate) struct DeliveryAttemptSchema {
+    /// The `webhook-id` header: the same on every attempt at one event.
+    event_id: String,
+    /// `job.succeeded`, `job.failed` or `job.canceled`.
+    #[schema(rename = "type")]
+    kind: String,
+    /// Counts from 1.
+    attempt: u32,
+    /// The receiver's HTTP status, when it answered.
+    status_code: Option<u16>,
+    /// Why the attempt did not deliver.
+    error: Option<String>,
+    outcome: DeliveryOutcomeSchema,
+    at: DateTime<Utc>,
+}
+
+/// A manual redelivery: the event is due again with the same `webhook-id`.
+#[derive(ToSchema)]
+#[schema(as = Redelivery)]
+pub(crate) struct RedeliverySchema {
+    event_id: String,
+    /// `scheduled`, or `already_pending` when the event was waiting or being sent anyway.
+    status: String,
+}

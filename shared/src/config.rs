@@ -76,6 +76,12 @@ pub struct Settings {
     pub retry_base: Duration,
     /// How long a stopping worker lets running jobs finish before handing them back.
     pub shutdown_grace: Duration,
+    /// Webhook deliveries may reach loopback and private addresses (tests, trusted networks).
+    pub webhook_allow_private: bool,
+    /// First webhook retry delay; later ones double, at most an hour apart.
+    pub webhook_retry_base: Duration,
+    /// How long an undelivered webhook event is retried before it is marked dead.
+    pub webhook_max_age: Duration,
     /// Most LLM rounds a job makes after its first generation call, for whatever the
     /// deterministic checks find missing (repairs, more cases, criteria, negative cases,
     /// replacements).
@@ -256,6 +262,9 @@ impl Settings {
             reconcile_interval: src.duration("reconcile_interval", Duration::from_secs(5))?,
             retry_base: src.duration("retry_base", Duration::from_secs(2))?,
             shutdown_grace: src.duration("shutdown_grace", Duration::from_secs(30))?,
+            webhook_allow_private: src.flag("webhook_allow_private", false)?,
+            webhook_retry_base: src.duration("webhook_retry_base", Duration::from_secs(5))?,
+            webhook_max_age: src.duration("webhook_max_age", Duration::from_secs(24 * 3600))?,
             max_rounds: src.parse("max_rounds", 3)?,
             job_token_budget: match src.parse::<u64>("job_token_budget", 0)? {
                 0 => None,

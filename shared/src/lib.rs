@@ -5,21 +5,25 @@
 //! - [`config`]: the typed `Settings`, from environment variables and an optional TOML file.
 //! - [`store`]: the job store trait — the source of truth for job state — and its Redis
 //!   implementation.
-//! - [`queue`]: the apalis queue carrying "run job X now" tickets, and the dispatcher step.
+//! - [`transport`]: the ticket transport carrying "run work item X now" tickets to workers
+//!   (apalis on Redis), and the dispatcher step.
 //! - [`llm`]: LLM provider clients (OpenAI-compatible, Ollama, Anthropic), the fallback chain
 //!   with its circuit breaker and rate limits. Shared because the API reports provider health.
 //! - [`services`]: the store and provider chains both processes connect to at start-up.
 //! - [`shutdown`]: the signal every process stops on.
 //! - [`telemetry`]: logging and OpenTelemetry set-up.
+//! - [`webhook`]: Standard Webhooks signatures and the rule for which addresses a webhook may
+//!   reach.
 
 pub mod config;
 pub mod job;
 pub mod llm;
-pub mod queue;
 pub mod services;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
+pub mod webhook;
 
 /// The version reported by `/status` and the binaries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

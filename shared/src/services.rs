@@ -1,12 +1,13 @@
-//! What the API and the workers both connect to at start-up: the job store and the provider
-//! chains, built the same way in both.
+//! What the API and the workers both connect to at start-up: the job store, the ticket
+//! transport and the provider chains, built the same way in both.
 
 use std::sync::Arc;
 
 use crate::config::Settings;
 use crate::llm::ProviderChain;
-use crate::store::redis::RedisJobStore;
+use crate::store::redis::{RedisJobStore, connect};
 use crate::store::{JobStore, StoreError};
+use crate::transport::{RedisTransport, TicketTransport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -18,6 +19,8 @@ pub enum StartupError {
 
 pub struct Services {
     pub store: Arc<dyn JobStore>,
+    /// Carries tickets from the dispatcher to workers.
+    pub transport: Arc<dyn TicketTransport>,
     /// Generation providers: the primary, then the fallbacks.
     pub generator: ProviderChain,
     /// The judge's provider.
@@ -28,15 +31,17 @@ impl Services {
     /// Connects to the configured Redis and builds the chains; `user_agent` names the process
     /// in the LLM providers' logs.
     pub async fn connect(settings: &Settings, user_agent: &str) -> Result<Services, StartupError> {
-        let store = RedisJobStore::open(settings)
-            .await
-            .map_err(|source| StartupError::Redis {
-                url: settings.redis_url.clone(),
-                source,
-            })?;
+        let redis_error = |source| StartupError::Redis {
+            url: settings.redis_url.clone(),
+            source,
+        };
+        let store = RedisJobStore::open(settings).await.map_err(redis_error)?;
+        // The transport has its own connection, so tickets never wait behind store scripts.
+        let transport_conn = connect(&settings.redis_url).await.map_err(redis_error)?;
         let (generator, judge) = configured_chains(settings, user_agent)?;
         Ok(Services {
             store: Arc::new(store),
+            transport: Arc::new(RedisTransport::new(transport_conn, &settings.namespace)),
             generator,
             judge,
         })

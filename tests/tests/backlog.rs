@@ -65,8 +65,8 @@ async fn a_backlog_of_20000_jobs_is_drained_by_two_workers() {
     let conn = storyforge_shared::store::redis::connect(&env.settings().redis_url)
         .await
         .unwrap();
-    let queue = storyforge_shared::queue::dispatch_queue(conn.clone(), &env.namespace);
-    let config = queue.get_config().clone();
+    let transport = storyforge_shared::transport::RedisTransport::new(conn.clone(), &env.namespace);
+    let config = transport.apalis_config().clone();
     wait_until(
         Duration::from_secs(30),
         "apalis's finished tickets are vacuumed",

@@ -8,7 +8,8 @@ use std::time::Duration;
 use storyforge_shared::job::{JobError, JobSpec, JobStatus, Stage};
 use storyforge_shared::store::redis::{RedisJobStore, connect};
 use storyforge_shared::store::{
-    CancelOutcome, Claim, Dispatch, JobStore, LeaseState, ListQuery, StoreError, StorePolicy,
+    AttemptReport, CancelOutcome, Claim, DeliveryNext, DeliveryOutcome, JobStore, LeaseState,
+    ListQuery, StoreError, StorePolicy, Ticket, Work, WorkKind,
 };
 use storyforge_tests::redis_server::{RedisServer, unique_namespace};
 
@@ -35,7 +36,10 @@ async fn store() -> Arc<dyn JobStore> {
 }
 
 async fn claim(store: &Arc<dyn JobStore>, job_id: uuid::Uuid, worker: &str) -> Claim {
-    store.claim(&Dispatch { job_id }, worker).await.unwrap()
+    store
+        .claim(&Ticket::generation(job_id), worker)
+        .await
+        .unwrap()
 }
 
 fn granted(claim: Claim) -> storyforge_shared::store::Lease {
@@ -57,7 +61,7 @@ async fn a_new_job_is_queued_and_due() {
     assert_eq!(job.stage, Stage::Queued);
     assert_eq!(job.attempts, 0);
     let due = store.take_due(10, 100).await.unwrap();
-    assert_eq!(due, vec![Dispatch { job_id: job.id }]);
+    assert_eq!(due, vec![Ticket::generation(job.id)]);
     assert!(
         store.take_due(10, 100).await.unwrap().is_empty(),
         "a dispatched job is not due twice"
@@ -249,7 +253,7 @@ async fn unclaimed_dispatches_are_dispatched_again() {
     assert_eq!(store.reconcile().await.unwrap().redispatched, 1);
     assert_eq!(
         store.take_due(10, 100).await.unwrap(),
-        vec![Dispatch { job_id: job.id }]
+        vec![Ticket::generation(job.id)]
     );
 }
 
@@ -355,4 +359,105 @@ async fn finished_jobs_expire_and_leave_the_indexes() {
     assert!(store.get(job.id).await.unwrap().is_none());
     assert_eq!(store.reconcile().await.unwrap().pruned, 1);
     assert_eq!(store.stats().await.unwrap().by_status["canceled"], 0);
+}
+
+fn spec_with_webhook(story: &str) -> JobSpec {
+    serde_json::from_value(serde_json::json!({
+        "story": story,
+        "webhook": {"url": "https://hooks.example.com/sf", "secret": "whsec_c2VjcmV0"}
+    }))
+    .unwrap()
+}
+
+fn delivery_of(lease: &storyforge_shared::store::Lease) -> &storyforge_shared::store::Delivery {
+    match &lease.work {
+        Work::WebhookDelivery(delivery) => delivery,
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_finished_job_with_a_webhook_has_its_event_due_in_the_same_step() {
+    let store = store().await;
+    let job = store
+        .create(&spec_with_webhook("story"), None)
+        .await
+        .unwrap()
+        .job;
+    assert_eq!(
+        store.take_due(10, 100).await.unwrap(),
+        vec![Ticket::generation(job.id)]
+    );
+    let lease = granted(claim(&store, job.id, "w").await);
+    let error = JobError::new("refusal", "the model refused");
+    assert_eq!(store.fail(&lease, &error).await.unwrap(), LeaseState::Held);
+
+    // Nothing else ran between the commit and this read: the event was written with the result.
+    let due = store.take_due(10, 100).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].kind, WorkKind::WebhookDelivery);
+    let lease = granted(store.claim(&due[0], "w").await.unwrap());
+    let delivery = delivery_of(&lease);
+    assert_eq!(delivery.event_type, "job.failed");
+    assert_eq!(delivery.job_id, job.id);
+    assert_eq!(
+        delivery.target.as_ref().unwrap().secret.as_deref(),
+        Some("whsec_c2VjcmV0"),
+        "the worker gets the secret to sign with"
+    );
+    assert_eq!(delivery.data.as_ref().unwrap().status, JobStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_delivery_whose_worker_crashed_is_taken_again_with_the_same_event_id() {
+    let store = store_with(policy(Duration::from_millis(300), 3)).await;
+    let job = store
+        .create(&spec_with_webhook("story"), None)
+        .await
+        .unwrap()
+        .job;
+    store.take_due(10, 100).await.unwrap();
+    let lease = granted(claim(&store, job.id, "w").await);
+    store.fail(&lease, &JobError::new("x", "y")).await.unwrap();
+    let ticket = store.take_due(10, 100).await.unwrap().remove(0);
+    let crashed = granted(store.claim(&ticket, "crashed").await.unwrap());
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.reconcile().await.unwrap().expired_leases_requeued, 1);
+    let rescuer = granted(store.claim(&ticket, "rescuer").await.unwrap());
+    assert_eq!(rescuer.attempt, 2);
+    assert_eq!(
+        delivery_of(&rescuer).event_id,
+        delivery_of(&crashed).event_id
+    );
+
+    let report = AttemptReport {
+        status_code: Some(200),
+        error: None,
+    };
+    assert_eq!(
+        store
+            .record_delivery(&crashed, &report, DeliveryNext::Delivered)
+            .await
+            .unwrap(),
+        LeaseState::Lost,
+        "the crashed worker's late write is refused"
+    );
+    assert_eq!(
+        store
+            .record_delivery(&rescuer, &report, DeliveryNext::Delivered)
+            .await
+            .unwrap(),
+        LeaseState::Held
+    );
+    let attempts = store.deliveries(job.id).await.unwrap().unwrap();
+    assert_eq!(attempts.len(), 1, "one attempt recorded: {attempts:?}");
+    assert_eq!(
+        (attempts[0].attempt, attempts[0].outcome),
+        (2, DeliveryOutcome::Delivered)
+    );
+    assert!(
+        store.take_due(10, 100).await.unwrap().is_empty(),
+        "delivered once"
+    );
 }

@@ -1,22 +1,26 @@
-//! The one context every job gets: settings, the job store, the provider chains and the prompts,
-//! built once per worker process.
+//! The one context every piece of work gets: settings, the job store and ticket transport, the
+//! provider chains, the prompts and the webhook client, built once per worker process.
 
 use std::sync::Arc;
 
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::ProviderChain;
 use storyforge_shared::store::JobStore;
+use storyforge_shared::transport::TicketTransport;
 
 use crate::pipeline::prompt::Prompts;
 
 pub struct Context {
     pub settings: Settings,
     pub store: Arc<dyn JobStore>,
+    pub transport: Arc<dyn TicketTransport>,
     /// Generation providers: the primary, then the fallbacks.
     pub generator: ProviderChain,
     /// The judge's provider (its own circuit breaker and limits).
     pub judge: ProviderChain,
     pub prompts: Prompts,
+    /// Sends webhook deliveries (10 s limit, no redirects, forbidden addresses dropped).
+    pub webhooks: reqwest::Client,
     /// This process's unique name, recorded on the jobs it claims.
     pub worker_name: String,
 }

@@ -1,26 +1,26 @@
-//! A worker process: the apalis worker that runs delivered tickets, the dispatcher that feeds
-//! apalis from the store, and housekeeping (heartbeat, reconciler), until a shutdown signal.
+//! A worker process: the ticket worker that runs delivered tickets, the dispatcher that feeds
+//! the transport from the store, and housekeeping (heartbeat, reconciler), until a shutdown
+//! signal.
 //!
-//! Shutdown: when `shutdown` resolves the worker stops fetching, lets running jobs finish for
-//! `shutdown_grace`, then tells the rest to hand their jobs back, and returns once apalis has
-//! drained. If the apalis worker dies (say Redis restarted), it is started again under a new
-//! unique name — apalis-redis silently refuses a name reused within its heartbeat window.
+//! Shutdown: when `shutdown` resolves the worker stops fetching, lets running work finish for
+//! `shutdown_grace`, then tells the rest to hand their items back, and returns once the ticket
+//! worker has drained. If the ticket worker dies (say Redis restarted), it is started again
+//! under a new unique name — apalis-redis silently refuses a name reused within its heartbeat
+//! window.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::{AbortError, BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::ProviderReport;
-use storyforge_shared::queue::{self, DispatchQueue};
 use storyforge_shared::services::Services;
-use storyforge_shared::store::Dispatch;
-use storyforge_shared::store::redis::connect;
+use storyforge_shared::transport::{self, TicketHandler};
+use storyforge_shared::webhook;
 use tokio::sync::watch;
 
 use crate::context::Context;
-use crate::execute::execute;
+use crate::jobs::run_ticket;
 use crate::pipeline::prompt::Prompts;
 
 /// Tickets moved per dispatcher step.
@@ -28,24 +28,6 @@ const DISPATCH_BATCH: usize = 500;
 /// Dispatcher pause when nothing was due.
 const DISPATCH_IDLE: Duration = Duration::from_millis(50);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-
-/// What every apalis task handler gets.
-#[derive(Clone)]
-struct Runner {
-    ctx: Arc<Context>,
-    hand_back: watch::Receiver<bool>,
-}
-
-async fn handle(ticket: Dispatch, runner: Data<Runner>) -> Result<(), BoxDynError> {
-    // Never a retryable error: apalis would retry on its own schedule. The store's reconciler
-    // recovers the job if this fails (its lease expires or its dispatch times out).
-    execute(runner.ctx.clone(), ticket, runner.hand_back.clone())
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "job store unreachable while running a job");
-            AbortError::new(e).into()
-        })
-}
 
 /// A name no other worker process has: prefix, host, pid and a random suffix.
 fn unique_name(prefix: &str) -> String {
@@ -56,18 +38,18 @@ fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{host}-{}-{suffix}", std::process::id())
 }
 
-/// Builds the context: connects to Redis, loads prompts, sets up the provider chains. Every
+/// Builds the context: connects to Redis, loads prompts, sets up the provider chains and the
+/// webhook client. Every
 /// start-up problem a worker can have surfaces here, before it takes any job.
 pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
+    let user_agent = concat!("storyforge-worker/", env!("CARGO_PKG_VERSION"));
     let Services {
         store,
+        transport,
         generator,
         judge,
-    } = Services::connect(
-        &settings,
-        concat!("storyforge-worker/", env!("CARGO_PKG_VERSION")),
-    )
-    .await?;
+    } = Services::connect(&settings, user_agent).await?;
+    let webhooks = webhook::delivery_client(settings.webhook_allow_private, user_agent)?;
     let prompts = Prompts::load(
         settings.prompts_dir.as_deref(),
         &settings.prompt_set,
@@ -78,9 +60,11 @@ pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
         worker_name: unique_name(&settings.worker_name),
         settings,
         store,
+        transport,
         generator,
         judge,
         prompts,
+        webhooks,
     }))
 }
 
@@ -98,63 +82,49 @@ pub async fn serve(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let queue_conn = connect(&ctx.settings.redis_url).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (hand_back_tx, hand_back_rx) = watch::channel(false);
     tracing::info!(worker = %ctx.worker_name, prompt_version = %ctx.prompts.version(), "worker starting");
 
-    let dispatcher = tokio::spawn(dispatch_loop(
-        ctx.clone(),
-        queue::dispatch_queue(queue_conn.clone(), &ctx.settings.namespace),
-        stop_rx.clone(),
-    ));
-    let housekeeping = tokio::spawn(housekeeping_loop(
-        ctx.clone(),
-        queue::dispatch_queue(queue_conn.clone(), &ctx.settings.namespace),
-        stop_rx.clone(),
-    ));
+    let dispatcher = tokio::spawn(dispatch_loop(ctx.clone(), stop_rx.clone()));
+    let housekeeping = tokio::spawn(housekeeping_loop(ctx.clone(), stop_rx.clone()));
     let grace = ctx.settings.shutdown_grace;
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!(
             ?grace,
-            "shutting down: no new jobs; running ones get the grace period"
+            "shutting down: no new work; running items get the grace period"
         );
         stop_tx.send_replace(true);
         tokio::time::sleep(grace).await;
         hand_back_tx.send_replace(true);
     });
 
-    let runner = Runner {
-        ctx: ctx.clone(),
-        hand_back: hand_back_rx,
+    let handler: TicketHandler = {
+        let ctx = ctx.clone();
+        Arc::new(move |ticket| Box::pin(run_ticket(ctx.clone(), ticket, hand_back_rx.clone())))
     };
     let mut generation = 0;
     while !*stop_rx.borrow() {
         generation += 1;
         let name = format!("{}-{generation}", ctx.worker_name);
-        let backend = queue::dispatch_queue(queue_conn.clone(), &ctx.settings.namespace)
-            .poll_with_interval(queue::POLL_INTERVAL);
-        let mut stop = stop_rx.clone();
-        let worker = WorkerBuilder::new(name)
-            .backend(backend)
-            .concurrency(ctx.settings.worker_concurrency)
-            .data(runner.clone())
-            .build(handle);
-        let outcome = worker
-            .run_until(async move {
-                let _ = stop.wait_for(|s| *s).await;
-                Ok::<(), std::io::Error>(())
-            })
+        let outcome = ctx
+            .transport
+            .serve(
+                &name,
+                ctx.settings.worker_concurrency,
+                handler.clone(),
+                stop_rx.clone(),
+            )
             .await;
         if *stop_rx.borrow() {
             break;
         }
         match outcome {
             Err(e) => {
-                tracing::error!(error = %e, "apalis worker failed; starting a new one in 1 s")
+                tracing::error!(error = %e, "ticket worker failed; starting a new one in 1 s")
             }
-            Ok(()) => tracing::warn!("apalis worker ended unasked; starting a new one in 1 s"),
+            Ok(()) => tracing::warn!("ticket worker ended unasked; starting a new one in 1 s"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -164,12 +134,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// Feeds apalis from the store's due jobs, within the dispatch window.
-async fn dispatch_loop(ctx: Arc<Context>, mut queue: DispatchQueue, stop: watch::Receiver<bool>) {
+/// Feeds the transport from the store's due work, within the dispatch window.
+async fn dispatch_loop(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
-        match queue::dispatch_due(
+        match transport::dispatch_due(
             ctx.store.as_ref(),
-            &mut queue,
+            ctx.transport.as_ref(),
             DISPATCH_BATCH,
             ctx.settings.dispatch_window,
         )
@@ -187,12 +157,8 @@ async fn dispatch_loop(ctx: Arc<Context>, mut queue: DispatchQueue, stop: watch:
 }
 
 /// Heartbeats, and reconciles every `reconcile_interval` (every worker does; it is idempotent).
-/// Vacuums apalis's finished tickets too.
-async fn housekeeping_loop(
-    ctx: Arc<Context>,
-    mut queue: DispatchQueue,
-    stop: watch::Receiver<bool>,
-) {
+/// Vacuums the transport's finished tickets too.
+async fn housekeeping_loop(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     let mut last_reconcile = tokio::time::Instant::now();
     while !*stop.borrow() {
         if let Err(e) = ctx
@@ -217,8 +183,8 @@ async fn housekeeping_loop(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reconcile failed"),
             }
-            if let Err(e) = queue::vacuum(&mut queue).await {
-                tracing::warn!(error = %e, "vacuuming apalis failed");
+            if let Err(e) = ctx.transport.vacuum().await {
+                tracing::warn!(error = %e, "vacuuming the transport failed");
             }
         }
         tokio::time::sleep(HEARTBEAT_EVERY.min(ctx.settings.reconcile_interval)).await;

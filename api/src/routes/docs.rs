@@ -15,7 +15,7 @@ use storyforge_shared::config::Settings;
 use utoipa::OpenApi;
 
 use crate::error::{PROBLEM_TYPES, type_uri};
-use crate::routes::{health, jobs, metrics, providers};
+use crate::routes::{deliveries, health, jobs, metrics, providers};
 use crate::schema::{FieldErrorSchema, JobSchema, ProblemSchema};
 use crate::state::AppState;
 use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
@@ -35,6 +35,8 @@ use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
         jobs::list,
         jobs::show,
         jobs::cancel,
+        deliveries::list,
+        deliveries::redeliver,
         health::health,
         health::ready,
         health::status,
@@ -53,6 +55,8 @@ use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
     )),
     tags(
         (name = "jobs", description = "Submit stories and follow their jobs"),
+        (name = "webhooks", description = "Webhook delivery attempts and manual redelivery \
+                                          (Standard Webhooks signatures)"),
         (name = "health", description = "Liveness, readiness, status and metrics"),
         (name = "providers", description = "The LLM providers this deployment uses"),
         (name = "docs", description = "This documentation"),

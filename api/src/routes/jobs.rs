@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use storyforge_shared::job::{Job, JobStatus};
 use storyforge_shared::store::{CancelOutcome, ListQuery};
+use storyforge_shared::webhook;
 use uuid::Uuid;
 
 use crate::error::{ApiError, FieldError, pointer_token};
@@ -59,7 +60,11 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
          body = ProblemSchema, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 422, description = "Validation failed; `errors` names every field at fault.",
+        (status = 422, description = "Validation failed; `errors` names every field at fault. \
+                                      A webhook URL whose host is or resolves to a loopback, \
+                                      private, link-local, unique-local, unspecified or \
+                                      cloud-metadata address is refused (`/webhook/url`) unless \
+                                      STORYFORGE_WEBHOOK_ALLOW_PRIVATE is true.",
          body = ProblemSchema, content_type = "application/problem+json"),
         (status = 503, description = "Redis does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
@@ -97,6 +102,13 @@ pub(crate) async fn create(
     };
     let fingerprint = request.fingerprint();
     let spec = request.into_spec();
+    if let Some(webhook) = &spec.webhook
+        && !state.settings.webhook_allow_private
+    {
+        webhook::check_destination(&webhook.url)
+            .await
+            .map_err(|detail| ApiError::invalid("/webhook/url", detail))?;
+    }
     let created = state
         .store
         .create(&spec, key.as_deref().map(|k| (k, fingerprint.as_str())))
@@ -336,7 +348,7 @@ fn hyphenated_uuid(text: &str) -> Result<Uuid, uuid::Error> {
 }
 
 /// A job id from the path; anything that is not a UUID names no job.
-fn job_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
+pub(super) fn job_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
     let text = match path {
         Ok(Path(text)) => text,
         Err(_) => return Err(ApiError::NotFound("there is no such job".to_string())),
@@ -344,7 +356,7 @@ fn job_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
     Uuid::parse_str(&text).map_err(|_| ApiError::NotFound(format!("there is no job {text:?}")))
 }
 
-fn no_such_job(id: Uuid) -> ApiError {
+pub(super) fn no_such_job(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("there is no job {id} (finished jobs expire)"))
 }
 

@@ -3,6 +3,7 @@
 //! This module also holds the two fallbacks, so unknown paths and wrong methods get problem+json
 //! like every other error.
 
+pub(crate) mod deliveries;
 pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod jobs;

@@ -1,16 +1,22 @@
 //! The job store: the source of truth for every job's status, stage, attempts, lease, result and
-//! error. Nothing outside this module talks to Redis about job state.
+//! error, and for every other kind of durable work. Nothing outside this module talks to Redis
+//! about that state.
 //!
-//! # How a job moves
-//! `create` puts a job in `queued` and makes it *due*. The dispatcher (`take_due`) moves due jobs,
-//! a bounded number at a time, into the *dispatched* set and hands out [`Dispatch`] tickets that
-//! apalis carries to some worker. A worker `claim`s with its ticket: that succeeds only if the
-//! job is still queued and due; it counts an attempt and grants a
-//! lease identified by a fresh token. The worker `touch`es the lease while the LLM works and ends
-//! with `complete`, `fail`, `retry_later` or `hand_back`, each of which writes only while the token
-//! still holds the lease — so two racing deliveries can never both write a result.
+//! # Durable work
+//! The store holds *work items* of several [`WorkKind`]s — a job's generation, a webhook
+//! delivery — and moves every kind the same way. A new item is *due*. The dispatcher
+//! (`take_due`) moves due items, a bounded number at a time, into the *dispatched* set and hands
+//! out [`Ticket`]s that the ticket transport carries to some worker. A worker `claim`s with its
+//! ticket: that succeeds only if the item is still queued and due; it counts an attempt and grants
+//! a lease identified by a fresh token. The worker `touch`es the lease while it works and ends
+//! with a commit of its kind (`complete`, `fail`, `retry_later` for generation;
+//! `record_delivery` for webhooks) or `hand_back`, each of which writes only while the token still
+//! holds the lease — so two racing deliveries of a ticket can never both write.
 //! `reconcile` is the safety net: leases that expired (a crashed worker) and dispatches nobody
-//! claimed go back to due, and a job out of attempts fails.
+//! claimed go back to due, and an item out of attempts fails.
+//!
+//! A job's final state and its webhook event are written in one atomic step, so an event is
+//! never lost between "result saved" and "webhook sent".
 
 pub mod redis;
 
@@ -20,7 +26,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, Usage};
+use chrono::{DateTime, Utc};
+
+use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, StoredWebhook, Usage};
 use crate::llm::ProviderReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +41,42 @@ pub enum StoreError {
     IdempotencyConflict { key: String },
 }
 
-/// A ticket saying "run job X now". Duplicates are harmless: only one claim can win.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dispatch {
-    pub job_id: Uuid,
+/// The kinds of durable work. Each has one file under the worker's `jobs/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkKind {
+    /// Turning a job's story into test cases.
+    Generation,
+    /// Sending one webhook event to its receiver.
+    WebhookDelivery,
+}
+
+impl WorkKind {
+    pub const ALL: [WorkKind; 2] = [WorkKind::Generation, WorkKind::WebhookDelivery];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkKind::Generation => "generation",
+            WorkKind::WebhookDelivery => "webhook_delivery",
+        }
+    }
+}
+
+/// A ticket saying "run work item X now". Duplicates are harmless: only one claim can win.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ticket {
+    pub kind: WorkKind,
+    /// The item's id within its kind: a job id for generation, an event id for a delivery.
+    pub id: String,
+}
+
+impl Ticket {
+    pub fn generation(job_id: Uuid) -> Ticket {
+        Ticket {
+            kind: WorkKind::Generation,
+            id: job_id.to_string(),
+        }
+    }
 }
 
 /// What a claim got.
@@ -50,17 +90,120 @@ pub enum Claim {
     Exhausted,
 }
 
-/// A held lease on a running job.
+/// A held lease on a work item.
 #[derive(Debug, Clone)]
 pub struct Lease {
-    pub job_id: Uuid,
+    pub ticket: Ticket,
     pub token: String,
     /// Which attempt this is, counting from 1.
     pub attempt: u32,
-    pub spec: JobSpec,
-    /// What earlier attempts that ended in a transient failure spent on LLM calls, so the job's
-    /// usage counts every call it made. (A crashed attempt's calls are not known.)
-    pub spent: Option<Usage>,
+    pub work: Work,
+}
+
+/// What a claimed work item carries, by kind.
+#[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per lease, never held in bulk"
+)]
+pub enum Work {
+    Generation {
+        job_id: Uuid,
+        spec: JobSpec,
+        /// What earlier attempts that ended in a transient failure spent on LLM calls, so the
+        /// job's usage counts every call it made. (A crashed attempt's calls are not known.)
+        spent: Option<Usage>,
+    },
+    WebhookDelivery(Delivery),
+}
+
+/// One webhook event to send, as a claimed delivery sees it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The `webhook-id`: the same for every attempt of this event.
+    pub event_id: String,
+    /// `job.succeeded`, `job.failed`, `job.canceled`, …
+    pub event_type: String,
+    /// When the event happened (the final state was written).
+    pub created_at: DateTime<Utc>,
+    /// Since when the event is being retried: its creation, or an operator's redelivery. It is
+    /// given up `STORYFORGE_WEBHOOK_MAX_AGE` after this.
+    pub retry_from: DateTime<Utc>,
+    /// The job the event is about.
+    pub job_id: Uuid,
+    /// The receiver, secret included; `None` when the job is gone (expired).
+    pub target: Option<StoredWebhook>,
+    /// The event's `data`: the job as clients see it; `None` when the job is gone.
+    pub data: Option<Job>,
+}
+
+/// One attempt at sending a webhook event, as `/v1/jobs/{id}/deliveries` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub attempt: u32,
+    /// The receiver's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    /// Why the attempt did not deliver, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `delivered`, `retrying` (another attempt is scheduled) or `dead` (given up).
+    pub outcome: DeliveryOutcome,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retrying,
+    Dead,
+}
+
+/// How one attempt went, as the worker saw it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AttemptReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryNext {
+    Delivered,
+    RetryAfter(Duration),
+    Dead,
+}
+
+impl DeliveryNext {
+    pub fn outcome(self) -> DeliveryOutcome {
+        match self {
+            DeliveryNext::Delivered => DeliveryOutcome::Delivered,
+            DeliveryNext::RetryAfter(_) => DeliveryOutcome::Retrying,
+            DeliveryNext::Dead => DeliveryOutcome::Dead,
+        }
+    }
+}
+
+/// What a manual redelivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redelivery {
+    /// The event is due again; its `webhook-id` is unchanged.
+    Scheduled {
+        event_id: String,
+    },
+    /// The event is already waiting or being sent.
+    AlreadyPending {
+        event_id: String,
+    },
+    /// The job has no webhook event (no webhook, not finished, or part of a batch).
+    NoEvent,
+    NotFound,
 }
 
 /// Whether a lease still holds after a touch or a commit.
@@ -132,22 +275,36 @@ impl StoreStats {
     }
 }
 
-/// Limits the store applies when it moves jobs.
+/// Limits the store applies when it moves work.
 #[derive(Debug, Clone)]
 pub struct StorePolicy {
     pub job_ttl: Duration,
+    /// Attempts a job's generation gets.
     pub max_attempts: u32,
     pub lease_ttl: Duration,
     pub dispatch_timeout: Duration,
 }
 
 impl StorePolicy {
+    /// Attempts a webhook delivery gets at most. Deliveries give up by the event's age
+    /// (`STORYFORGE_WEBHOOK_MAX_AGE`); this cap only stops an event that crashes every worker
+    /// that takes it.
+    pub const MAX_DELIVERY_ATTEMPTS: u32 = 200;
+
     pub fn from_settings(settings: &crate::config::Settings) -> StorePolicy {
         StorePolicy {
             job_ttl: settings.job_ttl,
             max_attempts: settings.max_attempts,
             lease_ttl: settings.lease_ttl,
             dispatch_timeout: settings.dispatch_timeout,
+        }
+    }
+
+    /// Attempts an item of `kind` gets.
+    pub fn max_attempts(&self, kind: WorkKind) -> u32 {
+        match kind {
+            WorkKind::Generation => self.max_attempts,
+            WorkKind::WebhookDelivery => Self::MAX_DELIVERY_ATTEMPTS,
         }
     }
 }
@@ -166,12 +323,16 @@ pub trait JobStore: Send + Sync {
     async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
     async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError>;
 
-    /// Moves up to `limit` due jobs to dispatched, keeping at most `window` dispatched (and no
-    /// more than twice the live workers' capacity).
-    async fn take_due(&self, limit: usize, window: usize) -> Result<Vec<Dispatch>, StoreError>;
-    async fn claim(&self, ticket: &Dispatch, worker: &str) -> Result<Claim, StoreError>;
-    /// Renews the lease and, if given, records the stage.
+    /// Moves up to `limit` due work items to dispatched, keeping at most `window` dispatched (and
+    /// no more than twice the live workers' capacity).
+    async fn take_due(&self, limit: usize, window: usize) -> Result<Vec<Ticket>, StoreError>;
+    async fn claim(&self, ticket: &Ticket, worker: &str) -> Result<Claim, StoreError>;
+    /// Renews the lease and, for generation, records the stage if given.
     async fn touch(&self, lease: &Lease, stage: Option<Stage>) -> Result<LeaseState, StoreError>;
+    /// Gives the item back untouched (worker shutting down); the attempt is not counted.
+    async fn hand_back(&self, lease: &Lease) -> Result<LeaseState, StoreError>;
+
+    /// Generation's commits. A job with a webhook gets its event in the same atomic step.
     async fn complete(&self, lease: &Lease, result: &JobResult) -> Result<LeaseState, StoreError>;
     async fn fail(&self, lease: &Lease, error: &JobError) -> Result<LeaseState, StoreError>;
     /// A transient failure: due again after `delay`, or failed with `error` if out of attempts.
@@ -181,8 +342,18 @@ pub trait JobStore: Send + Sync {
         delay: Duration,
         error: &JobError,
     ) -> Result<LeaseState, StoreError>;
-    /// Gives the job back untouched (worker shutting down); the attempt is not counted.
-    async fn hand_back(&self, lease: &Lease) -> Result<LeaseState, StoreError>;
+
+    /// A webhook delivery's commit: records the attempt and what happens next.
+    async fn record_delivery(
+        &self,
+        lease: &Lease,
+        report: &AttemptReport,
+        next: DeliveryNext,
+    ) -> Result<LeaseState, StoreError>;
+    /// Every delivery attempt for a job's events, oldest first; `None` if the job is unknown.
+    async fn deliveries(&self, job_id: Uuid) -> Result<Option<Vec<DeliveryAttempt>>, StoreError>;
+    /// Makes a job's webhook event due again (an operator's manual redelivery).
+    async fn redeliver(&self, job_id: Uuid) -> Result<Redelivery, StoreError>;
     async fn reconcile(&self) -> Result<Reconciled, StoreError>;
 
     /// Marks a worker live; `capacity` (jobs it runs at once) sizes the dispatch window.

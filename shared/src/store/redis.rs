@@ -2,12 +2,18 @@
 //! scripts read Redis's own clock, so workers on machines with skewed clocks agree on leases.
 //!
 //! # Key layout (all under the namespace `ns`)
+//! Work items are named `<kind>:<id>` — `job:{id}` for a job's generation, `delivery:{event id}`
+//! for a webhook delivery — and each one's hash is `ns:<kind>:<id>`.
 //! - `ns:job:{id}` — hash: `spec` (JSON), `status`, `stage`, `attempts`,
 //!   `due_at`, `token` and `lease_until` (while running), `worker`, `created_at`, `started_at`,
-//!   `finished_at` (ms), `result` / `error` / `last_error` (JSON). Expires `job_ttl` after finishing.
-//! - `ns:pending` — zset id → due time: jobs waiting to be dispatched.
-//! - `ns:dispatched` — zset id → dispatch time: handed to apalis, not yet claimed.
-//! - `ns:leases` — zset id → lease deadline: running jobs.
+//!   `finished_at` (ms), `result` / `error` / `last_error` (JSON), `event` (its webhook event's
+//!   id). Expires `job_ttl` after finishing.
+//! - `ns:delivery:{event id}` — hash: `spec` (JSON: event id, type, job id, times), `status`,
+//!   `attempts`, `due_at`, `token`, `lease_until`, `worker`. Expires `job_ttl` after finishing.
+//! - `ns:deliveries:{job id}` — list of the job's delivery attempts (JSON), oldest first.
+//! - `ns:pending` — zset item → due time: work waiting to be dispatched.
+//! - `ns:dispatched` — zset item → dispatch time: handed to apalis, not yet claimed.
+//! - `ns:leases` — zset item → lease deadline: running work.
 //! - `ns:idx:all`, `ns:idx:{status}`, `ns:idx:batch:{id}` — zsets of ids, all scores 0, so that
 //!   the lexical order of the time-ordered UUIDv7 ids is creation order.
 //! - `ns:expiry` — zset id → time its hash expires, to prune the indexes.
@@ -29,8 +35,9 @@ use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use super::{
-    CancelOutcome, Claim, Created, Dispatch, JobStore, Lease, LeaseState, ListQuery, Page,
-    Reconciled, StoreError, StorePolicy, StoreStats,
+    AttemptReport, CancelOutcome, Claim, Created, Delivery, DeliveryAttempt, DeliveryNext,
+    DeliveryOutcome, JobStore, Lease, LeaseState, ListQuery, Page, Reconciled, Redelivery,
+    StoreError, StorePolicy, StoreStats, Ticket, Work, WorkKind,
 };
 use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, WebhookTarget};
 use crate::llm::ProviderReport;
@@ -59,6 +66,8 @@ static RECONCILE: LazyLock<Script> = script!("reconcile.lua");
 static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
 static STATS: LazyLock<Script> = script!("stats.lua");
 static PROVIDER_REPORTS: LazyLock<Script> = script!("provider_reports.lua");
+static RECORD_DELIVERY: LazyLock<Script> = script!("record_delivery.lua");
+static REDELIVER: LazyLock<Script> = script!("redeliver.lua");
 
 /// Jobs a reconcile pass looks at per category; the next pass picks up the rest.
 const RECONCILE_BATCH: usize = 1_000;
@@ -90,6 +99,68 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+fn utc_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| corrupt(format!("time {ms} out of range")))
+}
+
+/// The item's name in the work sets: `<kind>:<id>`.
+fn member(ticket: &Ticket) -> String {
+    let prefix = match ticket.kind {
+        WorkKind::Generation => "job",
+        WorkKind::WebhookDelivery => "delivery",
+    };
+    format!("{prefix}:{}", ticket.id)
+}
+
+fn ticket_of(member: &str) -> Result<Ticket, StoreError> {
+    let (kind, id) = match member.split_once(':') {
+        Some(("job", id)) => (WorkKind::Generation, id),
+        Some(("delivery", id)) => (WorkKind::WebhookDelivery, id),
+        _ => return Err(corrupt(format!("unknown work item {member:?}"))),
+    };
+    Ok(Ticket {
+        kind,
+        id: id.to_string(),
+    })
+}
+
+/// The job a lease's generation works on.
+fn job_id(lease: &Lease) -> Result<Uuid, StoreError> {
+    match &lease.work {
+        Work::Generation { job_id, .. } => Ok(*job_id),
+        Work::WebhookDelivery(_) => Err(corrupt("a generation commit on a delivery's lease")),
+    }
+}
+
+/// A delivery's `spec` field as the store scripts write it.
+#[derive(serde::Deserialize)]
+struct DeliverySpec {
+    event_id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    job_id: Uuid,
+    created_at: i64,
+    #[serde(default)]
+    retry_from: Option<i64>,
+}
+
+/// One entry of a job's delivery log as the store scripts write it.
+#[derive(serde::Deserialize)]
+struct LoggedAttempt {
+    event_id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    attempt: u32,
+    #[serde(default)]
+    status_code: Option<u16>,
+    #[serde(default)]
+    error: Option<String>,
+    outcome: DeliveryOutcome,
+    at_ms: i64,
 }
 
 #[derive(Clone)]
@@ -145,6 +216,55 @@ impl RedisJobStore {
     ) -> Result<LeaseState, StoreError> {
         let state: String = self.run(invocation).await?;
         parse_lease_state(&state)
+    }
+
+    /// What a granted claim carries: the job's spec and what its failed attempts spent, or the
+    /// delivery's event with its job (read now: a finished job no longer changes).
+    async fn claimed_work(
+        &self,
+        ticket: &Ticket,
+        spec: &str,
+        last_error: &str,
+    ) -> Result<Work, StoreError> {
+        match ticket.kind {
+            WorkKind::Generation => Ok(Work::Generation {
+                job_id: ticket.id.parse().map_err(corrupt)?,
+                spec: serde_json::from_str(spec).map_err(corrupt)?,
+                spent: match last_error {
+                    "" => None,
+                    text => {
+                        serde_json::from_str::<JobError>(text)
+                            .map_err(corrupt)?
+                            .usage
+                    }
+                },
+            }),
+            WorkKind::WebhookDelivery => {
+                let spec: DeliverySpec = serde_json::from_str(spec).map_err(corrupt)?;
+                let mut conn = self.conn.clone();
+                let fields: std::collections::HashMap<String, String> = conn
+                    .hgetall(self.key(&format!("job:{}", spec.job_id)))
+                    .await
+                    .map_err(unavailable)?;
+                let (target, data) = if fields.is_empty() {
+                    (None, None)
+                } else {
+                    let job_spec: JobSpec = json_field(&fields, "spec")?
+                        .ok_or_else(|| corrupt(format!("job {} has no spec", spec.job_id)))?;
+                    let job = job_from_fields(&spec.job_id.to_string(), &fields)?;
+                    (job_spec.webhook, Some(job))
+                };
+                Ok(Work::WebhookDelivery(Delivery {
+                    event_id: spec.event_id,
+                    event_type: spec.event_type,
+                    created_at: utc_millis(spec.created_at)?,
+                    retry_from: utc_millis(spec.retry_from.unwrap_or(spec.created_at))?,
+                    job_id: spec.job_id,
+                    target,
+                    data,
+                }))
+            }
+        }
     }
 
     async fn load(&self, ids: &[String]) -> Result<Vec<Option<Job>>, StoreError> {
@@ -344,44 +464,30 @@ impl JobStore for RedisJobStore {
         })
     }
 
-    async fn take_due(&self, limit: usize, window: usize) -> Result<Vec<Dispatch>, StoreError> {
+    async fn take_due(&self, limit: usize, window: usize) -> Result<Vec<Ticket>, StoreError> {
         let mut invocation = self.invocation(&TAKE_DUE);
         invocation.arg(limit).arg(window);
-        let ids: Vec<String> = self.run(&invocation).await?;
-        ids.iter()
-            .map(|id| {
-                Ok(Dispatch {
-                    job_id: id.parse().map_err(corrupt)?,
-                })
-            })
-            .collect()
+        let members: Vec<String> = self.run(&invocation).await?;
+        members.iter().map(|m| ticket_of(m)).collect()
     }
 
-    async fn claim(&self, ticket: &Dispatch, worker: &str) -> Result<Claim, StoreError> {
+    async fn claim(&self, ticket: &Ticket, worker: &str) -> Result<Claim, StoreError> {
         let token = Uuid::new_v4().to_string();
         let mut invocation = self.invocation(&CLAIM);
         invocation
-            .arg(ticket.job_id.to_string())
+            .arg(member(ticket))
             .arg(&token)
             .arg(worker)
             .arg(millis(self.policy.lease_ttl))
-            .arg(self.policy.max_attempts)
+            .arg(self.policy.max_attempts(ticket.kind))
             .arg(millis(self.policy.job_ttl));
         let reply: Vec<String> = self.run(&invocation).await?;
         match reply.first().map(String::as_str) {
             Some("granted") if reply.len() == 4 => Ok(Claim::Granted(Box::new(Lease {
-                job_id: ticket.job_id,
+                ticket: ticket.clone(),
                 token,
                 attempt: reply[1].parse().map_err(corrupt)?,
-                spec: serde_json::from_str(&reply[2]).map_err(corrupt)?,
-                spent: match reply[3].as_str() {
-                    "" => None,
-                    last_error => {
-                        serde_json::from_str::<JobError>(last_error)
-                            .map_err(corrupt)?
-                            .usage
-                    }
-                },
+                work: self.claimed_work(ticket, &reply[2], &reply[3]).await?,
             }))),
             Some("stale") => Ok(Claim::Stale),
             Some("exhausted") => Ok(Claim::Exhausted),
@@ -392,7 +498,7 @@ impl JobStore for RedisJobStore {
     async fn touch(&self, lease: &Lease, stage: Option<Stage>) -> Result<LeaseState, StoreError> {
         let mut invocation = self.invocation(&TOUCH);
         invocation
-            .arg(lease.job_id.to_string())
+            .arg(member(&lease.ticket))
             .arg(&lease.token)
             .arg(millis(self.policy.lease_ttl))
             .arg(stage.map(Stage::as_str).unwrap_or_default());
@@ -402,7 +508,7 @@ impl JobStore for RedisJobStore {
     async fn complete(&self, lease: &Lease, result: &JobResult) -> Result<LeaseState, StoreError> {
         let mut invocation = self.invocation(&FINISH);
         invocation
-            .arg(lease.job_id.to_string())
+            .arg(job_id(lease)?.to_string())
             .arg(&lease.token)
             .arg("succeeded")
             .arg("result")
@@ -414,7 +520,7 @@ impl JobStore for RedisJobStore {
     async fn fail(&self, lease: &Lease, error: &JobError) -> Result<LeaseState, StoreError> {
         let mut invocation = self.invocation(&FINISH);
         invocation
-            .arg(lease.job_id.to_string())
+            .arg(job_id(lease)?.to_string())
             .arg(&lease.token)
             .arg("failed")
             .arg("error")
@@ -438,7 +544,7 @@ impl JobStore for RedisJobStore {
         };
         let mut invocation = self.invocation(&RETRY);
         invocation
-            .arg(lease.job_id.to_string())
+            .arg(job_id(lease)?.to_string())
             .arg(&lease.token)
             .arg(millis(delay))
             .arg(to_json(error)?)
@@ -450,14 +556,86 @@ impl JobStore for RedisJobStore {
 
     async fn hand_back(&self, lease: &Lease) -> Result<LeaseState, StoreError> {
         let mut invocation = self.invocation(&HAND_BACK);
-        invocation.arg(lease.job_id.to_string()).arg(&lease.token);
+        invocation.arg(member(&lease.ticket)).arg(&lease.token);
         self.lease_call(&invocation).await
+    }
+
+    async fn record_delivery(
+        &self,
+        lease: &Lease,
+        report: &AttemptReport,
+        next: DeliveryNext,
+    ) -> Result<LeaseState, StoreError> {
+        let (step, delay) = match next {
+            DeliveryNext::Delivered => ("delivered", Duration::ZERO),
+            DeliveryNext::RetryAfter(delay) => ("retry", delay),
+            DeliveryNext::Dead => ("dead", Duration::ZERO),
+        };
+        let mut invocation = self.invocation(&RECORD_DELIVERY);
+        invocation
+            .arg(&lease.ticket.id)
+            .arg(&lease.token)
+            .arg(to_json(report)?)
+            .arg(step)
+            .arg(millis(delay))
+            .arg(millis(self.policy.job_ttl));
+        self.lease_call(&invocation).await
+    }
+
+    async fn deliveries(&self, job_id: Uuid) -> Result<Option<Vec<DeliveryAttempt>>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (exists, entries): (bool, Vec<String>) = redis::pipe()
+            .exists(self.key(&format!("job:{job_id}")))
+            .lrange(self.key(&format!("deliveries:{job_id}")), 0, -1)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if !exists {
+            return Ok(None);
+        }
+        entries
+            .iter()
+            .map(|text| {
+                let logged: LoggedAttempt = serde_json::from_str(text)
+                    .map_err(|e| corrupt(format!("delivery log of job {job_id}: {e}")))?;
+                Ok(DeliveryAttempt {
+                    event_id: logged.event_id,
+                    event_type: logged.event_type,
+                    attempt: logged.attempt,
+                    status_code: logged.status_code,
+                    error: logged.error,
+                    outcome: logged.outcome,
+                    at: utc_millis(logged.at_ms)?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    async fn redeliver(&self, job_id: Uuid) -> Result<Redelivery, StoreError> {
+        let mut invocation = self.invocation(&REDELIVER);
+        invocation
+            .arg(job_id.to_string())
+            .arg(millis(self.policy.job_ttl));
+        let reply: Vec<String> = self.run(&invocation).await?;
+        match (reply.first().map(String::as_str), reply.get(1)) {
+            (Some("scheduled"), Some(id)) => Ok(Redelivery::Scheduled {
+                event_id: id.clone(),
+            }),
+            (Some("pending"), Some(id)) => Ok(Redelivery::AlreadyPending {
+                event_id: id.clone(),
+            }),
+            (Some("none"), _) => Ok(Redelivery::NoEvent),
+            (Some("missing"), _) => Ok(Redelivery::NotFound),
+            _ => Err(corrupt(format!("unexpected redeliver reply {reply:?}"))),
+        }
     }
 
     async fn reconcile(&self) -> Result<Reconciled, StoreError> {
         let mut invocation = self.invocation(&RECONCILE);
         invocation
-            .arg(self.policy.max_attempts)
+            .arg(self.policy.max_attempts(WorkKind::Generation))
+            .arg(self.policy.max_attempts(WorkKind::WebhookDelivery))
             .arg(millis(self.policy.dispatch_timeout))
             .arg(millis(self.policy.job_ttl))
             .arg(RECONCILE_BATCH);

@@ -3,5 +3,5 @@ local id, ttl = ARGV[2], tonumber(ARGV[3])
 local status = redis.call('HGET', jobkey(id), 'status')
 if not status then return 'missing' end
 if status ~= 'queued' and status ~= 'running' then return 'finished' end
-finish(id, 'canceled', now_ms(), ttl)
+finish('job:' .. id, 'canceled', now_ms(), ttl)
 return 'canceled'

@@ -13,8 +13,8 @@ if idem ~= '' then
 end
 redis.call('HSET', jobkey(id), 'spec', spec, 'status', 'queued', 'stage', 'queued',
   'attempts', 0, 'created_at', now, 'due_at', now)
-move_status(id, nil, 'queued')
+move_status('job:' .. id, nil, 'queued')
 redis.call('ZADD', key('idx', 'all'), 0, id)
 if batch ~= '' then redis.call('ZADD', key('idx', 'batch', batch), 0, id) end
-redis.call('ZADD', key('pending'), now, id)
+redis.call('ZADD', key('pending'), now, 'job:' .. id)
 return {'created', id}

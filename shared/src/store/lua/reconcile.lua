@@ -1,34 +1,39 @@
--- ARGV: ns, max_attempts, dispatch_timeout_ms, ttl_ms, batch.
--- Returns {expired leases requeued, jobs failed for exhausted attempts, re-dispatched, pruned}.
-local max_attempts, dispatch_timeout = tonumber(ARGV[2]), tonumber(ARGV[3])
-local ttl, batch = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- ARGV: ns, max_attempts (generation), max_attempts (webhook delivery), dispatch_timeout_ms,
+-- ttl_ms, batch. Returns {expired leases requeued, items failed for exhausted attempts,
+-- re-dispatched, pruned}.
+local max_job, max_delivery = tonumber(ARGV[2]), tonumber(ARGV[3])
+local dispatch_timeout, ttl, batch = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = now_ms()
 local report = {0, 0, 0, 0}
 
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, batch)) do
-  local jk = jobkey(id)
-  local f = redis.call('HMGET', jk, 'status', 'attempts', 'worker')
-  redis.call('ZREM', key('leases'), id)
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, batch)) do
+  local rk = record(member)
+  local f = redis.call('HMGET', rk, 'status', 'attempts', 'worker')
+  redis.call('ZREM', key('leases'), member)
   if f[1] == 'running' then
+    local max_attempts = max_delivery
+    if is_job(member) then max_attempts = max_job end
     local lost = {code = 'worker_lost', message = 'worker ' .. tostring(f[3]) ..
       ' stopped renewing its lease during attempt ' .. f[2]}
     if tonumber(f[2]) >= max_attempts then
       lost.message = lost.message .. '; all ' .. max_attempts .. ' attempts used'
-      redis.call('HSET', jk, 'error', cjson.encode(lost), 'stage', 'done')
-      finish(id, 'failed', now, ttl)
+      redis.call('HSET', rk, 'error', cjson.encode(lost))
+      if is_job(member) then redis.call('HSET', rk, 'stage', 'done') end
+      log_lost_delivery(member, tonumber(f[2]), lost.message, now, ttl)
+      finish(member, 'failed', now, ttl)
       report[2] = report[2] + 1
     else
-      redis.call('HSET', jk, 'last_error', cjson.encode(lost))
-      requeue(id, now)
+      redis.call('HSET', rk, 'last_error', cjson.encode(lost))
+      requeue(member, now)
       report[1] = report[1] + 1
     end
   end
 end
 
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('dispatched'), '-inf', now - dispatch_timeout, 'LIMIT', 0, batch)) do
-  redis.call('ZREM', key('dispatched'), id)
-  if redis.call('HGET', jobkey(id), 'status') == 'queued' then
-    redis.call('ZADD', key('pending'), now, id)
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('dispatched'), '-inf', now - dispatch_timeout, 'LIMIT', 0, batch)) do
+  redis.call('ZREM', key('dispatched'), member)
+  if redis.call('HGET', record(member), 'status') == 'queued' then
+    redis.call('ZADD', key('pending'), now, member)
     report[3] = report[3] + 1
   end
 end

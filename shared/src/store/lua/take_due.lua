@@ -1,6 +1,6 @@
--- ARGV: ns, limit, window. Returns the ids handed out.
--- At most `window` jobs are outstanding (dispatched, not claimed), and never more than twice the
--- live workers' capacity (at least 16), so a ticket waits in apalis about one job's time at most.
+-- ARGV: ns, limit, window. Returns the members (`<kind>:<id>`) handed out.
+-- At most `window` items are outstanding (dispatched, not claimed), and never more than twice the
+-- live workers' capacity (at least 16), so a ticket waits in apalis about one item's time at most.
 local limit, window = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 local capacity = 0
@@ -13,13 +13,13 @@ end
 window = math.min(window, math.max(16, 2 * capacity))
 local room = window - redis.call('ZCARD', key('dispatched'))
 if room <= 0 then return {} end
-local ids = redis.call('ZRANGEBYSCORE', key('pending'), '-inf', now, 'LIMIT', 0, math.min(room, limit))
+local members = redis.call('ZRANGEBYSCORE', key('pending'), '-inf', now, 'LIMIT', 0, math.min(room, limit))
 local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZREM', key('pending'), id)
-  if redis.call('HGET', jobkey(id), 'status') == 'queued' then
-    redis.call('ZADD', key('dispatched'), now, id)
-    table.insert(out, id)
+for _, member in ipairs(members) do
+  redis.call('ZREM', key('pending'), member)
+  if redis.call('HGET', record(member), 'status') == 'queued' then
+    redis.call('ZADD', key('dispatched'), now, member)
+    table.insert(out, member)
   end
 end
 return out

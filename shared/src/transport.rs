@@ -1,0 +1,167 @@
+//! The ticket transport: carries "run work item X now" [`Ticket`]s from the dispatcher to
+//! workers. The job store decides what runs; the transport is only a delivery pipe, behind
+//! [`TicketTransport`] so that a store other than Redis brings its own.
+//!
+//! [`RedisTransport`] is apalis-redis 1.0, whose known defects are designed around (see
+//! `../shared/notes/apalis-1.0.md` in the product notes):
+//! - at most `dispatch_window` tickets are ever due in apalis at once, because its fetch script
+//!   fails past ~8,000 due tasks, so a 20,000-job backlog waits in the store, not in apalis;
+//! - `lock_tasks` is off (draining is quadratic with it on) — a worker that dies with tickets in
+//!   hand is covered by the store's reconciler, which re-dispatches unclaimed work;
+//! - handlers never return a retryable error (apalis would retry on its own schedule): retries,
+//!   attempt caps and crash recovery are the store's;
+//! - every worker gets a unique name and a short heartbeat, and polls on an interval;
+//! - apalis keeps every finished ticket's data and id forever: `vacuum` deletes them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{
+    AbortError, BackendExt, BoxDynError, Data, TaskSink, WorkerBuilder, WorkerBuilderExt,
+};
+use apalis_core::backend::Vacuum;
+use apalis_redis::{Config, ConnectionManager, RedisStorage};
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use crate::store::{JobStore, StoreError, Ticket};
+
+/// What a worker does with each delivered ticket. An error means the store was unreachable; the
+/// store's reconciler recovers the item either way, so the transport never retries it.
+pub type TicketHandler =
+    Arc<dyn Fn(Ticket) -> BoxFuture<'static, Result<(), StoreError>> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot hand tickets to apalis: {0}")]
+    Queue(String),
+    #[error("the ticket worker stopped: {0}")]
+    Worker(String),
+}
+
+/// Carries tickets from the dispatcher to workers.
+#[async_trait]
+pub trait TicketTransport: Send + Sync {
+    /// Hands tickets to whichever workers fetch next.
+    async fn push(&self, tickets: Vec<Ticket>) -> Result<(), TransportError>;
+    /// Deletes delivered tickets the transport would otherwise keep; returns how many.
+    async fn vacuum(&self) -> Result<usize, TransportError>;
+    /// Delivers tickets to `handler`, `concurrency` at a time, under the worker name `name`
+    /// (unique per call), until `stop` turns true. Returns early if the transport fails.
+    async fn serve(
+        &self,
+        name: &str,
+        concurrency: usize,
+        handler: TicketHandler,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(), TransportError>;
+}
+
+/// Moves due work from the store into the transport, up to `limit` now and `window`
+/// outstanding. Returns how many tickets were handed over. A crash between the two steps loses
+/// nothing: the store's reconciler re-dispatches tickets nobody claimed.
+pub async fn dispatch_due(
+    store: &dyn JobStore,
+    transport: &dyn TicketTransport,
+    limit: usize,
+    window: usize,
+) -> Result<usize, TransportError> {
+    let tickets = store.take_due(limit, window).await?;
+    let count = tickets.len();
+    if count > 0 {
+        transport.push(tickets).await?;
+    }
+    Ok(count)
+}
+
+/// How often an idle apalis worker looks for tickets.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Tickets through apalis-redis, under the deployment's namespace.
+#[derive(Clone)]
+pub struct RedisTransport {
+    queue: RedisStorage<Ticket>,
+}
+
+impl RedisTransport {
+    pub fn new(conn: ConnectionManager, namespace: &str) -> RedisTransport {
+        let config = Config::default()
+            .queue(format!("{namespace}:dispatch"))
+            .lock_tasks(false)
+            .batch_size(50)
+            .heartbeat_interval(Duration::from_secs(5))
+            .missed_heartbeats(3);
+        RedisTransport {
+            queue: RedisStorage::new(conn).with_config(config),
+        }
+    }
+
+    /// apalis's configuration, which names its Redis keys.
+    pub fn apalis_config(&self) -> &Config {
+        self.queue.get_config()
+    }
+}
+
+/// The handler as apalis task data.
+#[derive(Clone)]
+struct Handler(TicketHandler);
+
+async fn handle(ticket: Ticket, handler: Data<Handler>) -> Result<(), BoxDynError> {
+    // Never a retryable error: apalis would retry on its own schedule.
+    let Handler(run) = &*handler;
+    run(ticket).await.map_err(|e| {
+        tracing::error!(error = %e, "job store unreachable while running a ticket");
+        AbortError::new(e).into()
+    })
+}
+
+#[async_trait]
+impl TicketTransport for RedisTransport {
+    async fn push(&self, tickets: Vec<Ticket>) -> Result<(), TransportError> {
+        let mut queue = self.queue.clone();
+        queue
+            .push_bulk(tickets)
+            .await
+            .map_err(|e| TransportError::Queue(e.to_string()))
+    }
+
+    async fn vacuum(&self) -> Result<usize, TransportError> {
+        let mut queue = self.queue.clone();
+        let removed = queue
+            .vacuum()
+            .await
+            .map_err(|e| TransportError::Queue(e.to_string()))?;
+        let done = queue.get_config().done_jobs_set();
+        redis::cmd("DEL")
+            .arg(done)
+            .query_async::<()>(queue.get_connection())
+            .await
+            .map_err(|e| TransportError::Queue(e.to_string()))?;
+        Ok(removed)
+    }
+
+    async fn serve(
+        &self,
+        name: &str,
+        concurrency: usize,
+        handler: TicketHandler,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), TransportError> {
+        let backend = self.queue.clone().poll_with_interval(POLL_INTERVAL);
+        let worker = WorkerBuilder::new(name)
+            .backend(backend)
+            .concurrency(concurrency)
+            .data(Handler(handler))
+            .build(handle);
+        worker
+            .run_until(async move {
+                let _ = stop.wait_for(|s| *s).await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(|e| TransportError::Worker(e.to_string()))
+    }
+}

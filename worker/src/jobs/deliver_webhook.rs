@@ -1,0 +1,177 @@
+//! Webhook delivery: one event POSTed to its receiver, signed as Standard Webhooks says, and the
+//! attempt recorded.
+//!
+//! Any `2xx` is delivered. Anything else — another status, no answer within 10 s, a refused
+//! connection, a host that resolves only to forbidden addresses — is retried with [`backoff`]
+//! from `STORYFORGE_WEBHOOK_RETRY_BASE`, at most an hour apart, until the event is
+//! `STORYFORGE_WEBHOOK_MAX_AGE` old; then it is dead. The `webhook-id` is the event's id on every
+//! attempt; `webhook-timestamp` and the signature are the attempt's.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use reqwest::Url;
+use storyforge_shared::store::{
+    AttemptReport, Delivery, DeliveryNext, Lease, LeaseState, StoreError,
+};
+use storyforge_shared::webhook;
+
+use super::{BackgroundJob, backoff};
+use crate::context::Context;
+use crate::pipeline::StageSink;
+
+/// Longest wait between two attempts at one event.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+
+pub struct DeliverWebhook {
+    pub delivery: Delivery,
+}
+
+/// How an attempt went.
+pub enum Attempt {
+    Delivered {
+        status: u16,
+    },
+    /// Worth another attempt.
+    Failed {
+        status: Option<u16>,
+        error: String,
+    },
+    /// No attempt can ever succeed (the job is gone, the URL is forbidden).
+    Hopeless {
+        error: String,
+    },
+}
+
+#[async_trait]
+impl BackgroundJob for DeliverWebhook {
+    type Outcome = Attempt;
+
+    async fn perform(&self, ctx: &Context, _lease: &Lease, _stages: &dyn StageSink) -> Attempt {
+        let delivery = &self.delivery;
+        let (Some(target), Some(job)) = (&delivery.target, &delivery.data) else {
+            return Attempt::Hopeless {
+                error: format!("job {} no longer exists", delivery.job_id),
+            };
+        };
+        let url = match Url::parse(&target.url) {
+            Ok(url) => url,
+            Err(e) => {
+                return Attempt::Hopeless {
+                    error: format!("the webhook URL is not a URL: {e}"),
+                };
+            }
+        };
+        if !ctx.settings.webhook_allow_private
+            && let Some(reason) = webhook::literal_refusal(&url)
+        {
+            return Attempt::Hopeless {
+                error: format!("not sent: the webhook URL {reason}"),
+            };
+        }
+        let body = serde_json::json!({
+            "type": delivery.event_type,
+            "timestamp": delivery.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "data": job,
+        })
+        .to_string();
+        let timestamp = Utc::now().timestamp();
+        let mut request = ctx
+            .webhooks
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &delivery.event_id)
+            .header("webhook-timestamp", timestamp.to_string());
+        if let Some(secret) = &target.secret {
+            let signature =
+                webhook::signature(secret, &delivery.event_id, timestamp, body.as_bytes());
+            request = request.header("webhook-signature", signature);
+        }
+        match request.body(body).send().await {
+            Ok(response) if response.status().is_success() => Attempt::Delivered {
+                status: response.status().as_u16(),
+            },
+            Ok(response) => Attempt::Failed {
+                status: Some(response.status().as_u16()),
+                error: format!("the receiver answered {}", response.status()),
+            },
+            Err(e) => Attempt::Failed {
+                status: None,
+                error: describe(&e),
+            },
+        }
+    }
+
+    async fn commit(
+        &self,
+        ctx: &Context,
+        lease: &Lease,
+        outcome: Attempt,
+    ) -> Result<LeaseState, StoreError> {
+        let (report, next) = match outcome {
+            Attempt::Delivered { status } => (
+                AttemptReport {
+                    status_code: Some(status),
+                    error: None,
+                },
+                DeliveryNext::Delivered,
+            ),
+            Attempt::Failed { status, error } => {
+                let delay = backoff(
+                    ctx.settings.webhook_retry_base,
+                    lease.attempt,
+                    MAX_RETRY_DELAY,
+                    None,
+                );
+                let give_up_at = self.delivery.retry_from + ctx.settings.webhook_max_age;
+                let next = if Utc::now() + delay > give_up_at {
+                    DeliveryNext::Dead
+                } else {
+                    DeliveryNext::RetryAfter(delay)
+                };
+                let report = AttemptReport {
+                    status_code: status,
+                    error: Some(error),
+                };
+                (report, next)
+            }
+            Attempt::Hopeless { error } => (
+                AttemptReport {
+                    status_code: None,
+                    error: Some(error),
+                },
+                DeliveryNext::Dead,
+            ),
+        };
+        tracing::info!(
+            event.id = %self.delivery.event_id,
+            status = ?report.status_code,
+            error = report.error.as_deref().unwrap_or(""),
+            ?next,
+            "webhook attempt"
+        );
+        ctx.store.record_delivery(lease, &report, next).await
+    }
+}
+
+/// One sentence for a failed request: a timeout, or the innermost causes.
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!(
+            "the receiver did not answer within {} s",
+            webhook::DELIVERY_TIMEOUT.as_secs()
+        );
+    }
+    let mut causes = Vec::new();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    match causes.last() {
+        Some(cause) => format!("could not reach the receiver: {cause}"),
+        None => format!("could not reach the receiver: {e}"),
+    }
+}

@@ -1,0 +1,75 @@
+//! Generation: a job's story through the pipeline, and its outcome committed.
+//!
+//! - a result → `complete`;
+//! - a transient failure → `retry_later` with [`backoff`] from `STORYFORGE_RETRY_BASE` (at least
+//!   the provider's `Retry-After`, at most five minutes), the job failing once attempts run out;
+//! - a permanent failure → `fail` at once with the failure's `error.code`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use storyforge_shared::job::{JobResult, JobSpec, Usage};
+use storyforge_shared::store::{Lease, LeaseState, StoreError};
+
+use super::{BackgroundJob, backoff};
+use crate::context::Context;
+use crate::pipeline::{self, Failure, StageSink};
+
+/// Longest wait before a generation retry, whatever the backoff says.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+pub struct GenerateTestCases {
+    pub spec: JobSpec,
+    /// What earlier attempts spent on LLM calls.
+    pub spent: Option<Usage>,
+}
+
+#[async_trait]
+impl BackgroundJob for GenerateTestCases {
+    type Outcome = Result<JobResult, Failure>;
+
+    async fn perform(
+        &self,
+        ctx: &Context,
+        _lease: &Lease,
+        stages: &dyn StageSink,
+    ) -> Self::Outcome {
+        pipeline::run(ctx, &self.spec, self.spent.clone(), stages).await
+    }
+
+    async fn commit(
+        &self,
+        ctx: &Context,
+        lease: &Lease,
+        outcome: Self::Outcome,
+    ) -> Result<LeaseState, StoreError> {
+        match outcome {
+            Ok(result) => {
+                tracing::info!(
+                    cases = result.test_cases.len(),
+                    llm_calls = result.usage.llm_calls,
+                    "job succeeded"
+                );
+                ctx.store.complete(lease, &result).await
+            }
+            Err(Failure {
+                error,
+                transient: true,
+                retry_after,
+            }) => {
+                let delay = backoff(
+                    ctx.settings.retry_base,
+                    lease.attempt,
+                    MAX_RETRY_DELAY,
+                    retry_after,
+                );
+                tracing::warn!(error.code = %error.code, error = %error.message, ?delay, "transient failure");
+                ctx.store.retry_later(lease, delay, &error).await
+            }
+            Err(Failure { error, .. }) => {
+                tracing::warn!(error.code = %error.code, error = %error.message, "job failed");
+                ctx.store.fail(lease, &error).await
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Durable work: one file per kind, one mechanism for all of them (after crates.io's
+//! `crates_io_worker`: a job trait, one job a file).
+//!
+//! Every kind runs the same way: a delivered ticket is `claim`ed (an attempt counted, a lease
+//! granted), the lease is renewed while the work runs, and the outcome is committed only while
+//! the lease still holds. A lost lease or a canceled job stops the work without writing; a
+//! stopping worker whose grace period ran out hands the item back uncounted. Retries go back
+//! through the store with [`backoff`] — no kind has a retry loop of its own.
+//!
+//! - [`generate`]: a job's story → validated test cases (the pipeline).
+//! - [`deliver_webhook`]: one webhook event → its receiver, signed.
+
+pub mod deliver_webhook;
+pub mod generate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rand::Rng;
+use storyforge_shared::job::Stage;
+use storyforge_shared::store::{Claim, Lease, LeaseState, StoreError, Ticket, Work};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::context::Context;
+use crate::pipeline::StageSink;
+
+/// One kind of durable work: what a worker does with a claimed item, and how the outcome is
+/// committed.
+#[async_trait]
+pub trait BackgroundJob: Send + Sync {
+    /// What the work produced, to be committed.
+    type Outcome: Send;
+
+    /// Does the work. It may be cut short at any await when the lease is lost.
+    async fn perform(&self, ctx: &Context, lease: &Lease, stages: &dyn StageSink) -> Self::Outcome;
+
+    /// Writes the outcome; the store writes only while `lease` still holds.
+    async fn commit(
+        &self,
+        ctx: &Context,
+        lease: &Lease,
+        outcome: Self::Outcome,
+    ) -> Result<LeaseState, StoreError>;
+}
+
+/// Delay before retry number `attempt` (1-based): base × 2^(attempt−1), ±20 % jitter, at most
+/// `cap`, and never shorter than what the other side asked for (`Retry-After`).
+pub fn backoff(
+    base: Duration,
+    attempt: u32,
+    cap: Duration,
+    at_least: Option<Duration>,
+) -> Duration {
+    let exponential = base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let jitter = rand::rng().random_range(0.8..1.2);
+    let delay = exponential.mul_f64(jitter).min(cap);
+    delay.max(at_least.unwrap_or_default())
+}
+
+/// Handles one delivered ticket, whatever its kind. `hand_back` turns true when a stopping
+/// worker's grace period is over. An error means the store was unreachable.
+pub async fn run_ticket(
+    ctx: Arc<Context>,
+    ticket: Ticket,
+    mut hand_back: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let lease = match ctx.store.claim(&ticket, &ctx.worker_name).await? {
+        Claim::Granted(lease) => *lease,
+        Claim::Stale => return Ok(()),
+        Claim::Exhausted => {
+            tracing::warn!(work.kind = ticket.kind.as_str(), work.id = %ticket.id, "failed: attempts exhausted");
+            return Ok(());
+        }
+    };
+    let span = tracing::info_span!(
+        "work",
+        work.kind = ticket.kind.as_str(),
+        work.id = %ticket.id,
+        work.attempt = lease.attempt,
+        worker = %ctx.worker_name
+    );
+    let run = async {
+        match lease.work.clone() {
+            Work::Generation { spec, spent, .. } => {
+                let job = generate::GenerateTestCases { spec, spent };
+                run_leased(&ctx, &lease, &job, &mut hand_back).await
+            }
+            Work::WebhookDelivery(delivery) => {
+                let job = deliver_webhook::DeliverWebhook { delivery };
+                run_leased(&ctx, &lease, &job, &mut hand_back).await
+            }
+        }
+    };
+    run.instrument(span).await
+}
+
+/// Renews the lease in the background and records stage changes.
+struct LeaseKeeper<'a> {
+    ctx: &'a Context,
+    lease: &'a Lease,
+    /// Set when the lease is lost or the job canceled.
+    state: watch::Sender<LeaseState>,
+}
+
+#[async_trait]
+impl StageSink for LeaseKeeper<'_> {
+    async fn enter(&self, stage: Stage) {
+        match self.ctx.store.touch(self.lease, Some(stage)).await {
+            Ok(state) => {
+                self.state.send_if_modified(|s| {
+                    let changed = *s != state;
+                    *s = state;
+                    changed
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "could not record stage {}", stage.as_str()),
+        }
+    }
+}
+
+impl LeaseKeeper<'_> {
+    /// Touches the lease every third of its time-to-live until it is lost.
+    async fn renew(&self) {
+        let every = self.ctx.settings.lease_ttl / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match self.ctx.store.touch(self.lease, None).await {
+                Ok(LeaseState::Held) => {}
+                Ok(state) => {
+                    self.state.send_replace(state);
+                    return;
+                }
+                // Redis hiccup: keep trying; if it lasts past the lease, another worker takes over.
+                Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+            }
+        }
+    }
+}
+
+/// Runs a claimed item under its lease and commits the outcome.
+async fn run_leased<J: BackgroundJob>(
+    ctx: &Context,
+    lease: &Lease,
+    job: &J,
+    hand_back: &mut watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let (state_tx, mut state_rx) = watch::channel(LeaseState::Held);
+    let keeper = LeaseKeeper {
+        ctx,
+        lease,
+        state: state_tx,
+    };
+    tracing::info!("started");
+
+    enum Interrupted {
+        LeaseLost,
+        HandBack,
+    }
+    // The watch guards are dropped inside each branch: they must not live across an await.
+    let outcome = tokio::select! {
+        outcome = job.perform(ctx, lease, &keeper) => Ok(outcome),
+        _ = keeper.renew() => Err(Interrupted::LeaseLost),
+        _ = async { state_rx.wait_for(|s| *s != LeaseState::Held).await.map(drop) } => Err(Interrupted::LeaseLost),
+        _ = async { hand_back.wait_for(|stop| *stop).await.map(drop) } => Err(Interrupted::HandBack),
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(Interrupted::HandBack) => {
+            let state = ctx.store.hand_back(lease).await?;
+            tracing::info!(?state, "worker stopping: handed back");
+            return Ok(());
+        }
+        Err(Interrupted::LeaseLost) => {
+            let state = *state_rx.borrow();
+            tracing::warn!(?state, "lease no longer held: stopped without writing");
+            return Ok(());
+        }
+    };
+    let committed = job.commit(ctx, lease, outcome).await?;
+    if committed != LeaseState::Held {
+        tracing::warn!(state = ?committed, "outcome discarded: the lease was no longer ours");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(2);
+        let first = backoff(base, 1, CAP, None);
+        assert!(first >= Duration::from_millis(1600) && first <= Duration::from_millis(2400));
+        let third = backoff(base, 3, CAP, None);
+        assert!(third >= Duration::from_millis(6400) && third <= Duration::from_millis(9600));
+        assert_eq!(backoff(base, 40, CAP, None), CAP);
+    }
+
+    #[test]
+    fn backoff_honours_retry_after() {
+        let delay = backoff(
+            Duration::from_millis(10),
+            1,
+            CAP,
+            Some(Duration::from_secs(7)),
+        );
+        assert_eq!(delay, Duration::from_secs(7));
+    }
+}
