@@ -52,8 +52,14 @@ pub enum ApiError {
     /// The body is not JSON at all; `pointer` is where the parser gave up (usually `""`).
     #[error("the request body is not valid JSON: {detail}")]
     MalformedJson { pointer: String, detail: String },
-    #[error("unsupported content type {found:?}; send application/json")]
-    UnsupportedMediaType { found: Option<String> },
+    #[error("unsupported content type {found:?}; send {expected}")]
+    UnsupportedMediaType {
+        found: Option<String>,
+        expected: &'static str,
+    },
+    /// A CSV backlog that cannot be read at all (bad UTF-8, an unterminated quote).
+    #[error("{detail}")]
+    UnreadableCsv { row: u64, detail: String },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// Well-formed JSON that breaks the rules; lists every problem found, not only the first.
@@ -86,7 +92,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson { .. } => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson { .. } | ApiError::UnreadableCsv { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -102,6 +110,7 @@ impl ApiError {
     fn kind(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::MalformedJson { .. } => ("malformed-json", "Malformed JSON"),
+            ApiError::UnreadableCsv { .. } => ("unreadable-csv", "Unreadable CSV"),
             ApiError::UnsupportedMediaType { .. } => {
                 ("unsupported-media-type", "Unsupported media type")
             }
@@ -132,10 +141,13 @@ impl ApiError {
             ApiError::MalformedJson { pointer, detail } => {
                 vec![FieldError::new(pointer.clone(), detail.clone())]
             }
-            ApiError::UnsupportedMediaType { .. } => vec![FieldError::new(
+            ApiError::UnsupportedMediaType { expected, .. } => vec![FieldError::new(
                 "/headers/content-type",
-                "must be application/json",
+                format!("must be {expected}"),
             )],
+            ApiError::UnreadableCsv { row, detail } => {
+                vec![FieldError::new(format!("/rows/{row}"), detail.clone())]
+            }
             ApiError::PayloadTooLarge { limit } => {
                 vec![FieldError::new(
                     "",
@@ -223,6 +235,11 @@ pub(crate) const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
         "The body is not JSON; errors[0].pointer is where parsing stopped.",
     ),
     (
+        "unreadable-csv",
+        400,
+        "A CSV backlog that cannot be read (bad UTF-8, an unterminated quote); names the row.",
+    ),
+    (
         "not-found",
         404,
         "No such route or job (a malformed job id is also not found).",
@@ -236,6 +253,16 @@ pub(crate) const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
         "job-already-finished",
         409,
         "The job succeeded, failed or was canceled before the cancel arrived.",
+    ),
+    (
+        "job-not-finished",
+        409,
+        "Results were asked of a job that is still queued or running (or has no test cases).",
+    ),
+    (
+        "batch-already-finished",
+        409,
+        "The batch had completed or was canceled before the cancel arrived.",
     ),
     (
         "no-webhook-event",
@@ -255,7 +282,7 @@ pub(crate) const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     (
         "unsupported-media-type",
         415,
-        "Content-Type is not application/json.",
+        "Content-Type is not application/json (or text/csv, for batches).",
     ),
     (
         "validation-failed",

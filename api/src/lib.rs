@@ -1,5 +1,5 @@
-//! The StoryForge HTTP API: accepts user stories as jobs, shows their progress and results, and
-//! reports on the system's health. It only talks to the job store; workers do the generating.
+//! The StoryForge HTTP API: accepts user stories as jobs (one at a time or a backlog as a batch),
+//! shows their progress and results, and reports on the system's health. It only talks to the job store; workers do the generating.
 //!
 //! # Layout
 //! - [`serve`]: connects to Redis, builds the state and serves until the shutdown future resolves.
@@ -7,15 +7,22 @@
 //!   (request logs, request counters, body limit, a panic turned into a `500` problem).
 //! - `state.rs`: [`AppState`], the handlers' shared context (store, settings, provider chains).
 //! - `error.rs`: [`ApiError`], the one error type, rendered as RFC 9457 problem+json.
-//! - `submission.rs`: a `POST /v1/jobs` body checked field by field and turned into a `JobSpec`.
-//! - `routes/`: one file per area — `jobs.rs` (`/v1/jobs…`), `health.rs` (`/health`, `/ready`,
+//! - `submission.rs`: a `POST /v1/jobs` body checked field by field and turned into a `JobSpec`;
+//!   the same checks for each story of a batch.
+//! - `backlog.rs`: a `POST /v1/batches` body, JSON or CSV, into checked stories.
+//! - `export.rs`: finished jobs as NDJSON, JSON, CSV and Gherkin.
+//! - `routes/`: one file per area — `jobs.rs` (`/v1/jobs…`), `batches.rs` (`/v1/batches…`),
+//!   `results.rs` (`…/results`), `deliveries.rs` (webhook attempts and redelivery),
+//!   `health.rs` (`/health`, `/ready`,
 //!   `/status`), `providers.rs` (`/v1/providers`), `metrics.rs` (`/metrics` and the request
 //!   counters), `docs.rs` (`/openapi.json`, `/docs`).
 //! - `schema.rs`: OpenAPI descriptions of the shared types the API returns.
 //!
 //! What does not live here: job execution (the worker crate) and key layout (the store).
 
+mod backlog;
 mod error;
+mod export;
 mod routes;
 mod schema;
 mod state;
@@ -69,11 +76,29 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/jobs/{id}", get(routes::jobs::show))
         .route("/v1/jobs/{id}/cancel", post(routes::jobs::cancel))
-        .route("/v1/jobs/{id}/deliveries", get(routes::deliveries::list))
+        .route("/v1/jobs/{id}/deliveries", get(routes::deliveries::for_job))
         .route(
             "/v1/jobs/{id}/redeliver",
-            post(routes::deliveries::redeliver),
+            post(routes::deliveries::redeliver_job),
         )
+        .route("/v1/jobs/{id}/results", get(routes::results::for_job))
+        .route(
+            "/v1/batches",
+            post(routes::batches::create)
+                .layer(DefaultBodyLimit::max(state.settings.max_batch_bytes))
+                .get(routes::batches::list),
+        )
+        .route("/v1/batches/{id}", get(routes::batches::show))
+        .route("/v1/batches/{id}/cancel", post(routes::batches::cancel))
+        .route(
+            "/v1/batches/{id}/deliveries",
+            get(routes::deliveries::for_batch),
+        )
+        .route(
+            "/v1/batches/{id}/redeliver",
+            post(routes::deliveries::redeliver_batch),
+        )
+        .route("/v1/batches/{id}/results", get(routes::results::for_batch))
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .route("/status", get(routes::health::status))

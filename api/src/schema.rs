@@ -453,3 +453,86 @@ pub(crate) struct RedeliverySchema {
     /// `scheduled`, or `already_pending` when the event was waiting or being sent anyway.
     status: String,
 }
+
+#[derive(ToSchema)]
+#[schema(as = BatchStatus, rename_all = "snake_case")]
+pub(crate) enum BatchStatusSchema {
+    Running,
+    Completed,
+    Canceled,
+}
+
+/// How many of the batch's jobs are in each status; always adds up to `total`.
+#[derive(ToSchema)]
+#[schema(as = BatchCounts)]
+pub(crate) struct BatchCountsSchema {
+    queued: u64,
+    running: u64,
+    succeeded: u64,
+    failed: u64,
+    canceled: u64,
+}
+
+/// LLM usage summed over the batch's finished jobs (cached results count no calls).
+#[derive(ToSchema)]
+#[schema(as = BatchUsage)]
+pub(crate) struct BatchUsageSchema {
+    llm_calls: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    /// Present once any job's model had a price.
+    cost_usd: Option<f64>,
+}
+
+/// A batch of stories, one job each.
+#[derive(ToSchema)]
+#[schema(as = Batch)]
+pub(crate) struct BatchSchema {
+    id: Uuid,
+    /// `completed` once every job finished, whatever its outcome; `canceled` after a cancel.
+    status: BatchStatusSchema,
+    total: u64,
+    counts: BatchCountsSchema,
+    options: OptionsSchema,
+    /// The webhook URL (gets `batch.completed`); the secret is never shown.
+    webhook: Option<WebhookSchema>,
+    metadata: HashMap<String, serde_json::Value>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    usage: BatchUsageSchema,
+}
+
+#[derive(ToSchema)]
+#[schema(as = BatchPage)]
+pub(crate) struct BatchPageSchema {
+    items: Vec<BatchSchema>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
+}
+
+/// One story of a JSON batch.
+#[derive(ToSchema)]
+#[schema(as = BatchStory)]
+pub(crate) struct BatchStorySchema {
+    /// As for `POST /v1/jobs`: not blank, at most `STORYFORGE_MAX_STORY_CHARS` characters.
+    #[schema(min_length = 1, pattern = r"\S")]
+    story: String,
+    #[schema(max_items = 50)]
+    acceptance_criteria: Option<Vec<String>>,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    story_id: Option<String>,
+    metadata: Option<HashMap<String, serde_json::Value>>,
+}
+
+/// The JSON body of `POST /v1/batches`. Options apply to every story; the webhook gets
+/// `batch.completed` (the batch's jobs send none of their own).
+#[derive(ToSchema)]
+#[schema(as = BatchRequest)]
+pub(crate) struct BatchRequestSchema {
+    /// 1 to `STORYFORGE_MAX_BATCH_STORIES` (10,000 by default) stories.
+    #[schema(min_items = 1)]
+    stories: Vec<BatchStorySchema>,
+    options: Option<crate::submission::OptionsRequest>,
+    webhook: Option<crate::submission::WebhookRequest>,
+    metadata: Option<HashMap<String, serde_json::Value>>,
+}

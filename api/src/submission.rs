@@ -11,6 +11,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use storyforge_shared::batch::BatchSpec;
 use storyforge_shared::job::{GenerationOptions, JobSpec, StoredWebhook};
 use utoipa::ToSchema;
 
@@ -117,25 +118,36 @@ pub struct WebhookRequest {
     pub secret: Option<String>,
 }
 
+impl OptionsRequest {
+    pub fn into_options(self) -> GenerationOptions {
+        GenerationOptions {
+            min_cases: self.min_cases,
+            max_cases: self.max_cases,
+            judge: self.judge,
+            model: self.model,
+            strict: self.strict,
+        }
+    }
+}
+
+impl WebhookRequest {
+    pub fn into_stored(self) -> StoredWebhook {
+        StoredWebhook {
+            url: self.url,
+            secret: self.secret,
+        }
+    }
+}
+
 impl JobRequest {
     /// The spec the store keeps; `batch_id` is for batches, which have their own endpoint.
     pub fn into_spec(self) -> JobSpec {
-        let options = self.options.unwrap_or_default();
         JobSpec {
             story: self.story,
             acceptance_criteria: self.acceptance_criteria,
             story_id: self.story_id,
-            options: GenerationOptions {
-                min_cases: options.min_cases,
-                max_cases: options.max_cases,
-                judge: options.judge,
-                model: options.model,
-                strict: options.strict,
-            },
-            webhook: self.webhook.map(|w| StoredWebhook {
-                url: w.url,
-                secret: w.secret,
-            }),
+            options: self.options.unwrap_or_default().into_options(),
+            webhook: self.webhook.map(WebhookRequest::into_stored),
             metadata: self.metadata.unwrap_or_default(),
             batch_id: None,
         }
@@ -144,10 +156,15 @@ impl JobRequest {
     /// SHA-256 (hex) of the request's canonical JSON: object keys sorted, no whitespace. Two
     /// bodies that differ only in layout or key order hash the same.
     pub fn fingerprint(&self) -> String {
-        let value = serde_json::to_value(self).unwrap_or(Value::Null);
-        let canonical = serde_json::to_vec(&canonical(value)).unwrap_or_default();
-        hex::encode(Sha256::digest(&canonical))
+        fingerprint(self)
     }
+}
+
+/// SHA-256 (hex) of a value's canonical JSON: object keys sorted, no whitespace.
+pub fn fingerprint(value: &impl Serialize) -> String {
+    let value = serde_json::to_value(value).unwrap_or(Value::Null);
+    let canonical = serde_json::to_vec(&canonical(value)).unwrap_or_default();
+    hex::encode(Sha256::digest(&canonical))
 }
 
 /// The value with every object's keys in sorted order, whatever map serde_json was built with.
@@ -175,9 +192,94 @@ pub fn parse(body: &[u8], max_story_chars: usize) -> Result<JobRequest, ApiError
         detail: e.to_string(),
     })?;
     let mut check = Checker::default();
-    let request = check.request(value, max_story_chars);
+    let request = check.request(value, max_story_chars, JOB_FIELDS);
     match request {
         Some(request) if check.errors.is_empty() => Ok(request),
+        _ => Err(ApiError::Invalid(check.errors)),
+    }
+}
+
+/// The fields of a `POST /v1/jobs` body.
+const JOB_FIELDS: &[&str] = &[
+    "story",
+    "acceptance_criteria",
+    "story_id",
+    "options",
+    "webhook",
+    "metadata",
+];
+/// The fields of one story of a batch: options and webhook belong to the batch.
+pub(crate) const BATCH_STORY_FIELDS: &[&str] =
+    &["story", "acceptance_criteria", "story_id", "metadata"];
+
+/// Checks one story of a batch, already shaped as JSON; `prefix` goes before every pointer
+/// (`/stories/17`, `/rows/18`).
+pub fn check_story(
+    value: Value,
+    max_story_chars: usize,
+    prefix: String,
+) -> Result<JobRequest, Vec<FieldError>> {
+    let mut check = Checker {
+        prefix,
+        ..Checker::default()
+    };
+    match check.request(value, max_story_chars, BATCH_STORY_FIELDS) {
+        Some(request) if check.errors.is_empty() => Ok(request),
+        _ => Err(check.errors),
+    }
+}
+
+/// The batch-wide parts of a `POST /v1/batches` JSON body: options, webhook and metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BatchFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<OptionsRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+impl BatchFields {
+    pub fn into_spec(self) -> BatchSpec {
+        let options = self.options.unwrap_or_default();
+        BatchSpec {
+            options: options.into_options(),
+            webhook: self.webhook.map(WebhookRequest::into_stored),
+            metadata: self.metadata.unwrap_or_default(),
+        }
+    }
+}
+
+/// Checks a batch's own fields (`stories` excepted) from the top-level object.
+pub fn check_batch_fields(map: &mut Map<String, Value>) -> Result<BatchFields, ApiError> {
+    let mut check = Checker::default();
+    let options = optional(map.remove("options"), |v| check.options(v));
+    let webhook = optional(map.remove("webhook"), |v| check.webhook(v));
+    let metadata = optional(map.remove("metadata"), |v| match v {
+        Value::Object(map) => Some(map),
+        other => {
+            check.push(
+                "/metadata",
+                format!("must be an object, not {}", kind(&other)),
+            );
+            None
+        }
+    });
+    for field in map.keys().filter(|k| k.as_str() != "stories") {
+        check.push(
+            format!("/{}", pointer_token(field)),
+            "is not a known field (expected one of: stories, options, webhook, metadata)",
+        );
+    }
+    match (options, webhook, metadata) {
+        (Some(options), Some(webhook), Some(metadata)) if check.errors.is_empty() => {
+            Ok(BatchFields {
+                options,
+                webhook,
+                metadata,
+            })
+        }
         _ => Err(ApiError::Invalid(check.errors)),
     }
 }
@@ -186,11 +288,16 @@ pub fn parse(body: &[u8], max_story_chars: usize) -> Result<JobRequest, ApiError
 #[derive(Default)]
 struct Checker {
     errors: Vec<FieldError>,
+    /// Put before every pointer: where in a batch the story being checked sits.
+    prefix: String,
 }
 
 impl Checker {
     fn push(&mut self, pointer: impl Into<String>, detail: impl Into<String>) {
-        self.errors.push(FieldError::new(pointer, detail));
+        self.errors.push(FieldError::new(
+            format!("{}{}", self.prefix, pointer.into()),
+            detail,
+        ));
     }
 
     /// Takes the fields of an object, reporting those not in `known`; `None` if not an object.
@@ -216,16 +323,15 @@ impl Checker {
         Some(map)
     }
 
-    fn request(&mut self, value: Value, max_story_chars: usize) -> Option<JobRequest> {
-        const FIELDS: &[&str] = &[
-            "story",
-            "acceptance_criteria",
-            "story_id",
-            "options",
-            "webhook",
-            "metadata",
-        ];
-        let mut map = self.object("", value, FIELDS)?;
+    /// A story with the fields in `fields` (a job takes them all; a batch's story takes
+    /// [`BATCH_STORY_FIELDS`]).
+    fn request(
+        &mut self,
+        value: Value,
+        max_story_chars: usize,
+        fields: &[&str],
+    ) -> Option<JobRequest> {
+        let mut map = self.object("", value, fields)?;
         let story = match present(map.remove("story")) {
             None => {
                 self.push("/story", "is required");

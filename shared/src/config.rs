@@ -61,6 +61,10 @@ pub struct Settings {
     pub max_story_chars: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Most stories one batch may hold.
+    pub max_batch_stories: usize,
+    /// Largest `POST /v1/batches` body accepted, in bytes.
+    pub max_batch_bytes: usize,
     /// How long finished jobs stay readable.
     pub job_ttl: Duration,
     /// Deliveries of one job (crashed workers included) before it fails.
@@ -254,6 +258,8 @@ impl Settings {
             judge_pass_threshold: src.parse("judge_pass_threshold", 0.7)?,
             max_story_chars: src.parse("max_story_chars", 20_000)?,
             max_body_bytes: src.parse("max_body_bytes", 256 * 1024)?,
+            max_batch_stories: src.parse("max_batch_stories", 10_000)?,
+            max_batch_bytes: src.parse("max_batch_bytes", 64 * 1024 * 1024)?,
             job_ttl: src.duration("job_ttl", Duration::from_secs(7 * 24 * 3600))?,
             max_attempts: src.parse("max_attempts", 3)?,
             lease_ttl: src.duration("lease_ttl", Duration::from_secs(30))?,
@@ -289,6 +295,8 @@ impl Settings {
             ("STORYFORGE_WORKER_CONCURRENCY", self.worker_concurrency),
             ("STORYFORGE_MAX_STORY_CHARS", self.max_story_chars),
             ("STORYFORGE_MAX_BODY_BYTES", self.max_body_bytes),
+            ("STORYFORGE_MAX_BATCH_STORIES", self.max_batch_stories),
+            ("STORYFORGE_MAX_BATCH_BYTES", self.max_batch_bytes),
             ("STORYFORGE_DISPATCH_WINDOW", self.dispatch_window),
             ("STORYFORGE_MAX_ATTEMPTS", self.max_attempts as usize),
         ];

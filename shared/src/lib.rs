@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`job`]: the Job as clients see it, the submission it came from, test cases and results.
+//! - [`batch`]: a batch of stories, its counts and summed usage.
 //! - [`config`]: the typed `Settings`, from environment variables and an optional TOML file.
 //! - [`store`]: the job store trait — the source of truth for job state — and its Redis
 //!   implementation.
@@ -15,6 +16,7 @@
 //! - [`webhook`]: Standard Webhooks signatures and the rule for which addresses a webhook may
 //!   reach.
 
+pub mod batch;
 pub mod config;
 pub mod job;
 pub mod llm;

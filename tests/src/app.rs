@@ -194,15 +194,20 @@ impl TestEnv {
             .to_string()
     }
 
-    pub async fn get_job(&self, api: &Running, id: &str) -> Value {
+    /// `GET {path}` on the API, as JSON.
+    pub async fn get_json(&self, api: &Running, path: &str) -> Value {
         self.http
-            .get(format!("{}/v1/jobs/{id}", api.base_url))
+            .get(format!("{}{path}", api.base_url))
             .send()
             .await
-            .expect("GET /v1/jobs/{id}")
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .json()
             .await
-            .expect("job JSON")
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    pub async fn get_job(&self, api: &Running, id: &str) -> Value {
+        self.get_json(api, &format!("/v1/jobs/{id}")).await
     }
 
     /// Submits `body` and waits (up to 30 s) until the job succeeds or fails.

@@ -9,7 +9,7 @@ use storyforge_shared::job::{JobError, JobSpec, JobStatus, Stage};
 use storyforge_shared::store::redis::{RedisJobStore, connect};
 use storyforge_shared::store::{
     AttemptReport, CancelOutcome, Claim, DeliveryNext, DeliveryOutcome, JobStore, LeaseState,
-    ListQuery, StoreError, StorePolicy, Ticket, Work, WorkKind,
+    ListQuery, StoreError, StorePolicy, Subject, Ticket, Work, WorkKind,
 };
 use storyforge_tests::redis_server::{RedisServer, unique_namespace};
 
@@ -399,13 +399,13 @@ async fn a_finished_job_with_a_webhook_has_its_event_due_in_the_same_step() {
     let lease = granted(store.claim(&due[0], "w").await.unwrap());
     let delivery = delivery_of(&lease);
     assert_eq!(delivery.event_type, "job.failed");
-    assert_eq!(delivery.job_id, job.id);
+    assert_eq!(delivery.subject, Subject::Job(job.id));
     assert_eq!(
         delivery.target.as_ref().unwrap().secret.as_deref(),
         Some("whsec_c2VjcmV0"),
         "the worker gets the secret to sign with"
     );
-    assert_eq!(delivery.data.as_ref().unwrap().status, JobStatus::Failed);
+    assert_eq!(delivery.data.as_ref().unwrap()["status"], "failed");
 }
 
 #[tokio::test]
@@ -450,7 +450,11 @@ async fn a_delivery_whose_worker_crashed_is_taken_again_with_the_same_event_id()
             .unwrap(),
         LeaseState::Held
     );
-    let attempts = store.deliveries(job.id).await.unwrap().unwrap();
+    let attempts = store
+        .deliveries(Subject::Job(job.id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(attempts.len(), 1, "one attempt recorded: {attempts:?}");
     assert_eq!(
         (attempts[0].attempt, attempts[0].outcome),

@@ -1,13 +1,14 @@
-//! `/v1/jobs/{id}/deliveries` and `/v1/jobs/{id}/redeliver`: a job's webhook delivery attempts,
-//! and an operator's manual redelivery of its event.
+//! Webhook delivery attempts and manual redelivery, for a job's event (`/v1/jobs/{id}/…`) and a
+//! batch's `batch.completed` (`/v1/batches/{id}/…`).
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use storyforge_shared::store::{DeliveryAttempt, Redelivery};
+use storyforge_shared::store::{DeliveryAttempt, Redelivery, Subject};
 
+use super::batches::{batch_id, no_such_batch};
 use super::jobs::{job_id, no_such_job};
 use crate::error::ApiError;
 use crate::schema::{DeliveryAttemptSchema, ProblemSchema, RedeliverySchema};
@@ -30,15 +31,50 @@ use crate::state::AppState;
          content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn list(
+pub(crate) async fn for_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Vec<DeliveryAttempt>>, ApiError> {
     let id = job_id(id)?;
-    match state.store.deliveries(id).await? {
-        Some(attempts) => Ok(Json(attempts)),
-        None => Err(no_such_job(id)),
-    }
+    attempts(&state, Subject::Job(id), no_such_job(id)).await
+}
+
+/// Lists every delivery attempt of the batch's `batch.completed` event, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}/deliveries",
+    operation_id = "listBatchDeliveries",
+    tag = "webhooks",
+    summary = "A batch's webhook delivery attempts, oldest first",
+    params(("id" = Uuid, Path, description = "The batch's id")),
+    responses(
+        (status = 200, description = "Every attempt so far (empty before the first).",
+         body = Vec<DeliveryAttemptSchema>),
+        (status = 404, description = "No such batch.", body = ProblemSchema,
+         content_type = "application/problem+json"),
+        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+         content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn for_batch(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Vec<DeliveryAttempt>>, ApiError> {
+    let id = batch_id(id)?;
+    attempts(&state, Subject::Batch(id), no_such_batch(id)).await
+}
+
+async fn attempts(
+    state: &AppState,
+    subject: Subject,
+    missing: ApiError,
+) -> Result<Json<Vec<DeliveryAttempt>>, ApiError> {
+    state
+        .store
+        .deliveries(subject)
+        .await?
+        .map(Json)
+        .ok_or(missing)
 }
 
 /// Sends the job's webhook event again, with the same `webhook-id`.
@@ -62,12 +98,47 @@ pub(crate) async fn list(
          content_type = "application/problem+json"),
     )
 )]
-pub(crate) async fn redeliver(
+pub(crate) async fn redeliver_job(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = job_id(id)?;
-    let (event_id, status) = match state.store.redeliver(id).await? {
+    redeliver(&state, Subject::Job(id), no_such_job(id)).await
+}
+
+/// Sends the batch's `batch.completed` event again, with the same `webhook-id`.
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{id}/redeliver",
+    operation_id = "redeliverBatchEvent",
+    tag = "webhooks",
+    summary = "Send a completed batch's webhook event again (same webhook-id)",
+    params(("id" = Uuid, Path, description = "The batch's id")),
+    responses(
+        (status = 202, description = "The event is due again.", body = RedeliverySchema),
+        (status = 404, description = "No such batch.", body = ProblemSchema,
+         content_type = "application/problem+json"),
+        (status = 409, description = "The batch has no webhook event: no webhook, or not \
+                                      completed.",
+         body = ProblemSchema, content_type = "application/problem+json"),
+        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+         content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn redeliver_batch(
+    State(state): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = batch_id(id)?;
+    redeliver(&state, Subject::Batch(id), no_such_batch(id)).await
+}
+
+async fn redeliver(
+    state: &AppState,
+    subject: Subject,
+    missing: ApiError,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (event_id, status) = match state.store.redeliver(subject).await? {
         Redelivery::Scheduled { event_id } => (event_id, "scheduled"),
         Redelivery::AlreadyPending { event_id } => (event_id, "already_pending"),
         Redelivery::NoEvent => {
@@ -75,13 +146,13 @@ pub(crate) async fn redeliver(
                 slug: "no-webhook-event",
                 title: "No webhook event",
                 detail: format!(
-                    "job {id} has no webhook event: it has no webhook, has not finished, or belongs to a batch"
+                    "{subject} has no webhook event: no webhook, not finished, or a job of a batch"
                 ),
             });
         }
-        Redelivery::NotFound => return Err(no_such_job(id)),
+        Redelivery::NotFound => return Err(missing),
     };
-    tracing::info!(job.id = %id, event.id = %event_id, status, "manual redelivery");
+    tracing::info!(%subject, event.id = %event_id, status, "manual redelivery");
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"event_id": event_id, "status": status})),

@@ -15,7 +15,7 @@ use storyforge_shared::config::Settings;
 use utoipa::OpenApi;
 
 use crate::error::{PROBLEM_TYPES, type_uri};
-use crate::routes::{deliveries, health, jobs, metrics, providers};
+use crate::routes::{batches, deliveries, health, jobs, metrics, providers, results};
 use crate::schema::{FieldErrorSchema, JobSchema, ProblemSchema};
 use crate::state::AppState;
 use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
@@ -35,8 +35,16 @@ use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
         jobs::list,
         jobs::show,
         jobs::cancel,
-        deliveries::list,
-        deliveries::redeliver,
+        results::for_job,
+        batches::create,
+        batches::list,
+        batches::show,
+        batches::cancel,
+        results::for_batch,
+        deliveries::for_job,
+        deliveries::for_batch,
+        deliveries::redeliver_job,
+        deliveries::redeliver_batch,
         health::health,
         health::ready,
         health::status,
@@ -55,6 +63,8 @@ use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
     )),
     tags(
         (name = "jobs", description = "Submit stories and follow their jobs"),
+        (name = "batches", description = "Submit a backlog (JSON or CSV) and follow its batch"),
+        (name = "results", description = "Finished jobs as NDJSON, JSON, CSV or Gherkin"),
         (name = "webhooks", description = "Webhook delivery attempts and manual redelivery \
                                           (Standard Webhooks signatures)"),
         (name = "health", description = "Liveness, readiness, status and metrics"),

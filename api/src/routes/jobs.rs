@@ -11,7 +11,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use storyforge_shared::job::{Job, JobStatus};
+use storyforge_shared::job::{Job, JobStatus, StoredWebhook};
 use storyforge_shared::store::{CancelOutcome, ListQuery};
 use storyforge_shared::webhook;
 use uuid::Uuid;
@@ -76,18 +76,7 @@ pub(crate) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     require_json(&headers)?;
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge {
-                limit: state.settings.max_body_bytes,
-            }
-        } else {
-            ApiError::MalformedJson {
-                pointer: String::new(),
-                detail: rejection.body_text(),
-            }
-        }
-    })?;
+    let body = read_body(body, state.settings.max_body_bytes)?;
     let (request, key) = match (
         submission::parse(&body, state.settings.max_story_chars),
         idempotency_key(&headers),
@@ -102,13 +91,7 @@ pub(crate) async fn create(
     };
     let fingerprint = request.fingerprint();
     let spec = request.into_spec();
-    if let Some(webhook) = &spec.webhook
-        && !state.settings.webhook_allow_private
-    {
-        webhook::check_destination(&webhook.url)
-            .await
-            .map_err(|detail| ApiError::invalid("/webhook/url", detail))?;
-    }
+    check_webhook(&state, spec.webhook.as_ref()).await?;
     let created = state
         .store
         .create(&spec, key.as_deref().map(|k| (k, fingerprint.as_str())))
@@ -131,8 +114,48 @@ pub(crate) async fn create(
     Ok(response)
 }
 
-/// `application/json`, with or without parameters, or any `application/*+json`.
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+/// The body, or the problem when it was too large or could not be read.
+pub(super) fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::MalformedJson {
+                pointer: String::new(),
+                detail: rejection.body_text(),
+            }
+        }
+    })
+}
+
+/// Refuses a webhook URL that reaches inside the network, unless that is allowed.
+pub(super) async fn check_webhook(
+    state: &AppState,
+    webhook: Option<&StoredWebhook>,
+) -> Result<(), ApiError> {
+    match webhook {
+        Some(webhook) if !state.settings.webhook_allow_private => {
+            webhook::check_destination(&webhook.url)
+                .await
+                .map_err(|detail| ApiError::invalid("/webhook/url", detail))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What a body's `Content-Type` says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyType {
+    Json,
+    Csv,
+}
+
+/// The body type: `application/json` (with or without parameters, or any `application/*+json`)
+/// or `text/csv`; the raw header when it is neither.
+pub(super) fn body_type(headers: &HeaderMap) -> Result<BodyType, Option<String>> {
     let found = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -141,14 +164,29 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase());
     match essence.as_deref() {
-        Some("application/json") => Ok(()),
-        Some(e) if e.starts_with("application/") && e.ends_with("+json") => Ok(()),
-        _ => Err(ApiError::UnsupportedMediaType { found }),
+        Some("application/json") => Ok(BodyType::Json),
+        Some(e) if e.starts_with("application/") && e.ends_with("+json") => Ok(BodyType::Json),
+        Some("text/csv") => Ok(BodyType::Csv),
+        _ => Err(found),
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match body_type(headers) {
+        Ok(BodyType::Json) => Ok(()),
+        Ok(BodyType::Csv) => Err(ApiError::UnsupportedMediaType {
+            found: Some("text/csv".to_string()),
+            expected: "application/json",
+        }),
+        Err(found) => Err(ApiError::UnsupportedMediaType {
+            found,
+            expected: "application/json",
+        }),
     }
 }
 
 /// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Vec<FieldError>> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Vec<FieldError>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -307,20 +345,8 @@ fn list_query(raw: &str) -> Result<ListQuery, ApiError> {
                 }
                 Err(_) => Some("must be a batch id (a UUID)".to_string()),
             },
-            "limit" => match value.parse::<usize>() {
-                Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => {
-                    query.limit = limit;
-                    None
-                }
-                _ => Some(format!("must be an integer from 1 to {MAX_LIMIT}")),
-            },
-            "cursor" => match hyphenated_uuid(value) {
-                Ok(cursor) => {
-                    query.cursor = Some(cursor);
-                    None
-                }
-                Err(_) => Some("must be the next_cursor of an earlier page".to_string()),
-            },
+            "limit" => page_limit(value).map(|limit| query.limit = limit).err(),
+            "cursor" => page_cursor(value).map(|c| query.cursor = Some(c)).err(),
             _ => Some(format!(
                 "is not a known parameter (expected one of: {})",
                 known.join(", ")
@@ -337,8 +363,21 @@ fn list_query(raw: &str) -> Result<ListQuery, ApiError> {
     }
 }
 
+/// A page size: 1 to [`MAX_LIMIT`].
+pub(super) fn page_limit(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+        _ => Err(format!("must be an integer from 1 to {MAX_LIMIT}")),
+    }
+}
+
+/// A page cursor: the `next_cursor` (a hyphenated UUID) of an earlier page.
+pub(super) fn page_cursor(value: &str) -> Result<Uuid, String> {
+    hyphenated_uuid(value).map_err(|_| "must be the next_cursor of an earlier page".to_string())
+}
+
 /// A UUID in its hyphenated form, the only one the API writes and the OpenAPI document allows.
-fn hyphenated_uuid(text: &str) -> Result<Uuid, uuid::Error> {
+pub(super) fn hyphenated_uuid(text: &str) -> Result<Uuid, uuid::Error> {
     let id = Uuid::try_parse(text)?;
     if text.len() == uuid::fmt::Hyphenated::LENGTH {
         Ok(id)

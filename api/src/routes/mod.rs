@@ -3,12 +3,14 @@
 //! This module also holds the two fallbacks, so unknown paths and wrong methods get problem+json
 //! like every other error.
 
+pub(crate) mod batches;
 pub(crate) mod deliveries;
 pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
 pub(crate) mod providers;
+pub(crate) mod results;
 
 use axum::http::{Method, Uri};
 

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
 
+use crate::batch::{Batch, BatchSpec};
 use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, StoredWebhook, Usage};
 use crate::llm::ProviderReport;
 
@@ -129,12 +130,36 @@ pub struct Delivery {
     /// Since when the event is being retried: its creation, or an operator's redelivery. It is
     /// given up `STORYFORGE_WEBHOOK_MAX_AGE` after this.
     pub retry_from: DateTime<Utc>,
-    /// The job the event is about.
-    pub job_id: Uuid,
-    /// The receiver, secret included; `None` when the job is gone (expired).
+    /// What the event is about.
+    pub subject: Subject,
+    /// The receiver, secret included; `None` when the subject is gone (expired).
     pub target: Option<StoredWebhook>,
-    /// The event's `data`: the job as clients see it; `None` when the job is gone.
-    pub data: Option<Job>,
+    /// The event's `data`: the job or batch as clients see it; `None` when it is gone.
+    pub data: Option<serde_json::Value>,
+}
+
+/// What a webhook event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Job(Uuid),
+    Batch(Uuid),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Job(id) => write!(f, "job {id}"),
+            Subject::Batch(id) => write!(f, "batch {id}"),
+        }
+    }
+}
+
+impl Subject {
+    pub fn id(self) -> Uuid {
+        match self {
+            Subject::Job(id) | Subject::Batch(id) => id,
+        }
+    }
 }
 
 /// One attempt at sending a webhook event, as `/v1/jobs/{id}/deliveries` shows it.
@@ -201,9 +226,30 @@ pub enum Redelivery {
     AlreadyPending {
         event_id: String,
     },
-    /// The job has no webhook event (no webhook, not finished, or part of a batch).
+    /// No webhook event yet: no webhook, not finished, or a job of a batch.
     NoEvent,
     NotFound,
+}
+
+/// What `create_batch` did.
+#[derive(Debug)]
+pub struct CreatedBatch {
+    pub batch: Batch,
+    /// True when an idempotency key matched an earlier submission: nothing new was made.
+    pub replayed: bool,
+}
+
+#[derive(Debug)]
+pub enum BatchCancelOutcome {
+    Canceled(Batch),
+    AlreadyFinished(Batch),
+    NotFound,
+}
+
+#[derive(Debug)]
+pub struct BatchPage {
+    pub items: Vec<Batch>,
+    pub next_cursor: Option<Uuid>,
 }
 
 /// Whether a lease still holds after a touch or a commit.
@@ -350,10 +396,32 @@ pub trait JobStore: Send + Sync {
         report: &AttemptReport,
         next: DeliveryNext,
     ) -> Result<LeaseState, StoreError>;
-    /// Every delivery attempt for a job's events, oldest first; `None` if the job is unknown.
-    async fn deliveries(&self, job_id: Uuid) -> Result<Option<Vec<DeliveryAttempt>>, StoreError>;
-    /// Makes a job's webhook event due again (an operator's manual redelivery).
-    async fn redeliver(&self, job_id: Uuid) -> Result<Redelivery, StoreError>;
+    /// Every delivery attempt for a job's or batch's events, oldest first; `None` if there is
+    /// no such job or batch.
+    async fn deliveries(
+        &self,
+        subject: Subject,
+    ) -> Result<Option<Vec<DeliveryAttempt>>, StoreError>;
+    /// Makes a job's or batch's webhook event due again (an operator's manual redelivery).
+    async fn redeliver(&self, subject: Subject) -> Result<Redelivery, StoreError>;
+
+    /// Creates the batch and all its jobs (`jobs` carry no `batch_id` yet) in one atomic step;
+    /// with an idempotency key, as for `create`.
+    async fn create_batch(
+        &self,
+        spec: &BatchSpec,
+        jobs: Vec<JobSpec>,
+        idempotency: Option<(&str, &str)>,
+    ) -> Result<CreatedBatch, StoreError>;
+    async fn get_batch(&self, id: Uuid) -> Result<Option<Batch>, StoreError>;
+    /// Batches newest first; `cursor` is exclusive.
+    async fn list_batches(
+        &self,
+        limit: usize,
+        cursor: Option<Uuid>,
+    ) -> Result<BatchPage, StoreError>;
+    /// Cancels the batch's queued jobs; running ones finish.
+    async fn cancel_batch(&self, id: Uuid) -> Result<BatchCancelOutcome, StoreError>;
     async fn reconcile(&self) -> Result<Reconciled, StoreError>;
 
     /// Marks a worker live; `capacity` (jobs it runs at once) sizes the dispatch window.

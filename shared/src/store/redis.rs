@@ -8,10 +8,16 @@
 //!   `due_at`, `token` and `lease_until` (while running), `worker`, `created_at`, `started_at`,
 //!   `finished_at` (ms), `result` / `error` / `last_error` (JSON), `event` (its webhook event's
 //!   id). Expires `job_ttl` after finishing.
-//! - `ns:delivery:{event id}` — hash: `spec` (JSON: event id, type, job id, times), `status`,
+//!   A batch's job also has `batch`.
+//! - `ns:batch:{id}` — hash: `spec` (JSON), `status`, `total`, `created_at`, `finished_at`,
+//!   `n_<status>` (job counts, moved in the same step as each job), `u_calls`, `u_prompt`,
+//!   `u_completion`, `u_cost_nanos`, `u_priced` (summed usage), `event`. Expires `job_ttl`
+//!   after its last job finished. `ns:idx:batches` — zset of batch ids, scores 0.
+//! - `ns:delivery:{event id}` — hash: `spec` (JSON: event id, type, subject, times), `status`,
 //!   `attempts`, `due_at`, `token`, `lease_until`, `worker`. Expires `job_ttl` after finishing.
-//! - `ns:deliveries:{job id}` — list of the job's delivery attempts (JSON), oldest first.
-//! - `ns:pending` — zset item → due time: work waiting to be dispatched.
+//! - `ns:deliveries:{job or batch id}` — list of the delivery attempts (JSON), oldest first.
+//! - `ns:pending` — zset item → due time: work waiting to be dispatched, except a batch's jobs,
+//!   which wait in `ns:pending:batch:{id}` (its *lane*, listed in the set `ns:lanes`).
 //! - `ns:dispatched` — zset item → dispatch time: handed to apalis, not yet claimed.
 //! - `ns:leases` — zset item → lease deadline: running work.
 //! - `ns:idx:all`, `ns:idx:{status}`, `ns:idx:batch:{id}` — zsets of ids, all scores 0, so that
@@ -25,6 +31,7 @@
 //! The scripts build key names from the namespace, so this layout suits one Redis (or a
 //! primary with replicas), not Redis Cluster.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -35,10 +42,12 @@ use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use super::{
-    AttemptReport, CancelOutcome, Claim, Created, Delivery, DeliveryAttempt, DeliveryNext,
-    DeliveryOutcome, JobStore, Lease, LeaseState, ListQuery, Page, Reconciled, Redelivery,
-    StoreError, StorePolicy, StoreStats, Ticket, Work, WorkKind,
+    AttemptReport, BatchCancelOutcome, BatchPage, CancelOutcome, Claim, Created, CreatedBatch,
+    Delivery, DeliveryAttempt, DeliveryNext, DeliveryOutcome, JobStore, Lease, LeaseState,
+    ListQuery, Page, Reconciled, Redelivery, StoreError, StorePolicy, StoreStats, Subject, Ticket,
+    Work, WorkKind,
 };
+use crate::batch::{Batch, BatchCounts, BatchSpec, BatchStatus, BatchUsage};
 use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, WebhookTarget};
 use crate::llm::ProviderReport;
 
@@ -67,6 +76,8 @@ static HEARTBEAT: LazyLock<Script> = script!("heartbeat.lua");
 static STATS: LazyLock<Script> = script!("stats.lua");
 static PROVIDER_REPORTS: LazyLock<Script> = script!("provider_reports.lua");
 static RECORD_DELIVERY: LazyLock<Script> = script!("record_delivery.lua");
+static CREATE_BATCH: LazyLock<Script> = script!("create_batch.lua");
+static CANCEL_BATCH: LazyLock<Script> = script!("cancel_batch.lua");
 static REDELIVER: LazyLock<Script> = script!("redeliver.lua");
 
 /// Jobs a reconcile pass looks at per category; the next pass picks up the rest.
@@ -142,10 +153,20 @@ struct DeliverySpec {
     event_id: String,
     #[serde(rename = "type")]
     event_type: String,
-    job_id: Uuid,
+    /// `job` or `batch`.
+    subject: String,
+    subject_id: Uuid,
     created_at: i64,
     #[serde(default)]
     retry_from: Option<i64>,
+}
+
+/// The hash key prefix of a subject.
+fn subject_key(subject: Subject) -> (&'static str, Uuid) {
+    match subject {
+        Subject::Job(id) => ("job", id),
+        Subject::Batch(id) => ("batch", id),
+    }
 }
 
 /// One entry of a job's delivery log as the store scripts write it.
@@ -241,30 +262,54 @@ impl RedisJobStore {
             }),
             WorkKind::WebhookDelivery => {
                 let spec: DeliverySpec = serde_json::from_str(spec).map_err(corrupt)?;
-                let mut conn = self.conn.clone();
-                let fields: std::collections::HashMap<String, String> = conn
-                    .hgetall(self.key(&format!("job:{}", spec.job_id)))
-                    .await
-                    .map_err(unavailable)?;
-                let (target, data) = if fields.is_empty() {
-                    (None, None)
-                } else {
-                    let job_spec: JobSpec = json_field(&fields, "spec")?
-                        .ok_or_else(|| corrupt(format!("job {} has no spec", spec.job_id)))?;
-                    let job = job_from_fields(&spec.job_id.to_string(), &fields)?;
-                    (job_spec.webhook, Some(job))
+                let subject = match spec.subject.as_str() {
+                    "batch" => Subject::Batch(spec.subject_id),
+                    _ => Subject::Job(spec.subject_id),
                 };
+                let (target, data) = self.event_subject(subject).await?;
                 Ok(Work::WebhookDelivery(Delivery {
                     event_id: spec.event_id,
                     event_type: spec.event_type,
                     created_at: utc_millis(spec.created_at)?,
                     retry_from: utc_millis(spec.retry_from.unwrap_or(spec.created_at))?,
-                    job_id: spec.job_id,
+                    subject,
                     target,
                     data,
                 }))
             }
         }
+    }
+
+    /// The receiver (secret included) and the document an event about `subject` carries, or
+    /// nothing when the subject is gone.
+    async fn event_subject(
+        &self,
+        subject: Subject,
+    ) -> Result<(Option<crate::job::StoredWebhook>, Option<serde_json::Value>), StoreError> {
+        let (prefix, id) = subject_key(subject);
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = conn
+            .hgetall(self.key(&format!("{prefix}:{id}")))
+            .await
+            .map_err(unavailable)?;
+        if fields.is_empty() {
+            return Ok((None, None));
+        }
+        let (target, document) = match subject {
+            Subject::Job(_) => {
+                let spec: JobSpec = json_field(&fields, "spec")?
+                    .ok_or_else(|| corrupt(format!("job {id} has no spec")))?;
+                let job = job_from_fields(&id.to_string(), &fields)?;
+                (spec.webhook, serde_json::to_value(job).map_err(corrupt)?)
+            }
+            Subject::Batch(_) => {
+                let spec: BatchSpec = json_field(&fields, "spec")?
+                    .ok_or_else(|| corrupt(format!("batch {id} has no spec")))?;
+                let batch = batch_from_fields(id, &fields)?;
+                (spec.webhook, serde_json::to_value(batch).map_err(corrupt)?)
+            }
+        };
+        Ok((target, Some(document)))
     }
 
     async fn load(&self, ids: &[String]) -> Result<Vec<Option<Job>>, StoreError> {
@@ -276,7 +321,7 @@ impl RedisJobStore {
             pipe.hgetall(self.key(&format!("job:{id}")));
         }
         let mut conn = self.conn.clone();
-        let hashes: Vec<std::collections::HashMap<String, String>> =
+        let hashes: Vec<HashMap<String, String>> =
             pipe.query_async(&mut conn).await.map_err(unavailable)?;
         ids.iter()
             .zip(hashes)
@@ -301,7 +346,7 @@ fn parse_lease_state(state: &str) -> Result<LeaseState, StoreError> {
 }
 
 fn time_field(
-    fields: &std::collections::HashMap<String, String>,
+    fields: &HashMap<String, String>,
     name: &str,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     let Some(text) = fields.get(name) else {
@@ -314,7 +359,7 @@ fn time_field(
 }
 
 fn json_field<T: serde::de::DeserializeOwned>(
-    fields: &std::collections::HashMap<String, String>,
+    fields: &HashMap<String, String>,
     name: &str,
 ) -> Result<Option<T>, StoreError> {
     fields
@@ -324,10 +369,7 @@ fn json_field<T: serde::de::DeserializeOwned>(
 }
 
 /// Assembles the client view of a job from its hash.
-fn job_from_fields(
-    id: &str,
-    fields: &std::collections::HashMap<String, String>,
-) -> Result<Job, StoreError> {
+fn job_from_fields(id: &str, fields: &HashMap<String, String>) -> Result<Job, StoreError> {
     let spec: JobSpec =
         json_field(fields, "spec")?.ok_or_else(|| corrupt(format!("job {id} has no spec")))?;
     let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
@@ -355,6 +397,51 @@ fn job_from_fields(
         finished_at: time_field(fields, "finished_at")?,
         result: json_field::<JobResult>(fields, "result")?,
         error: json_field::<JobError>(fields, "error")?,
+    })
+}
+
+/// Assembles the client view of a batch from its hash.
+fn batch_from_fields(id: Uuid, fields: &HashMap<String, String>) -> Result<Batch, StoreError> {
+    let spec: BatchSpec =
+        json_field(fields, "spec")?.ok_or_else(|| corrupt(format!("batch {id} has no spec")))?;
+    let number = |name: &str| -> Result<u64, StoreError> {
+        let text = fields.get(name).map(String::as_str).unwrap_or("0");
+        text.parse::<i64>()
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| corrupt(format!("batch {id} {name}={text:?}")))
+    };
+    let status = fields.get("status").map(String::as_str).unwrap_or_default();
+    Ok(Batch {
+        id,
+        status: BatchStatus::parse(status)
+            .ok_or_else(|| corrupt(format!("batch {id} status {status:?}")))?,
+        total: number("total")?,
+        counts: BatchCounts {
+            queued: number("n_queued")?,
+            running: number("n_running")?,
+            succeeded: number("n_succeeded")?,
+            failed: number("n_failed")?,
+            canceled: number("n_canceled")?,
+        },
+        options: spec.options,
+        webhook: spec.webhook.map(|w| WebhookTarget {
+            url: w.url,
+            secret: None,
+        }),
+        metadata: spec.metadata,
+        created_at: time_field(fields, "created_at")?
+            .ok_or_else(|| corrupt(format!("batch {id} has no created_at")))?,
+        finished_at: time_field(fields, "finished_at")?,
+        usage: BatchUsage {
+            llm_calls: number("u_calls")?,
+            prompt_tokens: number("u_prompt")?,
+            completion_tokens: number("u_completion")?,
+            cost_usd: fields
+                .contains_key("u_priced")
+                .then(|| number("u_cost_nanos").map(|n| n as f64 / 1e9))
+                .transpose()?,
+        },
     })
 }
 
@@ -582,11 +669,15 @@ impl JobStore for RedisJobStore {
         self.lease_call(&invocation).await
     }
 
-    async fn deliveries(&self, job_id: Uuid) -> Result<Option<Vec<DeliveryAttempt>>, StoreError> {
+    async fn deliveries(
+        &self,
+        subject: Subject,
+    ) -> Result<Option<Vec<DeliveryAttempt>>, StoreError> {
+        let (prefix, id) = subject_key(subject);
         let mut conn = self.conn.clone();
         let (exists, entries): (bool, Vec<String>) = redis::pipe()
-            .exists(self.key(&format!("job:{job_id}")))
-            .lrange(self.key(&format!("deliveries:{job_id}")), 0, -1)
+            .exists(self.key(&format!("{prefix}:{id}")))
+            .lrange(self.key(&format!("deliveries:{id}")), 0, -1)
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -597,7 +688,7 @@ impl JobStore for RedisJobStore {
             .iter()
             .map(|text| {
                 let logged: LoggedAttempt = serde_json::from_str(text)
-                    .map_err(|e| corrupt(format!("delivery log of job {job_id}: {e}")))?;
+                    .map_err(|e| corrupt(format!("delivery log of {prefix} {id}: {e}")))?;
                 Ok(DeliveryAttempt {
                     event_id: logged.event_id,
                     event_type: logged.event_type,
@@ -612,10 +703,12 @@ impl JobStore for RedisJobStore {
             .map(Some)
     }
 
-    async fn redeliver(&self, job_id: Uuid) -> Result<Redelivery, StoreError> {
+    async fn redeliver(&self, subject: Subject) -> Result<Redelivery, StoreError> {
+        let (prefix, id) = subject_key(subject);
         let mut invocation = self.invocation(&REDELIVER);
         invocation
-            .arg(job_id.to_string())
+            .arg(prefix)
+            .arg(id.to_string())
             .arg(millis(self.policy.job_ttl));
         let reply: Vec<String> = self.run(&invocation).await?;
         match (reply.first().map(String::as_str), reply.get(1)) {
@@ -648,6 +741,119 @@ impl JobStore for RedisJobStore {
             exhausted_failed: failed,
             redispatched,
             pruned,
+        })
+    }
+
+    async fn create_batch(
+        &self,
+        spec: &BatchSpec,
+        jobs: Vec<JobSpec>,
+        idempotency: Option<(&str, &str)>,
+    ) -> Result<CreatedBatch, StoreError> {
+        let id = Uuid::now_v7();
+        let (key, hash) = idempotency.unwrap_or(("", ""));
+        let mut invocation = self.invocation(&CREATE_BATCH);
+        invocation
+            .arg(id.to_string())
+            .arg(to_json(spec)?)
+            .arg(key)
+            .arg(hash)
+            .arg(millis(self.policy.job_ttl));
+        for job in jobs {
+            let job = JobSpec {
+                batch_id: Some(id),
+                ..job
+            };
+            invocation
+                .arg(Uuid::now_v7().to_string())
+                .arg(to_json(&job)?);
+        }
+        let (outcome, batch_id): (String, String) = self.run(&invocation).await?;
+        if outcome == "conflict" {
+            return Err(StoreError::IdempotencyConflict {
+                key: key.to_string(),
+            });
+        }
+        let batch_id: Uuid = batch_id.parse().map_err(corrupt)?;
+        let batch = self
+            .get_batch(batch_id)
+            .await?
+            .ok_or_else(|| corrupt(format!("batch {batch_id} vanished right after creation")))?;
+        Ok(CreatedBatch {
+            batch,
+            replayed: outcome == "replay",
+        })
+    }
+
+    async fn get_batch(&self, id: Uuid) -> Result<Option<Batch>, StoreError> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = conn
+            .hgetall(self.key(&format!("batch:{id}")))
+            .await
+            .map_err(unavailable)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        batch_from_fields(id, &fields).map(Some)
+    }
+
+    async fn list_batches(
+        &self,
+        limit: usize,
+        cursor: Option<Uuid>,
+    ) -> Result<BatchPage, StoreError> {
+        let index = self.key("idx:batches");
+        let limit = limit.max(1);
+        let mut items = Vec::new();
+        let mut upper = match cursor {
+            Some(cursor) => format!("({cursor}"),
+            None => "+".to_string(),
+        };
+        let mut conn = self.conn.clone();
+        // Expired batches are dropped from the index as they are met, so read in rounds.
+        loop {
+            let ids: Vec<String> = conn
+                .zrevrangebylex_limit(&index, &upper, "-", 0, (limit + 1) as isize)
+                .await
+                .map_err(unavailable)?;
+            let exhausted = ids.len() < limit + 1;
+            for id in &ids {
+                upper = format!("({id}");
+                let uuid: Uuid = id.parse().map_err(corrupt)?;
+                match self.get_batch(uuid).await? {
+                    Some(batch) => items.push(batch),
+                    None => {
+                        let _: () = conn.zrem(&index, id).await.map_err(unavailable)?;
+                    }
+                }
+                if items.len() == limit + 1 {
+                    break;
+                }
+            }
+            if items.len() > limit || exhausted {
+                break;
+            }
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|b| b.id)
+        } else {
+            None
+        };
+        Ok(BatchPage { items, next_cursor })
+    }
+
+    async fn cancel_batch(&self, id: Uuid) -> Result<BatchCancelOutcome, StoreError> {
+        let mut invocation = self.invocation(&CANCEL_BATCH);
+        invocation
+            .arg(id.to_string())
+            .arg(millis(self.policy.job_ttl));
+        let outcome: String = self.run(&invocation).await?;
+        let batch = self.get_batch(id).await?;
+        Ok(match (outcome.as_str(), batch) {
+            ("canceled", Some(batch)) => BatchCancelOutcome::Canceled(batch),
+            ("finished", Some(batch)) => BatchCancelOutcome::AlreadyFinished(batch),
+            _ => BatchCancelOutcome::NotFound,
         })
     }
 

@@ -51,9 +51,9 @@ impl BackgroundJob for DeliverWebhook {
 
     async fn perform(&self, ctx: &Context, _lease: &Lease, _stages: &dyn StageSink) -> Attempt {
         let delivery = &self.delivery;
-        let (Some(target), Some(job)) = (&delivery.target, &delivery.data) else {
+        let (Some(target), Some(data)) = (&delivery.target, &delivery.data) else {
             return Attempt::Hopeless {
-                error: format!("job {} no longer exists", delivery.job_id),
+                error: format!("{} no longer exists", delivery.subject),
             };
         };
         let url = match Url::parse(&target.url) {
@@ -74,7 +74,7 @@ impl BackgroundJob for DeliverWebhook {
         let body = serde_json::json!({
             "type": delivery.event_type,
             "timestamp": delivery.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "data": job,
+            "data": data,
         })
         .to_string();
         let timestamp = Utc::now().timestamp();

@@ -16,5 +16,5 @@ redis.call('HSET', jobkey(id), 'spec', spec, 'status', 'queued', 'stage', 'queue
 move_status('job:' .. id, nil, 'queued')
 redis.call('ZADD', key('idx', 'all'), 0, id)
 if batch ~= '' then redis.call('ZADD', key('idx', 'batch', batch), 0, id) end
-redis.call('ZADD', key('pending'), now, 'job:' .. id)
+make_due('job:' .. id, now)
 return {'created', id}

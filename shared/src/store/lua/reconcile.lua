@@ -33,7 +33,7 @@ end
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('dispatched'), '-inf', now - dispatch_timeout, 'LIMIT', 0, batch)) do
   redis.call('ZREM', key('dispatched'), member)
   if redis.call('HGET', record(member), 'status') == 'queued' then
-    redis.call('ZADD', key('pending'), now, member)
+    make_due(member, now)
     report[3] = report[3] + 1
   end
 end

@@ -1,9 +1,9 @@
--- ARGV: ns, job id, ttl_ms. Makes the job's webhook event due again, keeping its id.
--- Returns {'scheduled'|'pending', event id} | {'none'} | {'missing'}.
-local id, ttl = ARGV[2], tonumber(ARGV[3])
-local jk = jobkey(id)
-if redis.call('EXISTS', jk) == 0 then return {'missing'} end
-local event_id = redis.call('HGET', jk, 'event')
+-- ARGV: ns, subject ('job'|'batch'), id, ttl_ms. Makes the subject's webhook event due again,
+-- keeping its id. Returns {'scheduled'|'pending', event id} | {'none'} | {'missing'}.
+local subject, id, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local sk = key(subject, id)
+if redis.call('EXISTS', sk) == 0 then return {'missing'} end
+local event_id = redis.call('HGET', sk, 'event')
 if not event_id then return {'none'} end
 local member = 'delivery:' .. event_id
 local rk = record(member)

@@ -3,7 +3,11 @@ local out = {}
 for _, s in ipairs({'queued', 'running', 'succeeded', 'failed', 'canceled'}) do
   table.insert(out, redis.call('ZCARD', key('idx', s)))
 end
-table.insert(out, redis.call('ZCARD', key('pending')) + redis.call('ZCARD', key('dispatched')))
+local depth = redis.call('ZCARD', key('pending')) + redis.call('ZCARD', key('dispatched'))
+for _, batch in ipairs(redis.call('ZRANGE', key('lanes'), 0, -1)) do
+  depth = depth + redis.call('ZCARD', key('pending', 'batch', batch))
+end
+table.insert(out, depth)
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', key('workers'), now_ms() - tonumber(ARGV[2]), '+inf')) do
   table.insert(out, w)
 end

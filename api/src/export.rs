@@ -1,0 +1,208 @@
+//! Finished jobs in the formats people import: NDJSON and JSON (the Job documents), CSV (one row
+//! per test case, for TestRail's and Xray's CSV importers) and Gherkin (one `.feature` per
+//! story; a zip for a batch).
+
+use std::io::Write;
+
+use storyforge_shared::job::{Job, JobStatus, TestCase};
+
+/// `?format=` of the results endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ndjson,
+    Json,
+    Csv,
+    Gherkin,
+}
+
+impl Format {
+    pub const NAMES: [&'static str; 4] = ["ndjson", "json", "csv", "gherkin"];
+
+    pub fn parse(text: &str) -> Option<Format> {
+        match text {
+            "ndjson" => Some(Format::Ndjson),
+            "json" => Some(Format::Json),
+            "csv" => Some(Format::Csv),
+            "gherkin" => Some(Format::Gherkin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("writing CSV: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("writing the zip: {0}")]
+    Zip(#[from] zip::result::ZipError),
+    #[error("writing: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("serializing: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One Job document per line.
+pub fn ndjson(jobs: &[Job]) -> Result<Vec<u8>, ExportError> {
+    let mut out = Vec::new();
+    for job in jobs {
+        serde_json::to_writer(&mut out, job)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// The CSV columns, in order.
+pub const CSV_HEADER: [&str; 9] = [
+    "story_id",
+    "job_id",
+    "case_id",
+    "title",
+    "priority",
+    "preconditions",
+    "steps",
+    "expected",
+    "covers",
+];
+
+/// One row per test case of the succeeded jobs: given → preconditions, when → steps, then →
+/// expected, covers joined by `;`. Quoted as RFC 4180 says.
+pub fn csv(jobs: &[Job]) -> Result<Vec<u8>, ExportError> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(CSV_HEADER)?;
+    for (job, case) in cases(jobs) {
+        writer.write_record([
+            job.story_id.as_deref().unwrap_or_default(),
+            &job.id.to_string(),
+            &case.id,
+            &case.title,
+            case.priority.as_str(),
+            &case.given,
+            &case.when,
+            &case.then,
+            &case.covers.join(";"),
+        ])?;
+    }
+    writer.flush()?;
+    writer
+        .into_inner()
+        .map_err(|e| ExportError::Io(e.into_error()))
+}
+
+/// Every test case of the succeeded jobs, in job order.
+fn cases(jobs: &[Job]) -> impl Iterator<Item = (&Job, &TestCase)> {
+    jobs.iter()
+        .filter(|job| job.status == JobStatus::Succeeded)
+        .flat_map(|job| {
+            job.result
+                .iter()
+                .flat_map(move |result| result.test_cases.iter().map(move |case| (job, case)))
+        })
+}
+
+/// Whitespace (line breaks included) collapsed to single spaces: Gherkin names and steps are
+/// one line each.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A tag: `@` and the text with anything but letters, digits, `_`, `-` and `.` made `_`.
+fn tag(text: &str) -> String {
+    let cleaned: String = text
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("@{cleaned}")
+}
+
+/// The job's story id, or its job id when it has none.
+fn story_name(job: &Job) -> String {
+    job.story_id.clone().unwrap_or_else(|| job.id.to_string())
+}
+
+/// A succeeded job as a `.feature`: the Feature is named after the story's first line and
+/// tagged with the story id; one Scenario per case, tagged with its id, priority and criteria;
+/// a step's ` AND `-joined parts become `And` lines. `None` for a job without test cases.
+pub fn feature(job: &Job) -> Option<String> {
+    let result = job
+        .result
+        .as_ref()
+        .filter(|_| job.status == JobStatus::Succeeded)?;
+    let title = job
+        .story
+        .lines()
+        .map(one_line)
+        .find(|line| !line.is_empty())
+        .unwrap_or_else(|| story_name(job));
+    let title: String = title.chars().take(120).collect();
+    let mut out = format!("{}\nFeature: {title}\n", tag(&story_name(job)));
+    for case in &result.test_cases {
+        let mut tags = vec![tag(&case.id), tag(case.priority.as_str())];
+        tags.extend(case.covers.iter().map(|c| tag(c)));
+        out.push_str(&format!(
+            "\n  {}\n  Scenario: {}\n",
+            tags.join(" "),
+            one_line(&case.title)
+        ));
+        for (keyword, text) in [
+            ("Given", &case.given),
+            ("When", &case.when),
+            ("Then", &case.then),
+        ] {
+            for (i, part) in text
+                .split(" AND ")
+                .map(one_line)
+                .filter(|p| !p.is_empty())
+                .enumerate()
+            {
+                let keyword = if i == 0 { keyword } else { "And" };
+                out.push_str(&format!("    {keyword} {part}\n"));
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A zip with one `.feature` per succeeded story, named after its story id (or job id); a story
+/// id used twice gets the job id added to the second file's name.
+pub fn gherkin_zip(jobs: &[Job]) -> Result<Vec<u8>, ExportError> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    let mut names = std::collections::HashSet::new();
+    for job in jobs {
+        let Some(text) = feature(job) else { continue };
+        let stem = file_stem(&story_name(job));
+        let mut name = format!("{stem}.feature");
+        if !names.insert(name.clone()) {
+            name = format!("{stem}-{}.feature", job.id);
+            names.insert(name.clone());
+        }
+        zip.start_file(name, options)?;
+        zip.write_all(text.as_bytes())?;
+    }
+    Ok(zip.finish()?.into_inner())
+}
+
+/// A file name from a story id: letters, digits, `-`, `_` and `.` kept, the rest `_`.
+fn file_stem(text: &str) -> String {
+    let stem: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match stem.trim_matches('.') {
+        "" => "story".to_string(),
+        stem => stem.to_string(),
+    }
+}
