@@ -12,7 +12,8 @@
 //! - `backlog.rs`: a `POST /v1/batches` body, JSON or CSV, into checked stories.
 //! - `export.rs`: finished jobs as NDJSON, JSON, CSV and Gherkin.
 //! - `routes/`: one file per area — `jobs.rs` (`/v1/jobs…`), `batches.rs` (`/v1/batches…`),
-//!   `results.rs` (`…/results`), `deliveries.rs` (webhook attempts and redelivery),
+//!   `results.rs` (`…/results`), `events.rs` (`…/events`, Server-Sent Events),
+//!   `deliveries.rs` (webhook attempts and redelivery),
 //!   `health.rs` (`/health`, `/ready`,
 //!   `/status`), `providers.rs` (`/v1/providers`), `metrics.rs` (`/metrics` and the request
 //!   counters), `docs.rs` (`/openapi.json`, `/docs`).
@@ -82,6 +83,8 @@ pub fn router(state: AppState) -> Router {
             post(routes::deliveries::redeliver_job),
         )
         .route("/v1/jobs/{id}/results", get(routes::results::for_job))
+        .route("/v1/jobs/{id}/events", get(routes::events::for_job))
+        .route("/v1/batches/{id}/events", get(routes::events::for_batch))
         .route(
             "/v1/batches",
             post(routes::batches::create)

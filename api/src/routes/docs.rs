@@ -15,7 +15,7 @@ use storyforge_shared::config::Settings;
 use utoipa::OpenApi;
 
 use crate::error::{PROBLEM_TYPES, type_uri};
-use crate::routes::{batches, deliveries, health, jobs, metrics, providers, results};
+use crate::routes::{batches, deliveries, events, health, jobs, metrics, providers, results};
 use crate::schema::{FieldErrorSchema, JobSchema, ProblemSchema};
 use crate::state::AppState;
 use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
@@ -36,11 +36,13 @@ use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
         jobs::show,
         jobs::cancel,
         results::for_job,
+        events::for_job,
         batches::create,
         batches::list,
         batches::show,
         batches::cancel,
         results::for_batch,
+        events::for_batch,
         deliveries::for_job,
         deliveries::for_batch,
         deliveries::redeliver_job,

@@ -6,6 +6,7 @@
 pub(crate) mod batches;
 pub(crate) mod deliveries;
 pub(crate) mod docs;
+pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod metrics;

@@ -231,6 +231,9 @@ pub enum Redelivery {
     NotFound,
 }
 
+/// Change hints from [`JobStore::watch`].
+pub type Changes = futures::stream::BoxStream<'static, ()>;
+
 /// What `create_batch` did.
 #[derive(Debug)]
 pub struct CreatedBatch {
@@ -404,6 +407,11 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Option<Vec<DeliveryAttempt>>, StoreError>;
     /// Makes a job's or batch's webhook event due again (an operator's manual redelivery).
     async fn redeliver(&self, subject: Subject) -> Result<Redelivery, StoreError>;
+
+    /// A stream that yields whenever the job or batch may have changed (its status, stage or
+    /// counts); a hint to read it again. Notifications can be missed (a Redis restart), so
+    /// readers also re-read now and then.
+    async fn watch(&self, subject: Subject) -> Result<Changes, StoreError>;
 
     /// Creates the batch and all its jobs (`jobs` carry no `batch_id` yet) in one atomic step;
     /// with an idempotency key, as for `create`.

@@ -37,15 +37,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use super::{
-    AttemptReport, BatchCancelOutcome, BatchPage, CancelOutcome, Claim, Created, CreatedBatch,
-    Delivery, DeliveryAttempt, DeliveryNext, DeliveryOutcome, JobStore, Lease, LeaseState,
-    ListQuery, Page, Reconciled, Redelivery, StoreError, StorePolicy, StoreStats, Subject, Ticket,
-    Work, WorkKind,
+    AttemptReport, BatchCancelOutcome, BatchPage, CancelOutcome, Changes, Claim, Created,
+    CreatedBatch, Delivery, DeliveryAttempt, DeliveryNext, DeliveryOutcome, JobStore, Lease,
+    LeaseState, ListQuery, Page, Reconciled, Redelivery, StoreError, StorePolicy, StoreStats,
+    Subject, Ticket, Work, WorkKind,
 };
 use crate::batch::{Batch, BatchCounts, BatchSpec, BatchStatus, BatchUsage};
 use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, WebhookTarget};
@@ -189,6 +190,8 @@ pub struct RedisJobStore {
     conn: ConnectionManager,
     namespace: String,
     policy: StorePolicy,
+    /// For the pub/sub connections `watch` opens; `None` when built from a bare connection.
+    client: Option<redis::Client>,
 }
 
 impl RedisJobStore {
@@ -197,17 +200,22 @@ impl RedisJobStore {
             conn,
             namespace: namespace.into(),
             policy,
+            client: None,
         }
     }
 
     /// Connects to the configured Redis, under the configured namespace and policy.
     pub async fn open(settings: &crate::config::Settings) -> Result<RedisJobStore, StoreError> {
         let conn = connect(&settings.redis_url).await?;
-        Ok(RedisJobStore::new(
+        let store = RedisJobStore::new(
             conn,
             &settings.namespace,
             StorePolicy::from_settings(settings),
-        ))
+        );
+        Ok(RedisJobStore {
+            client: Some(redis::Client::open(settings.redis_url.as_str()).map_err(unavailable)?),
+            ..store
+        })
     }
 
     fn key(&self, suffix: &str) -> String {
@@ -742,6 +750,19 @@ impl JobStore for RedisJobStore {
             redispatched,
             pruned,
         })
+    }
+
+    async fn watch(&self, subject: Subject) -> Result<Changes, StoreError> {
+        let client = self.client.as_ref().ok_or_else(|| {
+            StoreError::Unavailable("this store was built without a URL to subscribe with".into())
+        })?;
+        let (prefix, id) = subject_key(subject);
+        let mut pubsub = client.get_async_pubsub().await.map_err(unavailable)?;
+        pubsub
+            .subscribe(self.key(&format!("changes:{prefix}:{id}")))
+            .await
+            .map_err(unavailable)?;
+        Ok(pubsub.into_on_message().map(drop).boxed())
     }
 
     async fn create_batch(

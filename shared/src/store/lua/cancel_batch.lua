@@ -6,6 +6,7 @@ local status = redis.call('HGET', bk, 'status')
 if not status then return 'missing' end
 if status ~= 'running' then return 'finished' end
 redis.call('HSET', bk, 'status', 'canceled')
+announce('batch', batch)
 local now = now_ms()
 for _, id in ipairs(redis.call('ZRANGE', key('idx', 'batch', batch), 0, -1)) do
   if redis.call('HGET', jobkey(id), 'status') == 'queued' then

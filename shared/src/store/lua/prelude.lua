@@ -65,7 +65,13 @@ local function settle_batch(batch, now, ttl_ms)
   redis.call('HSET', bk, 'finished_at', now)
   redis.call('PEXPIRE', bk, ttl_ms)
   redis.call('ZREM', key('lanes'), batch)
+  announce('batch', batch)
   if has_webhook(f[6]) then emit_event('batch', batch, 'batch.completed', 'completed', now, ttl_ms) end
+end
+
+-- Change notifications for live progress (`GET …/events`): a hint to read again, nothing more.
+local function announce(subject, id)
+  redis.call('PUBLISH', key('changes', subject, id), '1')
 end
 
 -- Status indexes and batch counts are kept for jobs only.
@@ -74,11 +80,13 @@ local function move_status(member, from, to)
   local id = id_of(member)
   if from then redis.call('ZREM', key('idx', from), id) end
   redis.call('ZADD', key('idx', to), 0, id)
+  announce('job', id)
   local batch = batch_of(member)
   if batch then
     local bk = key('batch', batch)
     if from then redis.call('HINCRBY', bk, 'n_' .. from, -1) end
     redis.call('HINCRBY', bk, 'n_' .. to, 1)
+    announce('batch', batch)
   end
 end
 

@@ -5,6 +5,9 @@ if state ~= 'held' then return state end
 local rk = record(member)
 local deadline = now_ms() + lease_ms
 redis.call('HSET', rk, 'lease_until', deadline)
-if stage ~= '' then redis.call('HSET', rk, 'stage', stage) end
+if stage ~= '' and redis.call('HGET', rk, 'stage') ~= stage then
+  redis.call('HSET', rk, 'stage', stage)
+  announce('job', id_of(member))
+end
 redis.call('ZADD', key('leases'), deadline, member)
 return 'held'
