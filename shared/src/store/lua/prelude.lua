@@ -16,7 +16,11 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local FINAL = {succeeded = true, failed = true, canceled = true}
+
+-- Change notifications for live progress (`GET …/events`): a hint to read again, nothing more.
+local function announce(subject, id)
+  redis.call('PUBLISH', key('changes', subject, id), '1')
+end
 
 -- The batch a work item belongs to, if any.
 local function batch_of(member)
@@ -67,11 +71,6 @@ local function settle_batch(batch, now, ttl_ms)
   redis.call('ZREM', key('lanes'), batch)
   announce('batch', batch)
   if has_webhook(f[6]) then emit_event('batch', batch, 'batch.completed', 'completed', now, ttl_ms) end
-end
-
--- Change notifications for live progress (`GET …/events`): a hint to read again, nothing more.
-local function announce(subject, id)
-  redis.call('PUBLISH', key('changes', subject, id), '1')
 end
 
 -- Status indexes and batch counts are kept for jobs only.
