@@ -2,7 +2,14 @@
 //!
 //! # Layout
 //! - [`up`]: the API and a worker pool in one process.
+//! - [`submit`], [`status`], [`results`]: clients of a running API — a backlog in as a batch
+//!   (with a progress bar), a job's or batch's state, results written to a file.
+//! - [`client`]: the HTTP client they share, and errors a person can act on.
 //!
 //! `main.rs` parses the command line and prints a failure as one line; everything else is here.
 
+pub mod client;
+pub mod results;
+pub mod status;
+pub mod submit;
 pub mod up;

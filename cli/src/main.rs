@@ -6,6 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use storyforge_cli::client::Api;
+use storyforge_cli::submit::{self, Submit};
+use storyforge_cli::{results, status};
 use storyforge_shared::config::Settings;
 
 #[derive(Parser)]
@@ -25,6 +28,49 @@ struct Args {
 enum Command {
     /// Run the API and one worker in this process until SIGTERM or Ctrl-C.
     Up,
+    /// Send a backlog (CSV or JSON) as a batch and print its id.
+    Submit {
+        /// The backlog: a CSV export, or JSON (`{"stories": […]}` or a bare array of stories).
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArg,
+        /// Show a progress bar until the batch completes, then write its results.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: ndjson (default), json, csv or gherkin.
+        #[arg(long, value_parser = results::FORMATS)]
+        format: Option<String>,
+        /// With --wait: where to write the results.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Show a job or a batch.
+    Status {
+        id: String,
+        #[command(flatten)]
+        api: ApiArg,
+        /// Print the raw JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a finished job's or batch's results to a file.
+    Results {
+        id: String,
+        #[command(flatten)]
+        api: ApiArg,
+        /// json, csv or gherkin for a job (default json); also ndjson for a batch (its default).
+        #[arg(long, value_parser = results::FORMATS)]
+        format: Option<String>,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ApiArg {
+    /// The API's URL (default: STORYFORGE_API_URL, else http://127.0.0.1:8080).
+    #[arg(long = "api")]
+    url: Option<String>,
 }
 
 #[tokio::main]
@@ -39,9 +85,34 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
-    let _telemetry = storyforge_shared::telemetry::init("storyforge", settings.log_format);
     match args.command {
-        Command::Up => storyforge_cli::up::up(settings).await,
+        Command::Up => {
+            let settings =
+                Settings::load(args.config.as_deref()).context("loading configuration")?;
+            let _telemetry = storyforge_shared::telemetry::init("storyforge", settings.log_format);
+            storyforge_cli::up::up(settings).await
+        }
+        Command::Submit {
+            file,
+            api,
+            wait,
+            format,
+            out,
+        } => {
+            let submit = Submit {
+                file: &file,
+                wait,
+                format: format.as_deref(),
+                out: &out,
+            };
+            submit::submit(&Api::new(api.url)?, submit).await
+        }
+        Command::Status { id, api, json } => status::status(&Api::new(api.url)?, &id, json).await,
+        Command::Results {
+            id,
+            api,
+            format,
+            out,
+        } => results::results(&Api::new(api.url)?, &id, format.as_deref(), &out).await,
     }
 }

@@ -108,3 +108,144 @@ async fn up_stops_with_the_reason_when_its_worker_cannot_start() {
         "the API never served"
     );
 }
+
+/// Runs `storyforge ARGS` in `dir` to its end; its exit status and everything it printed.
+async fn storyforge(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let mut process = ChildProcess::spawn_in(dir, "storyforge", args, &[]);
+    let status = process.wait_exit(WAIT).await.expect("storyforge exits");
+    (status.success(), process.log_contents())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_wait_shows_progress_and_writes_the_results() {
+    let env =
+        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sprint.csv"),
+        "Issue key,Summary,Acceptance criteria\n\
+         AUTH-1,\"As a user, I want to log in\",Good password works; Bad password is refused\n\
+         AUTH-2,\"As a user, I want to log out\",\n",
+    )
+    .unwrap();
+
+    let (ok, said) = storyforge(
+        dir.path(),
+        &[
+            "submit",
+            "sprint.csv",
+            "--api",
+            &api.base_url,
+            "--wait",
+            "--format",
+            "csv",
+            "--out",
+            "out",
+        ],
+    )
+    .await;
+    assert!(ok, "{said}");
+    let batch_id = said.lines().next().unwrap().trim().to_string();
+    let written = dir.path().join("out").join(format!("{batch_id}.csv"));
+    assert!(
+        said.contains(&written.file_name().unwrap().to_string_lossy().to_string()),
+        "{said}"
+    );
+    let mut reader = csv::Reader::from_path(&written).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 6, "three cases for each of two stories");
+    assert!(rows.iter().any(|r| &r[0] == "AUTH-1"));
+
+    let (ok, said) = storyforge(dir.path(), &["status", &batch_id, "--api", &api.base_url]).await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("completed") && said.contains("2 succeeded"),
+        "{said}"
+    );
+
+    let job_id = env
+        .get_json(&api, &format!("/v1/jobs?batch_id={batch_id}"))
+        .await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, said) = storyforge(
+        dir.path(),
+        &[
+            "results",
+            &job_id,
+            "--api",
+            &api.base_url,
+            "--format",
+            "gherkin",
+        ],
+    )
+    .await;
+    assert!(ok, "{said}");
+    let feature = std::fs::read_to_string(dir.path().join(format!("{job_id}.feature"))).unwrap();
+    gherkin::Feature::parse(&feature, gherkin::GherkinEnv::default()).expect("a valid feature");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_names_the_file_row_and_column_of_a_malformed_backlog() {
+    let env =
+        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
+    let api = env.start_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("backlog.csv"),
+        "story,key\nfine,A-1\n  ,A-2\n",
+    )
+    .unwrap();
+
+    let (ok, said) = storyforge(
+        dir.path(),
+        &["submit", "backlog.csv", "--api", &api.base_url],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        said.contains("backlog.csv: row 3, column story: is required"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("panicked") && !said.contains("backtrace"),
+        "{said}"
+    );
+
+    let (ok, said) = storyforge(
+        dir.path(),
+        &["submit", "missing.csv", "--api", &api.base_url],
+    )
+    .await;
+    assert!(!ok);
+    assert!(said.contains("cannot read missing.csv"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_api_is_named_by_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (ok, said) = storyforge(
+        dir.path(),
+        &[
+            "status",
+            "0195a2b4-0000-7000-8000-000000000000",
+            "--api",
+            &url,
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        said.contains(&format!("cannot reach the StoryForge API at {url}")),
+        "{said}"
+    );
+    assert_eq!(said.trim().lines().count(), 1, "one sentence: {said}");
+}
