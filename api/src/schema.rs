@@ -517,7 +517,7 @@ pub(crate) struct BatchStorySchema {
     /// As for `POST /v1/jobs`: not blank, at most `STORYFORGE_MAX_STORY_CHARS` characters.
     #[schema(min_length = 1, pattern = r"\S")]
     story: String,
-    #[schema(max_items = 50)]
+    #[schema(schema_with = crate::submission::criteria_schema)]
     acceptance_criteria: Option<Vec<String>>,
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     story_id: Option<String>,

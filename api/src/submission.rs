@@ -31,7 +31,7 @@ pub(crate) const MAX_WEBHOOK_CHARS: usize = 2_000;
 const NOT_BLANK: &str = r"\S";
 
 /// `acceptance_criteria` as the OpenAPI document states it: the same limits `criteria` checks.
-fn criteria_schema() -> utoipa::openapi::schema::Array {
+pub(crate) fn criteria_schema() -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
     ArrayBuilder::new()
         .items(

@@ -692,6 +692,12 @@ async fn the_openapi_document_states_the_limits_the_server_enforces() {
     let criterion = &request["acceptance_criteria"]["items"];
     assert_eq!(criterion["maxLength"], 2000);
     assert_eq!(criterion["pattern"], "\\S");
+    let batch = &document["components"]["schemas"]["BatchStory"]["properties"];
+    assert_eq!(
+        batch["story"]["maxLength"], 50,
+        "a batch's stories have the same limit"
+    );
+    assert_eq!(batch["acceptance_criteria"]["items"]["maxLength"], 2000);
     let uuid_or_empty = document["paths"]["/v1/jobs"]["get"]["parameters"]
         .as_array()
         .unwrap()
@@ -753,6 +759,18 @@ async fn the_openapi_document_lists_every_endpoint() {
         ("/v1/jobs", "get"),
         ("/v1/jobs/{id}", "get"),
         ("/v1/jobs/{id}/cancel", "post"),
+        ("/v1/jobs/{id}/results", "get"),
+        ("/v1/jobs/{id}/events", "get"),
+        ("/v1/jobs/{id}/deliveries", "get"),
+        ("/v1/jobs/{id}/redeliver", "post"),
+        ("/v1/batches", "post"),
+        ("/v1/batches", "get"),
+        ("/v1/batches/{id}", "get"),
+        ("/v1/batches/{id}/cancel", "post"),
+        ("/v1/batches/{id}/results", "get"),
+        ("/v1/batches/{id}/events", "get"),
+        ("/v1/batches/{id}/deliveries", "get"),
+        ("/v1/batches/{id}/redeliver", "post"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/status", "get"),
@@ -768,7 +786,15 @@ async fn the_openapi_document_lists_every_endpoint() {
         );
     }
     let schemas = &document["components"]["schemas"];
-    for name in ["Job", "JobRequest", "Problem"] {
+    for name in [
+        "Job",
+        "JobRequest",
+        "Problem",
+        "Batch",
+        "BatchRequest",
+        "BatchStory",
+        "DeliveryAttempt",
+    ] {
         assert!(schemas[name].is_object(), "schema {name} is missing");
     }
 }

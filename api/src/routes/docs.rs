@@ -92,8 +92,13 @@ pub(crate) async fn openapi(State(state): State<AppState>) -> Json<serde_json::V
 /// The OpenAPI document with this deployment's configured limits filled in.
 pub(crate) fn document(settings: &Settings) -> serde_json::Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
-    document["components"]["schemas"]["JobRequest"]["properties"]["story"]["maxLength"] =
+    let schemas = &mut document["components"]["schemas"];
+    schemas["JobRequest"]["properties"]["story"]["maxLength"] =
         serde_json::json!(settings.max_story_chars);
+    schemas["BatchStory"]["properties"]["story"]["maxLength"] =
+        serde_json::json!(settings.max_story_chars);
+    schemas["BatchRequest"]["properties"]["stories"]["maxItems"] =
+        serde_json::json!(settings.max_batch_stories);
     document
 }
 
