@@ -465,3 +465,36 @@ async fn a_delivery_whose_worker_crashed_is_taken_again_with_the_same_event_id()
         "delivered once"
     );
 }
+
+#[tokio::test]
+async fn work_queued_by_the_earlier_key_layout_is_taken_over_on_upgrade() {
+    let namespace = unique_namespace("store-upgrade");
+    let mut conn = connect(&RedisServer::shared().url()).await.unwrap();
+    let store = RedisJobStore::new(
+        conn.clone(),
+        namespace.clone(),
+        policy(Duration::from_secs(30), 3),
+    );
+    let job = store
+        .create(&spec("queued before the upgrade"), None)
+        .await
+        .unwrap()
+        .job;
+    // What an older version left behind: the job in the due set under its bare id, and no
+    // record of the layout.
+    let pending = format!("{namespace}:pending");
+    let _: () = redis::pipe()
+        .zrem(&pending, format!("job:{}", job.id))
+        .zadd(&pending, job.id.to_string(), 0)
+        .del(format!("{namespace}:layout:work-items"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    store.reconcile().await.unwrap();
+
+    assert_eq!(
+        store.take_due(10, 100).await.unwrap(),
+        vec![Ticket::generation(job.id)]
+    );
+}

@@ -6,6 +6,21 @@ local dispatch_timeout, ttl, batch = tonumber(ARGV[4]), tonumber(ARGV[5]), tonum
 local now = now_ms()
 local report = {0, 0, 0, 0}
 
+-- Once per deployment: the work sets of versions before webhooks held bare job ids; they are
+-- renamed to `job:<id>` so that nothing queued, dispatched or running before an upgrade is lost.
+if redis.call('SET', key('layout', 'work-items'), '1', 'NX') then
+  for _, set in ipairs({'pending', 'dispatched', 'leases'}) do
+    local entries = redis.call('ZRANGE', key(set), 0, -1, 'WITHSCORES')
+    for i = 1, #entries, 2 do
+      local member, score = entries[i], entries[i + 1]
+      if not string.find(member, ':', 1, true) then
+        redis.call('ZREM', key(set), member)
+        redis.call('ZADD', key(set), score, 'job:' .. member)
+      end
+    end
+  end
+end
+
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, batch)) do
   local rk = record(member)
   local f = redis.call('HMGET', rk, 'status', 'attempts', 'worker')
