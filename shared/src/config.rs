@@ -123,11 +123,17 @@ pub enum LogFormat {
 struct Source {
     file: HashMap<String, String>,
     env: HashMap<String, String>,
+    /// Every variable name looked up, for [`Settings::variables`].
+    asked: std::cell::RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Source {
     fn get(&self, key: &str, fallbacks: &[&str]) -> Option<(String, String)> {
         let variable = format!("STORYFORGE_{}", key.to_uppercase());
+        self.asked.borrow_mut().insert(variable.clone());
+        self.asked
+            .borrow_mut()
+            .extend(fallbacks.iter().map(|name| name.to_string()));
         if let Some(value) = self.env.get(&variable) {
             return Some((variable, value.clone()));
         }
@@ -221,10 +227,30 @@ impl Settings {
             Some(path) => read_toml(&path)?,
             None => HashMap::new(),
         };
-        let src = Source { file, env };
+        Settings::from_source(&Source {
+            file,
+            env,
+            asked: Default::default(),
+        })
+    }
 
-        let llm = provider_chain(&src)?;
-        let judge_llm = judge_provider(&src, &llm[0])?;
+    /// Every environment variable the settings read (with everything at its default), so
+    /// deployment files can be checked against the code.
+    pub fn variables() -> std::collections::BTreeSet<String> {
+        let src = Source {
+            file: HashMap::new(),
+            env: HashMap::new(),
+            asked: Default::default(),
+        };
+        let _ = Settings::from_source(&src);
+        let mut names = src.asked.into_inner();
+        names.insert("STORYFORGE_CONFIG".to_string());
+        names
+    }
+
+    fn from_source(src: &Source) -> Result<Settings, ConfigError> {
+        let llm = provider_chain(src)?;
+        let judge_llm = judge_provider(src, &llm[0])?;
         let log_format = match src.string("log_format", &[]).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -283,7 +309,7 @@ impl Settings {
             prompt_token_budget: src.parse("prompt_token_budget", 2_000)?,
             data_dir: src.string("data_dir", &[]).map(PathBuf::from),
             cache_enabled: src.flag("cache", true)?,
-            pricing: pricing(&src)?,
+            pricing: pricing(src)?,
             log_format,
         };
         settings.check()?;
@@ -459,6 +485,24 @@ fn pricing(src: &Source) -> Result<HashMap<String, (f64, f64)>, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_variables_are_the_ones_the_settings_read() {
+        let names = Settings::variables();
+        for name in [
+            "STORYFORGE_REDIS_URL",
+            "REDIS_URL",
+            "STORYFORGE_API_ADDR",
+            "STORYFORGE_LLM_API_KEY",
+            "STORYFORGE_WEBHOOK_MAX_AGE",
+            "STORYFORGE_SHUTDOWN_GRACE",
+            "STORYFORGE_CONFIG",
+        ] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        assert!(!names.contains("STORYFORGE_NOT_A_SETTING"));
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
