@@ -68,6 +68,7 @@ local function settle_batch(batch, now, ttl_ms)
   if f[5] == 'running' then redis.call('HSET', bk, 'status', 'completed') end
   redis.call('HSET', bk, 'finished_at', now)
   redis.call('PEXPIRE', bk, ttl_ms)
+  redis.call('PEXPIRE', key('idx', 'batch', batch), ttl_ms)
   redis.call('ZREM', key('lanes'), batch)
   announce('batch', batch)
   if has_webhook(f[6]) then emit_event('batch', batch, 'batch.completed', 'completed', now, ttl_ms) end
