@@ -101,8 +101,15 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
         .map_err(unavailable)
 }
 
+/// A Redis error as the store reports it: a store script that failed is our bug (`Corrupt`,
+/// a 500 at the API), anything else means Redis is unreachable or busy (`Unavailable`, a 503).
 fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    let text = e.to_string();
+    if text.contains("user_script") {
+        StoreError::Corrupt(format!("a store script failed: {text}"))
+    } else {
+        StoreError::Unavailable(text)
+    }
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -960,5 +967,26 @@ impl JobStore for RedisJobStore {
             .await
             .map(drop)
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn a_failing_store_script_is_a_bug_not_an_outage() {
+        let script: RedisError = (
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "user_script:42: Script attempted to access nonexistent global variable 'x'"
+                .to_string(),
+        )
+            .into();
+        assert!(matches!(unavailable(script), StoreError::Corrupt(_)));
+        let down: RedisError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert!(matches!(unavailable(down), StoreError::Unavailable(_)));
     }
 }
