@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod collect;
 pub mod coverage;
+pub mod designer;
 pub mod judge;
 pub mod parse;
 pub mod prompt;
