@@ -405,7 +405,7 @@ fn provider(
     let standard_key: &[&str] = match kind {
         ProviderKind::OpenAi => &["OPENAI_API_KEY"],
         ProviderKind::Anthropic => &["ANTHROPIC_API_KEY"],
-        ProviderKind::Ollama => &[],
+        ProviderKind::Ollama | ProviderKind::Builtin => &[],
     };
     if let Some(key) = src.string(&format!("{prefix}_api_key"), standard_key) {
         settings.api_key = Some(SecretString::from(key));

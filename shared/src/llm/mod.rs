@@ -11,6 +11,8 @@
 //!   negotiation, timing, the probe.
 //! - `openai.rs`, `ollama.rs`, `anthropic.rs`: the three wire protocols, as request bodies and
 //!   replies.
+//! - `builtin.rs`: the built-in test designer's place in a chain (it is not an LLM; the worker
+//!   runs it).
 //! - `structured.rs`: how much of a request's JSON schema each server accepts, negotiated down
 //!   when a server refuses it.
 //! - `transport.rs`: HTTP status, `Retry-After` and `reqwest` errors mapped to [`LlmError`].
@@ -32,6 +34,7 @@
 //! | `BadResponse` | no | the provider speaks something we do not understand |
 
 mod anthropic;
+mod builtin;
 mod chain;
 mod client;
 mod limits;
@@ -270,7 +273,7 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// One LLM endpoint speaking one wire protocol.
 #[async_trait]
 pub trait ChatProvider: Send + Sync {
-    /// `"openai"`, `"ollama"` or `"anthropic"`.
+    /// `"openai"`, `"ollama"`, `"anthropic"` or `"builtin"`.
     fn name(&self) -> &str;
     /// The configured model, used when a request does not name one.
     fn model(&self) -> &str;
@@ -306,6 +309,7 @@ pub fn build_provider(settings: ProviderSettings, http: reqwest::Client) -> Arc<
         ProviderKind::OpenAi => Arc::new(Client::<openai::OpenAi>::new(settings, http)),
         ProviderKind::Ollama => Arc::new(Client::<ollama::Ollama>::new(settings, http)),
         ProviderKind::Anthropic => Arc::new(Client::<anthropic::Anthropic>::new(settings, http)),
+        ProviderKind::Builtin => Arc::new(builtin::Builtin::new(settings)),
     }
 }
 

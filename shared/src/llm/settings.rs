@@ -16,13 +16,16 @@ pub enum ProviderKind {
     OpenAi,
     Ollama,
     Anthropic,
+    /// The built-in test designer: no LLM, deterministic (the worker's `pipeline/designer.rs`).
+    Builtin,
 }
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 3] = [
+    pub const ALL: [ProviderKind; 4] = [
         ProviderKind::OpenAi,
         ProviderKind::Ollama,
         ProviderKind::Anthropic,
+        ProviderKind::Builtin,
     ];
 
     /// The name used in configuration and in [`super::ChatResponse::provider`].
@@ -31,6 +34,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::Ollama => "ollama",
             ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Builtin => "builtin",
         }
     }
 
@@ -41,6 +45,8 @@ impl ProviderKind {
             ProviderKind::OpenAi => "https://api.openai.com/v1",
             ProviderKind::Ollama => "http://127.0.0.1:11434",
             ProviderKind::Anthropic => "https://api.anthropic.com",
+            // Nothing is called: the designer runs inside the worker.
+            ProviderKind::Builtin => "builtin:",
         }
     }
 
@@ -50,6 +56,7 @@ impl ProviderKind {
             ProviderKind::OpenAi => "gpt-4o-mini",
             ProviderKind::Ollama => "llama3.2:3b",
             ProviderKind::Anthropic => "claude-3-5-haiku-latest",
+            ProviderKind::Builtin => "builtin-designer",
         }
     }
 }
@@ -62,7 +69,7 @@ impl fmt::Display for ProviderKind {
 
 /// A provider name that is none of `openai`, `ollama`, `anthropic`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown LLM provider `{0}`; expected one of: openai, ollama, anthropic")]
+#[error("unknown LLM provider `{0}`; expected one of: openai, ollama, anthropic, builtin")]
 pub struct ParseProviderKindError(String);
 
 impl FromStr for ProviderKind {
@@ -196,8 +203,9 @@ mod tests {
 
         assert_eq!(
             error,
-            "unknown LLM provider `gemini`; expected one of: openai, ollama, anthropic"
+            "unknown LLM provider `gemini`; expected one of: openai, ollama, anthropic, builtin"
         );
+        assert_eq!("Builtin".parse::<ProviderKind>(), Ok(ProviderKind::Builtin));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use storyforge_shared::job::{JobError, JobResult, JobSpec, Stage, Usage, Validation};
-use storyforge_shared::llm::{ChatMessage, ChatRequest, FinishReason, LlmError};
+use storyforge_shared::llm::{ChatMessage, ChatRequest, FinishReason, LlmError, ProviderKind};
 
 pub use crate::context::Context;
 use collect::Collection;
@@ -177,14 +177,19 @@ async fn generate_metered(
     let (min, max) = (spec.options.min_cases(), spec.options.max_cases());
     let mut collection = Collection::new(story.criteria.clone(), min, max);
 
-    let messages = ctx.prompts.generation(&story, min..=max)?;
-    let schema = collection.schema(min..=max);
-    let reply = ask(ctx, spec, messages, schema, Purpose::Generation, 0, meter).await?;
-    stages.enter(Stage::Validating).await;
-    collection.take(&reply.text, reply.cut_off, None);
-
-    let (rounds, ended) =
-        follow_up_rounds(ctx, spec, stages, &story, &mut collection, meter).await?;
+    let (rounds, ended) = if designer_is_primary(ctx) {
+        design_into(&story, &mut collection, max);
+        (0, Ended::Done)
+    } else {
+        match ask_the_llms(ctx, spec, stages, &story, &mut collection, meter).await {
+            Err(failure) if designer_is_fallback(ctx) && failure.error.code.starts_with("llm_") => {
+                tracing::warn!(error = %failure.error.message, "every LLM failed; the built-in designer writes the cases");
+                design_into(&story, &mut collection, max);
+                (0, Ended::Designed(failure.error.message))
+            }
+            outcome => outcome?,
+        }
+    };
     let collected = collection.finish(rounds, ended.reason().as_deref());
     if let Some((code, message)) = collected.nothing_because {
         let code = match ended {
@@ -205,7 +210,8 @@ async fn generate_metered(
 
     let cases = collected.cases;
     let coverage = coverage::assess(&cases, min, &story.criteria);
-    let judge_on = spec.options.judge.unwrap_or(ctx.settings.judge_enabled);
+    let judge_on = spec.options.judge.unwrap_or(ctx.settings.judge_enabled)
+        && ctx.settings.judge_llm.kind != ProviderKind::Builtin;
     let quality = if judge_on {
         stages.enter(Stage::Judging).await;
         Some(judge::judge(ctx, &story, &cases, &coverage, min, meter).await)
@@ -213,7 +219,15 @@ async fn generate_metered(
         None
     };
     let mut issues = story.notes.clone();
+    if let Ended::Designed(_) = &ended {
+        issues.extend(ended.reason());
+    }
     issues.extend(collected.notes);
+    let mut usage = meter.usage();
+    if usage.llm_calls == 0 && (designer_is_primary(ctx) || matches!(ended, Ended::Designed(_))) {
+        usage.provider = ProviderKind::Builtin.as_str().to_string();
+        usage.model = ProviderKind::Builtin.default_model().to_string();
+    }
     Ok(JobResult {
         validation: Validation {
             structure_valid: true,
@@ -226,9 +240,52 @@ async fn generate_metered(
         acceptance_criteria: story.criteria,
         quality,
         coverage,
-        usage: meter.usage(),
+        usage,
         prompt_version: ctx.prompts.version().to_string(),
     })
+}
+
+/// The first generation call and the follow-up rounds the checks call for.
+async fn ask_the_llms(
+    ctx: &Context,
+    spec: &JobSpec,
+    stages: &dyn StageSink,
+    story: &PreparedStory,
+    collection: &mut Collection,
+    meter: &mut Meter,
+) -> Result<(u32, Ended), Failure> {
+    let (min, max) = (spec.options.min_cases(), spec.options.max_cases());
+    let messages = ctx.prompts.generation(story, min..=max)?;
+    let schema = collection.schema(min..=max);
+    let reply = ask(ctx, spec, messages, schema, Purpose::Generation, 0, meter).await?;
+    stages.enter(Stage::Validating).await;
+    collection.take(&reply.text, reply.cut_off, None);
+    follow_up_rounds(ctx, spec, stages, story, collection, meter).await
+}
+
+/// The built-in test designer is the configured generation provider.
+fn designer_is_primary(ctx: &Context) -> bool {
+    ctx.settings
+        .llm
+        .first()
+        .is_some_and(|p| p.kind == ProviderKind::Builtin)
+}
+
+/// The built-in test designer ends a chain of LLMs: it writes the cases when they all failed.
+fn designer_is_fallback(ctx: &Context) -> bool {
+    ctx.settings.llm.len() > 1
+        && ctx
+            .settings
+            .llm
+            .last()
+            .is_some_and(|p| p.kind == ProviderKind::Builtin)
+}
+
+/// The built-in designer's cases, read and checked exactly like a model's reply.
+fn design_into(story: &PreparedStory, collection: &mut Collection, max: u32) {
+    let drafts = designer::design(&story.text, &story.criteria, max as usize);
+    let reply = serde_json::json!({ "test_cases": drafts }).to_string();
+    collection.take(&reply, false, None);
 }
 
 /// Why the follow-up rounds ended.
@@ -239,6 +296,8 @@ enum Ended {
     Budget(u64),
     /// A round's LLM call failed transiently after the job had reached `min_cases`.
     RoundFailed(String),
+    /// Every LLM failed (the message says how) and the built-in designer wrote the cases.
+    Designed(String),
 }
 
 impl Ended {
@@ -251,6 +310,9 @@ impl Ended {
                 "the job's token budget ({budget} tokens) was spent"
             )),
             Ended::RoundFailed(why) => Some(why.clone()),
+            Ended::Designed(why) => Some(format!(
+                "every LLM failed ({why}), so the built-in test designer wrote the cases"
+            )),
         }
     }
 }
