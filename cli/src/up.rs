@@ -1,17 +1,28 @@
 //! `storyforge up`: the API and a worker in one process, for one machine or a first try;
 //! production runs `storyforge-api` and `storyforge-worker` separately.
 //!
+//! With no LLM provider configured, `up` uses Ollama at its default address when it answers,
+//! else the built-in test designer, and says which — so it works on a machine with nothing
+//! installed.
+//!
 //! The worker half starts first — connected, prompts loaded — so a worker that cannot start
 //! stops `up` before the API takes a single job. If either half stops on its own later, the
 //! other is stopped too and `up` fails naming the half and its reason: it never serves without
 //! a worker.
 
+use std::time::Duration;
+
 use anyhow::{Context as _, anyhow};
 use storyforge_shared::config::Settings;
+use storyforge_shared::llm::{ProviderKind, ProviderSettings, build_provider};
 use tokio::sync::watch;
+
+/// How long `up` waits for Ollama at its default address before choosing the built-in designer.
+const OLLAMA_PROBE: Duration = Duration::from_secs(2);
 
 /// Runs until SIGTERM or Ctrl-C; an error when either half could not start or stopped unasked.
 pub async fn up(settings: Settings) -> anyhow::Result<()> {
+    let settings = choose_provider(settings).await;
     let worker = storyforge_worker::run::build_context(settings.clone())
         .await
         .context("the worker could not start")?;
@@ -55,4 +66,35 @@ pub async fn up(settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// With no provider configured: Ollama at its default address if it answers, else the built-in
+/// test designer (whose cases need no judge). Says which on stderr.
+async fn choose_provider(mut settings: Settings) -> Settings {
+    if settings.llm_configured {
+        return settings;
+    }
+    let ollama = settings.llm[0].clone();
+    let probe = build_provider(ollama.clone(), reqwest::Client::new());
+    let answers = matches!(
+        tokio::time::timeout(OLLAMA_PROBE, probe.probe()).await,
+        Ok(Ok(()))
+    );
+    if answers {
+        eprintln!(
+            "storyforge: no LLM provider configured; using Ollama at {} ({})",
+            ollama.base_url, ollama.model
+        );
+        return settings;
+    }
+    eprintln!(
+        "storyforge: no LLM provider configured and none answers at {}: using the built-in test designer (set STORYFORGE_LLM_PROVIDER to use an LLM)",
+        ollama.base_url
+    );
+    let builtin = ProviderSettings::new(ProviderKind::Builtin);
+    if settings.judge_llm.kind == ollama.kind && settings.judge_llm.base_url == ollama.base_url {
+        settings.judge_llm = builtin.clone();
+    }
+    settings.llm = vec![builtin];
+    settings
 }

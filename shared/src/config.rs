@@ -50,6 +50,9 @@ pub struct Settings {
     pub worker_name: String,
     /// The generation provider chain: the primary first, then fallbacks.
     pub llm: Vec<ProviderSettings>,
+    /// Whether a generation provider was configured (`STORYFORGE_LLM_PROVIDER` or
+    /// `STORYFORGE_LLM_BASE_URL`); `storyforge up` chooses one itself when not.
+    pub llm_configured: bool,
     /// When a provider's circuit opens and how long it stays open.
     pub breaker: BreakerSettings,
     /// The judge's provider (defaults to the generation primary).
@@ -250,6 +253,8 @@ impl Settings {
 
     fn from_source(src: &Source) -> Result<Settings, ConfigError> {
         let llm = provider_chain(src)?;
+        let llm_configured =
+            src.get("llm_provider", &[]).is_some() || src.get("llm_base_url", &[]).is_some();
         let judge_llm = judge_provider(src, &llm[0])?;
         let log_format = match src.string("log_format", &[]).as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -275,6 +280,7 @@ impl Settings {
                 .string("worker_name", &[])
                 .unwrap_or_else(|| "worker".into()),
             llm,
+            llm_configured,
             judge_llm,
             breaker: BreakerSettings {
                 failure_threshold: src.parse("llm_breaker_failures", 3)?,

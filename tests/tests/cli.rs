@@ -249,3 +249,70 @@ async fn an_unreachable_api_is_named_by_its_url() {
     );
     assert_eq!(said.trim().lines().count(), 1, "one sentence: {said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_with_no_llm_anywhere_answers_with_the_builtin_designer() {
+    let env = TestEnv::new(FakeLlm::with_responder(|_| Reply::status(500)).await).await;
+    let (vars, base) = up_env(&env);
+    let nothing_there = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut vars: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("STORYFORGE_LLM_") && k != "STORYFORGE_JUDGE")
+        .collect();
+    vars.push((
+        "OLLAMA_HOST".into(),
+        format!("http://127.0.0.1:{nothing_there}"),
+    ));
+    let empty = tempfile::tempdir().expect("an empty directory");
+    let up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
+    let http = reqwest::Client::new();
+    wait_until(WAIT, "storyforge up answers /health", || async {
+        http.get(format!("{base}/health"))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    assert!(
+        up.log_contents()
+            .contains("using the built-in test designer"),
+        "{}",
+        up.log_contents()
+    );
+
+    let created: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .json(
+            &json!({"story": "As a shopper, I want to pay for my cart so that my order ships",
+                      "acceptance_criteria": ["A declined card shows an error"]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let job = wait_until(WAIT, "the job finishes", || async {
+        let job: Value = http
+            .get(format!("{base}/v1/jobs/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        ["succeeded", "failed"]
+            .contains(&job["status"].as_str().unwrap_or_default())
+            .then_some(job)
+    })
+    .await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["usage"]["provider"], "builtin");
+    assert!(job["result"]["test_cases"].as_array().unwrap().len() >= 3);
+    assert_eq!(env.llm.request_count(), 0);
+}
