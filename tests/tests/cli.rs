@@ -28,18 +28,8 @@ fn up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
     )
 }
 
-fn pairs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
-    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
-    let env =
-        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
-    let (vars, base) = up_env(&env);
-    let empty = tempfile::tempdir().expect("an empty directory");
-    let _up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
-    let http = reqwest::Client::new();
+/// Waits until `storyforge up` at `base` answers `/health`.
+async fn wait_healthy(http: &reqwest::Client, base: &str) {
     wait_until(WAIT, "storyforge up answers /health", || async {
         http.get(format!("{base}/health"))
             .send()
@@ -48,18 +38,11 @@ async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
             .filter(|r| r.status().is_success())
     })
     .await;
+}
 
-    let created: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .json(&json!({"story": "As a shopper, I want to pay for my cart so that my order ships"}))
-        .send()
-        .await
-        .expect("POST /v1/jobs")
-        .json()
-        .await
-        .expect("a job");
-    let id = created["id"].as_str().expect("an id").to_owned();
-    let job = wait_until(WAIT, "the job finishes", || async {
+/// Waits until job `id` at `base` has succeeded or failed, and returns it.
+async fn wait_finished(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    wait_until(WAIT, "the job finishes", || async {
         let job: Value = http
             .get(format!("{base}/v1/jobs/{id}"))
             .send()
@@ -72,7 +55,34 @@ async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
             .contains(&job["status"].as_str().unwrap_or_default())
             .then_some(job)
     })
-    .await;
+    .await
+}
+
+fn pairs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
+    let env =
+        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
+    let (vars, base) = up_env(&env);
+    let empty = tempfile::tempdir().expect("an empty directory");
+    let _up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &base).await;
+
+    let created: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"story": "As a shopper, I want to pay for my cart so that my order ships"}))
+        .send()
+        .await
+        .expect("POST /v1/jobs")
+        .json()
+        .await
+        .expect("a job");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let job = wait_finished(&http, &base, &id).await;
 
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["result"]["test_cases"].as_array().unwrap().len(), 3);
@@ -269,14 +279,7 @@ async fn up_with_no_llm_anywhere_answers_with_the_builtin_designer() {
     let empty = tempfile::tempdir().expect("an empty directory");
     let up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
     let http = reqwest::Client::new();
-    wait_until(WAIT, "storyforge up answers /health", || async {
-        http.get(format!("{base}/health"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    wait_healthy(&http, &base).await;
     assert!(
         up.log_contents()
             .contains("using the built-in test designer"),
@@ -297,20 +300,7 @@ async fn up_with_no_llm_anywhere_answers_with_the_builtin_designer() {
         .await
         .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
-    let job = wait_until(WAIT, "the job finishes", || async {
-        let job: Value = http
-            .get(format!("{base}/v1/jobs/{id}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        ["succeeded", "failed"]
-            .contains(&job["status"].as_str().unwrap_or_default())
-            .then_some(job)
-    })
-    .await;
+    let job = wait_finished(&http, &base, &id).await;
     assert_eq!(job["status"], "succeeded", "{job:#}");
     assert_eq!(job["result"]["usage"]["provider"], "builtin");
     assert!(job["result"]["test_cases"].as_array().unwrap().len() >= 3);
