@@ -170,6 +170,24 @@ impl TestEnv {
         ChildProcess::spawn("storyforge-worker", &pairs)
     }
 
+    /// Starts the release build of the workspace binary `name` (benchmarks) with this
+    /// deployment's settings, `RUST_LOG=warn`, and `extra` on top.
+    pub fn spawn_release(&self, name: &str, extra: &[(&str, &str)]) -> ChildProcess {
+        let path = workspace_root().join("target/release").join(name);
+        assert!(
+            path.is_file(),
+            "{} is missing: run `cargo build --release --workspace` first",
+            path.display()
+        );
+        let mut vars = self.env_map();
+        vars.insert("RUST_LOG".into(), "warn".into());
+        for (k, v) in extra {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ChildProcess::spawn_command(&path.display().to_string(), &[], &pairs)
+    }
+
     /// `POST /v1/jobs` and the created job.
     pub async fn submit(&self, api: &Running, body: Value) -> Value {
         let response = self

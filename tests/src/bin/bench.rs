@@ -9,26 +9,15 @@
 //!
 //! Figures go to stdout; nothing here is asserted.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::json;
 use storyforge_shared::config::Settings;
-use storyforge_tests::app::{TestEnv, workspace_root};
+use storyforge_tests::app::TestEnv;
 use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
-use storyforge_tests::process::{ChildProcess, wait_until};
+use storyforge_tests::process::wait_until;
 use storyforge_tests::redis_server::RedisServer;
-
-fn release_binary(name: &str) -> String {
-    let path: PathBuf = workspace_root().join("target/release").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --release --workspace` first",
-        path.display()
-    );
-    path.display().to_string()
-}
 
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -40,16 +29,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
-}
-
-fn spawn(name: &str, env: &TestEnv, extra: &[(&str, &str)]) -> ChildProcess {
-    let mut vars = env.env_map();
-    vars.insert("RUST_LOG".into(), "warn".into());
-    for (k, v) in extra {
-        vars.insert(k.to_string(), v.to_string());
-    }
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ChildProcess::spawn_command(&release_binary(name), &[], &pairs)
 }
 
 #[tokio::main]
@@ -70,7 +49,7 @@ async fn main() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let api = spawn("storyforge-api", &env, &[("STORYFORGE_API_ADDR", &addr)]);
+    let api = env.spawn_release("storyforge-api", &[("STORYFORGE_API_ADDR", &addr)]);
     let base = format!("http://{addr}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -109,14 +88,12 @@ async fn main() {
     let concurrency = settings.worker_concurrency.to_string();
     let started = Instant::now();
     let workers = [
-        spawn(
+        env.spawn_release(
             "storyforge-worker",
-            &env,
             &[("STORYFORGE_WORKER_CONCURRENCY", &concurrency)],
         ),
-        spawn(
+        env.spawn_release(
             "storyforge-worker",
-            &env,
             &[("STORYFORGE_WORKER_CONCURRENCY", &concurrency)],
         ),
     ];

@@ -11,36 +11,15 @@
 //!
 //! Figures go to stdout; nothing here is asserted.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use storyforge_tests::app::{TestEnv, workspace_root};
+use storyforge_tests::app::TestEnv;
 use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
 use storyforge_tests::process::{ChildProcess, wait_until};
 use storyforge_tests::redis_server::RedisServer;
-
-fn release_binary(name: &str) -> String {
-    let path: PathBuf = workspace_root().join("target/release").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --release --workspace` first",
-        path.display()
-    );
-    path.display().to_string()
-}
-
-fn spawn(name: &str, env: &TestEnv, extra: &[(&str, &str)]) -> ChildProcess {
-    let mut vars = env.env_map();
-    vars.insert("RUST_LOG".into(), "warn".into());
-    for (k, v) in extra {
-        vars.insert(k.to_string(), v.to_string());
-    }
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    ChildProcess::spawn_command(&release_binary(name), &[], &pairs)
-}
 
 fn story(i: usize) -> String {
     format!(
@@ -102,7 +81,7 @@ async fn main() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let _api = spawn("storyforge-api", &env, &[("STORYFORGE_API_ADDR", &addr)]);
+    let _api = env.spawn_release("storyforge-api", &[("STORYFORGE_API_ADDR", &addr)]);
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     wait_until(Duration::from_secs(20), "the API is up", || async {
@@ -149,7 +128,7 @@ async fn main() {
     let total = 6 * stories;
     let started = Instant::now();
     let workers: Vec<ChildProcess> = (0..2)
-        .map(|_| spawn("storyforge-worker", &env, &[]))
+        .map(|_| env.spawn_release("storyforge-worker", &[]))
         .collect();
     let store = env.store().await;
     wait_until(

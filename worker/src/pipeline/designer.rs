@@ -469,21 +469,7 @@ mod tests {
 
     #[test]
     fn every_dev_set_story_gets_valid_cases_covering_all_its_criteria() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../data/dev/backlog_stories.json"
-        );
-        let items: Vec<serde_json::Value> =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        for item in &items {
-            let given: Vec<String> = item["acceptance_criteria"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|c| c.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
+        for (item, given) in crate::pipeline::story::dev_set() {
             let prepared = crate::pipeline::story::prepare(
                 item["user_story"].as_str().unwrap(),
                 &given,
