@@ -13,7 +13,7 @@
 //! parameters are named `/query/<parameter>` and headers `/headers/<lower-case-name>`, so one
 //! `errors` list can mix all three.
 //!
-//! Server-side failures (`503` when Redis does not answer, `500` for an unreadable record) are
+//! Server-side failures (`503` when the job store does not answer, `500` for an unreadable record) are
 //! logged here, once, where they turn into a response.
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -76,7 +76,7 @@ pub enum ApiError {
         title: &'static str,
         detail: String,
     },
-    /// A dependency (Redis) did not answer; retrying later may work.
+    /// A dependency (the job store) did not answer; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
     /// Our fault: a record we cannot read, a response we cannot build.
@@ -217,7 +217,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(_) => {
                 ApiError::Unavailable(format!("the job store does not answer: {error}"))
             }
-            StoreError::Corrupt(_) => ApiError::Internal(error.to_string()),
+            StoreError::Corrupt(_) | StoreError::Open(_) => ApiError::Internal(error.to_string()),
             StoreError::IdempotencyConflict { .. } => ApiError::Conflict {
                 slug: "idempotency-key-reused",
                 title: "Idempotency key reused",
@@ -297,7 +297,7 @@ pub(crate) const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     (
         "service-unavailable",
         503,
-        "Redis does not answer; retry later.",
+        "The job store does not answer; retry later.",
     ),
 ];
 

@@ -2,7 +2,7 @@
 //! shows their progress and results, and reports on the system's health. It only talks to the job store; workers do the generating.
 //!
 //! # Layout
-//! - [`serve`]: connects to Redis, builds the state and serves until the shutdown future resolves.
+//! - [`serve`]: opens the job store, builds the state and serves until the shutdown future resolves.
 //! - [`router`]: every route, the fallbacks (`404`/`405` as problem+json) and the middleware
 //!   (request logs, request counters, body limit, a panic turned into a `500` problem).
 //! - `state.rs`: [`AppState`], the handlers' shared context (store, settings, provider chains).
@@ -47,7 +47,7 @@ pub use state::AppState;
 
 /// Serves the API on `listener` until `shutdown` resolves, then finishes the requests in flight.
 ///
-/// Fails if Redis does not answer at start-up: an API that cannot enqueue should not pretend to be
+/// Fails if the job store does not answer at start-up: an API that cannot enqueue should not pretend to be
 /// up.
 pub async fn serve(
     settings: Settings,
@@ -131,5 +131,5 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// How long `/ready`, `/status` and `/metrics` wait for Redis before answering without it.
+/// How long `/ready`, `/status` and `/metrics` wait for the job store before answering without it.
 pub(crate) const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);

@@ -41,7 +41,7 @@ impl AppState {
         }
     }
 
-    /// Connects to Redis and builds the provider chains the way the worker does.
+    /// Opens the job store and builds the provider chains the way the worker does.
     pub async fn from_settings(settings: Settings) -> anyhow::Result<AppState> {
         let services = Services::connect(
             &settings,

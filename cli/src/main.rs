@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use storyforge_cli::client::Api;
 use storyforge_cli::submit::{self, Submit};
+use storyforge_cli::up::Place;
 use storyforge_cli::{results, status};
 use storyforge_shared::config::Settings;
 
@@ -27,7 +28,18 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API and one worker in this process until SIGTERM or Ctrl-C.
-    Up,
+    Up {
+        /// Where the embedded store keeps its files when no Redis is configured (default: the
+        /// user's data directory, e.g. ~/.local/share/storyforge).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Keep jobs in this Redis instead of the embedded store.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Where the API listens (default: STORYFORGE_API_ADDR, else 127.0.0.1:8080).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
     /// Send a backlog (CSV or JSON) as a batch and print its id.
     Submit {
         /// The backlog: a CSV export, or JSON (`{"stories": […]}` or a bare array of stories).
@@ -86,11 +98,12 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::Up => {
+        Command::Up { data, redis, addr } => {
             let settings =
                 Settings::load(args.config.as_deref()).context("loading configuration")?;
             let _telemetry = storyforge_shared::telemetry::init("storyforge", settings.log_format);
-            storyforge_cli::up::up(settings).await
+            let place = Place { data, redis, addr };
+            storyforge_cli::up::up(place.apply(settings)?).await
         }
         Command::Submit {
             file,

@@ -1,6 +1,10 @@
 //! `storyforge up`: the API and a worker in one process, for one machine or a first try;
 //! production runs `storyforge-api` and `storyforge-worker` separately.
 //!
+//! With no Redis configured (`--redis`, `STORYFORGE_REDIS_URL`), everything is kept in an
+//! embedded SQLite store under `--data` (default: the user's data directory), so `up` needs
+//! nothing installed; a killed `up` started again carries on where it stopped.
+//!
 //! With no LLM provider configured, `up` uses Ollama at its default address when it answers,
 //! else the built-in test designer, and says which — so it works on a machine with nothing
 //! installed.
@@ -10,15 +14,75 @@
 //! other is stopped too and `up` fails naming the half and its reason: it never serves without
 //! a worker.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
+use anyhow::{Context as _, anyhow, bail};
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::{ProviderKind, ProviderSettings, build_provider};
 use tokio::sync::watch;
 
 /// How long `up` waits for Ollama at its default address before choosing the built-in designer.
 const OLLAMA_PROBE: Duration = Duration::from_secs(2);
+
+/// Where `up` keeps its jobs and listens, from its command line.
+#[derive(Debug, Default)]
+pub struct Place {
+    /// The embedded store's directory.
+    pub data: Option<PathBuf>,
+    /// A Redis to use instead of the embedded store.
+    pub redis: Option<String>,
+    pub addr: Option<SocketAddr>,
+}
+
+impl Place {
+    /// The settings with the store and address chosen: `--redis`, else a configured Redis, else
+    /// the embedded store in `--data`, `STORYFORGE_STORE_DIR` or the user's data directory —
+    /// checked writable now, so a bad directory is one clear sentence before anything starts.
+    pub fn apply(self, mut settings: Settings) -> anyhow::Result<Settings> {
+        if let Some(addr) = self.addr {
+            settings.api_addr = addr;
+        }
+        if let Some(url) = self.redis {
+            settings.redis_url = url;
+            settings.redis_configured = true;
+        }
+        if settings.redis_configured {
+            if self.data.is_some() {
+                bail!(
+                    "--data is for the embedded store, but a Redis is configured: use one or the other"
+                );
+            }
+            settings.store_dir = None;
+            eprintln!("storyforge: keeping jobs in Redis");
+            return Ok(settings);
+        }
+        let dir = match self.data.or(settings.store_dir.take()) {
+            Some(dir) => dir,
+            None => dirs::data_dir()
+                .map(|d| d.join("storyforge"))
+                .context("no data directory is known for this user: pass --data DIR")?,
+        };
+        check_writable(&dir)?;
+        eprintln!(
+            "storyforge: keeping jobs in {} (embedded store; pass --redis URL to use Redis)",
+            dir.display()
+        );
+        settings.store_dir = Some(dir);
+        Ok(settings)
+    }
+}
+
+/// Creates `dir` if need be and proves a file can be written in it.
+fn check_writable(dir: &Path) -> anyhow::Result<()> {
+    let fail =
+        |e: std::io::Error| anyhow!("the data directory {} is not writable: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".storyforge-write-check");
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}
 
 /// Runs until SIGTERM or Ctrl-C; an error when either half could not start or stopped unasked.
 pub async fn up(settings: Settings) -> anyhow::Result<()> {

@@ -41,6 +41,12 @@ pub enum ConfigError {
 pub struct Settings {
     /// The Redis holding the queue and the job store.
     pub redis_url: String,
+    /// Whether a Redis was configured (`STORYFORGE_REDIS_URL` or `REDIS_URL`); `storyforge up`
+    /// embeds its store when not.
+    pub redis_configured: bool,
+    /// The embedded store's directory (`STORYFORGE_STORE_DIR`): when set, jobs and tickets are
+    /// kept in SQLite files there instead of Redis — one machine only.
+    pub store_dir: Option<PathBuf>,
     /// Prefix of every Redis key, so deployments and test runs can share one Redis.
     pub namespace: String,
     pub api_addr: SocketAddr,
@@ -267,10 +273,13 @@ impl Settings {
                 ));
             }
         };
+        let redis_url = src.string("redis_url", &["REDIS_URL"]);
         let settings = Settings {
-            redis_url: src
-                .string("redis_url", &["REDIS_URL"])
+            redis_url: redis_url
+                .clone()
                 .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            redis_configured: redis_url.is_some(),
+            store_dir: src.string("store_dir", &[]).map(PathBuf::from),
             namespace: src
                 .string("namespace", &[])
                 .unwrap_or_else(|| "storyforge".into()),

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use crate::config::Settings;
 use crate::llm::ProviderChain;
 use crate::store::redis::{RedisJobStore, connect};
-use crate::store::{JobStore, StoreError};
-use crate::transport::{RedisTransport, TicketTransport};
+use crate::store::sqlite::SqliteJobStore;
+use crate::store::{JobStore, StoreError, StorePolicy};
+use crate::transport::{RedisTransport, SqliteTransport, TicketTransport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("connecting to Redis at {url}: {source}")]
     Redis { url: String, source: StoreError },
+    #[error(transparent)]
+    Embedded(StoreError),
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -28,24 +31,50 @@ pub struct Services {
 }
 
 impl Services {
-    /// Connects to the configured Redis and builds the chains; `user_agent` names the process
-    /// in the LLM providers' logs.
+    /// Opens the configured store — the embedded one when `store_dir` is set, else Redis — and
+    /// builds the chains; `user_agent` names the process in the LLM providers' logs.
     pub async fn connect(settings: &Settings, user_agent: &str) -> Result<Services, StartupError> {
-        let redis_error = |source| StartupError::Redis {
-            url: settings.redis_url.clone(),
-            source,
+        let (store, transport) = match &settings.store_dir {
+            Some(dir) => embedded(settings, dir).await?,
+            None => on_redis(settings).await?,
         };
-        let store = RedisJobStore::open(settings).await.map_err(redis_error)?;
-        // The transport has its own connection, so tickets never wait behind store scripts.
-        let transport_conn = connect(&settings.redis_url).await.map_err(redis_error)?;
         let (generator, judge) = configured_chains(settings, user_agent)?;
         Ok(Services {
-            store: Arc::new(store),
-            transport: Arc::new(RedisTransport::new(transport_conn, &settings.namespace)),
+            store,
+            transport,
             generator,
             judge,
         })
     }
+}
+
+type StoreAndTransport = (Arc<dyn JobStore>, Arc<dyn TicketTransport>);
+
+async fn embedded(
+    settings: &Settings,
+    dir: &std::path::Path,
+) -> Result<StoreAndTransport, StartupError> {
+    let store = SqliteJobStore::open(dir, StorePolicy::from_settings(settings))
+        .await
+        .map_err(StartupError::Embedded)?;
+    let transport = SqliteTransport::open(dir)
+        .await
+        .map_err(StartupError::Embedded)?;
+    Ok((Arc::new(store), Arc::new(transport)))
+}
+
+async fn on_redis(settings: &Settings) -> Result<StoreAndTransport, StartupError> {
+    let redis_error = |source| StartupError::Redis {
+        url: settings.redis_url.clone(),
+        source,
+    };
+    let store = RedisJobStore::open(settings).await.map_err(redis_error)?;
+    // The transport has its own connection, so tickets never wait behind store scripts.
+    let transport_conn = connect(&settings.redis_url).await.map_err(redis_error)?;
+    Ok((
+        Arc::new(store),
+        Arc::new(RedisTransport::new(transport_conn, &settings.namespace)),
+    ))
 }
 
 /// The generation chain (primary, then fallbacks) and the judge's chain of one, as configured,

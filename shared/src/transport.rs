@@ -12,6 +12,10 @@
 //!   attempt caps and crash recovery are the store's;
 //! - every worker gets a unique name and a short heartbeat, and polls on an interval;
 //! - apalis keeps every finished ticket's data and id forever: `vacuum` deletes them.
+//!
+//! [`SqliteTransport`] is apalis-sqlite 1.0 on its own file beside the embedded store's, so
+//! that polling for tickets never waits on the store's writer. The same rules hold: handlers
+//! never ask apalis to retry, the store reconciles, `vacuum` deletes finished tickets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +25,12 @@ use apalis::prelude::{
 };
 use apalis_core::backend::Vacuum;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
+use apalis_sqlite::SqliteStorage;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+use crate::store::sqlite::open_pool;
 use crate::store::{JobStore, StoreError, Ticket};
 
 /// What a worker does with each delivered ticket. An error means the store was unreachable; the
@@ -141,6 +147,84 @@ impl TicketTransport for RedisTransport {
             .await
             .map_err(|e| TransportError::Queue(e.to_string()))?;
         Ok(removed)
+    }
+
+    async fn serve(
+        &self,
+        name: &str,
+        concurrency: usize,
+        handler: TicketHandler,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), TransportError> {
+        let backend = self.queue.clone().poll_with_interval(POLL_INTERVAL);
+        let worker = WorkerBuilder::new(name)
+            .backend(backend)
+            .concurrency(concurrency)
+            .data(Handler(handler))
+            .build(handle);
+        worker
+            .run_until(async move {
+                let _ = stop.wait_for(|s| *s).await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(|e| TransportError::Worker(e.to_string()))
+    }
+}
+
+/// The ticket file inside the embedded store's data directory.
+pub const TICKETS_FILE: &str = "tickets.db";
+
+/// apalis's queue name for tickets in the ticket file.
+const SQLITE_QUEUE: &str = "storyforge:dispatch";
+
+/// Tickets through apalis-sqlite, in `tickets.db` in the data directory.
+#[derive(Clone)]
+pub struct SqliteTransport {
+    queue: SqliteStorage<Ticket>,
+}
+
+impl SqliteTransport {
+    /// Opens (creating if need be) the ticket file in `dir` and apalis's tables in it.
+    pub async fn open(dir: &std::path::Path) -> Result<SqliteTransport, StoreError> {
+        let path = dir.join(TICKETS_FILE);
+        let pool = open_pool(&path).await?;
+        SqliteStorage::migrations()
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Open(format!("cannot prepare {}: {e}", path.display())))?;
+        let config = apalis_sqlite::Config::default()
+            .queue(SQLITE_QUEUE)
+            .batch_size(50)
+            .heartbeat_interval(Duration::from_secs(5))
+            .missed_heartbeats(3);
+        Ok(SqliteTransport {
+            queue: SqliteStorage::new(&pool).with_config(config),
+        })
+    }
+}
+
+#[async_trait]
+impl TicketTransport for SqliteTransport {
+    async fn push(&self, tickets: Vec<Ticket>) -> Result<(), TransportError> {
+        let mut queue = self.queue.clone();
+        queue
+            .push_bulk(tickets)
+            .await
+            .map_err(|e| TransportError::Queue(e.to_string()))
+    }
+
+    async fn vacuum(&self) -> Result<usize, TransportError> {
+        // apalis-sqlite's own vacuum also rewrites the whole file (`VACUUM`) each time; the
+        // space of deleted tickets is reused anyway, so deleting them is enough.
+        let deleted = sqlx::query(
+            "DELETE FROM Jobs WHERE job_type = ?1 AND status IN ('Done', 'Killed', 'Failed')",
+        )
+        .bind(SQLITE_QUEUE)
+        .execute(self.queue.pool())
+        .await
+        .map_err(|e| TransportError::Queue(e.to_string()))?;
+        Ok(deleted.rows_affected() as usize)
     }
 
     async fn serve(

@@ -1,5 +1,9 @@
-//! A StoryForge deployment for one test: its own Redis namespace on the test binary's private
-//! `redis-server`, a fake LLM, and the API and workers started in-process or as real processes.
+//! A StoryForge deployment for one test: its own job store, a fake LLM, and the API and workers
+//! started in-process or as real processes.
+//!
+//! The store is a namespace of its own on the test binary's private `redis-server`, or, with
+//! `STORYFORGE_TEST_STORE=sqlite`, an embedded store in a directory of its own: the same
+//! end-to-end suite runs against both (see the README's test command).
 //!
 //! Settings are passed as an explicit environment map, never through the test process's own
 //! environment, so tests running in parallel cannot see each other's configuration.
@@ -11,8 +15,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use storyforge_shared::config::Settings;
-use storyforge_shared::store::JobStore;
 use storyforge_shared::store::redis::RedisJobStore;
+use storyforge_shared::store::sqlite::SqliteJobStore;
+use storyforge_shared::store::{JobStore, StorePolicy};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -28,20 +33,62 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".."))
 }
 
+/// The job store the suite runs against, from `STORYFORGE_TEST_STORE` (`redis`, the default, or
+/// `sqlite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestStore {
+    Redis,
+    Sqlite,
+}
+
+impl TestStore {
+    pub fn current() -> TestStore {
+        match std::env::var("STORYFORGE_TEST_STORE").as_deref() {
+            Ok("sqlite") => TestStore::Sqlite,
+            Ok("redis") | Err(_) => TestStore::Redis,
+            Ok(other) => panic!("STORYFORGE_TEST_STORE={other:?}: expected redis or sqlite"),
+        }
+    }
+}
+
 /// One test's deployment.
 pub struct TestEnv {
     pub llm: FakeLlm,
     pub namespace: String,
     redis_url: String,
+    /// The embedded store's directory, when the deployment uses one.
+    store_dir: Option<Arc<tempfile::TempDir>>,
     /// Extra settings, as `STORYFORGE_*` variables.
     env: HashMap<String, String>,
     pub http: reqwest::Client,
 }
 
 impl TestEnv {
-    /// A deployment on the shared test Redis, with short timings so recovery paths run quickly.
+    /// A deployment on the suite's store (see [`TestStore`]), with short timings so recovery
+    /// paths run quickly.
     pub async fn new(llm: FakeLlm) -> TestEnv {
-        TestEnv::on_redis(llm, &RedisServer::shared().url())
+        let env = TestEnv::on_redis(llm, &RedisServer::shared().url());
+        match TestStore::current() {
+            TestStore::Redis => env,
+            TestStore::Sqlite => env.embedded(),
+        }
+    }
+
+    /// The same deployment on an embedded store in a fresh directory of its own.
+    pub fn embedded(self) -> TestEnv {
+        let dir = tempfile::Builder::new()
+            .prefix("sf-store-")
+            .tempdir()
+            .expect("a directory for the embedded store");
+        TestEnv {
+            store_dir: Some(Arc::new(dir)),
+            ..self
+        }
+    }
+
+    /// The embedded store's directory, if the deployment uses one.
+    pub fn store_dir(&self) -> Option<&std::path::Path> {
+        self.store_dir.as_deref().map(tempfile::TempDir::path)
     }
 
     pub fn on_redis(llm: FakeLlm, redis_url: &str) -> TestEnv {
@@ -76,6 +123,7 @@ impl TestEnv {
             llm,
             namespace,
             redis_url: redis_url.to_string(),
+            store_dir: None,
             env,
             http: reqwest::Client::new(),
         }
@@ -92,8 +140,11 @@ impl TestEnv {
 
     pub fn env_map(&self) -> HashMap<String, String> {
         let mut env = self.env.clone();
-        env.insert("STORYFORGE_REDIS_URL".into(), self.redis_url.clone());
         env.insert("STORYFORGE_NAMESPACE".into(), self.namespace.clone());
+        match self.store_dir() {
+            Some(dir) => env.insert("STORYFORGE_STORE_DIR".into(), dir.display().to_string()),
+            None => env.insert("STORYFORGE_REDIS_URL".into(), self.redis_url.clone()),
+        };
         env
     }
 
@@ -104,11 +155,19 @@ impl TestEnv {
 
     /// A direct handle on the job store, for arranging and asserting.
     pub async fn store(&self) -> Arc<dyn JobStore> {
-        Arc::new(
-            RedisJobStore::open(&self.settings())
-                .await
-                .expect("connect to test redis"),
-        )
+        let settings = self.settings();
+        match self.store_dir() {
+            Some(dir) => Arc::new(
+                SqliteJobStore::open(dir, StorePolicy::from_settings(&settings))
+                    .await
+                    .expect("open the embedded test store"),
+            ),
+            None => Arc::new(
+                RedisJobStore::open(&settings)
+                    .await
+                    .expect("connect to test redis"),
+            ),
+        }
     }
 
     /// Starts the API in-process on a free port.

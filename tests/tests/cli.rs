@@ -1,6 +1,7 @@
 //! The `storyforge` command as a user runs it: `up` from a directory that holds nothing of the
 //! repository serves jobs to completion with its built-in prompts, and stops with the reason,
-//! non-zero, when its worker half cannot start.
+//! non-zero, when its worker half cannot start. With nothing configured it keeps its jobs in an
+//! embedded store that survives SIGKILL, and bad start-up conditions end in one sentence.
 
 use std::time::Duration;
 
@@ -305,4 +306,181 @@ async fn up_with_no_llm_anywhere_answers_with_the_builtin_designer() {
     assert_eq!(job["result"]["usage"]["provider"], "builtin");
     assert!(job["result"]["test_cases"].as_array().unwrap().len() >= 3);
     assert_eq!(env.llm.request_count(), 0);
+}
+
+/// The settings of an `up` with nothing configured — no Redis, no LLM (and none answering at
+/// Ollama's address) — but the suite's short timings, so recovery after a kill is quick.
+fn bare_up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
+    let (vars, base) = up_env(env);
+    let nothing_there = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut vars: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| {
+            !k.starts_with("STORYFORGE_LLM_")
+                && ![
+                    "STORYFORGE_JUDGE",
+                    "STORYFORGE_REDIS_URL",
+                    "STORYFORGE_STORE_DIR",
+                ]
+                .contains(&k.as_str())
+        })
+        .collect();
+    vars.push((
+        "OLLAMA_HOST".into(),
+        format!("http://127.0.0.1:{nothing_there}"),
+    ));
+    (vars, base)
+}
+
+async fn batch(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    http.get(format!("{base}/v1/batches/{id}"))
+        .send()
+        .await
+        .expect("GET the batch")
+        .json()
+        .await
+        .expect("a batch")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_with_nothing_installed_finishes_a_batch_exactly_after_a_sigkill() {
+    let env = TestEnv::new(FakeLlm::with_responder(|_| Reply::status(500)).await).await;
+    let (vars, base) = bare_up_env(&env);
+    let data = tempfile::tempdir().expect("a data directory");
+    let data_arg = data.path().join("store").display().to_string();
+    let args = ["up", "--data", data_arg.as_str()];
+    let empty = tempfile::tempdir().expect("an empty directory");
+    let mut up = ChildProcess::spawn_in(empty.path(), "storyforge", &args, &pairs(&vars));
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &base).await;
+    assert!(
+        up.log_contents()
+            .contains(&format!("keeping jobs in {data_arg} (embedded store")),
+        "{}",
+        up.log_contents()
+    );
+
+    const STORIES: usize = 1_500;
+    let stories: Vec<Value> = (0..STORIES)
+        .map(|i| json!({"story_id": format!("S-{i}"), "story": format!("As a clerk, I want to file report {i} so that it is archived")}))
+        .collect();
+    let created: Value = http
+        .post(format!("{base}/v1/batches"))
+        .json(&json!({ "stories": stories }))
+        .send()
+        .await
+        .expect("POST /v1/batches")
+        .json()
+        .await
+        .expect("a batch");
+    let id = created["id"].as_str().expect("a batch id").to_owned();
+    wait_until(WAIT, "some of the batch is done", || async {
+        let done = batch(&http, &base, &id).await["counts"]["succeeded"].as_u64()?;
+        (done > 0).then_some(())
+    })
+    .await;
+    up.kill_9();
+
+    let _again = ChildProcess::spawn_in(empty.path(), "storyforge", &args, &pairs(&vars));
+    wait_healthy(&http, &base).await;
+    let interrupted = batch(&http, &base, &id).await;
+    let done_at_restart = interrupted["counts"]["succeeded"].as_u64().unwrap();
+    assert!(
+        (done_at_restart as usize) < STORIES,
+        "the kill came mid-batch: {interrupted:#}"
+    );
+    let finished = wait_until(
+        3 * WAIT,
+        "the batch completes after the restart",
+        || async {
+            let b = batch(&http, &base, &id).await;
+            (b["status"] == "completed").then_some(b)
+        },
+    )
+    .await;
+
+    assert_eq!(finished["total"], STORIES as u64, "{finished:#}");
+    let counts = &finished["counts"];
+    assert_eq!(counts["succeeded"], STORIES as u64, "{finished:#}");
+    for status in ["queued", "running", "failed", "canceled"] {
+        assert_eq!(counts[status], 0, "{status}: {finished:#}");
+    }
+    let results = http
+        .get(format!("{base}/v1/batches/{id}/results"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut seen: Vec<String> = results
+        .lines()
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).expect("an NDJSON row");
+            row["story_id"].as_str().expect("a story id").to_owned()
+        })
+        .collect();
+    assert_eq!(seen.len(), STORIES, "one result per story");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), STORIES, "no story twice");
+}
+
+/// Starts `storyforge up ARGS` with nothing configured and waits for it to exit; what it said.
+async fn up_fails(vars: &[(String, String)], args: &[&str]) -> String {
+    let empty = tempfile::tempdir().expect("an empty directory");
+    let mut up = ChildProcess::spawn_in(empty.path(), "storyforge", args, &pairs(vars));
+    let status = up.wait_exit(WAIT).await.expect("storyforge up exits");
+    let said = up.log_contents();
+    assert!(!status.success(), "{said}");
+    assert!(
+        !said.contains("panicked") && !said.contains("backtrace"),
+        "{said}"
+    );
+    said.trim().lines().last().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_ends_bad_start_up_conditions_with_one_sentence() {
+    let env = TestEnv::new(FakeLlm::with_responder(|_| Reply::status(500)).await).await;
+    let (vars, _) = bare_up_env(&env);
+    let dir = tempfile::tempdir().unwrap();
+
+    // A data directory that cannot be made: its parent is a file.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let unwritable = file.join("data").display().to_string();
+    let said = up_fails(&vars, &["up", "--data", &unwritable]).await;
+    assert_eq!(
+        said,
+        format!(
+            "storyforge: the data directory {unwritable} is not writable: Not a directory (os error 20)"
+        )
+    );
+
+    // A port another process holds.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("ok").display().to_string();
+    let said = up_fails(&vars, &["up", "--data", &data, "--addr", &addr]).await;
+    assert!(
+        said.starts_with(&format!("storyforge: the API could not listen on {addr}: ")),
+        "{said}"
+    );
+
+    // A database file that is not one.
+    let damaged = dir.path().join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("storyforge.db"), vec![0x5a_u8; 8192]).unwrap();
+    let damaged = damaged.display().to_string();
+    let said = up_fails(&vars, &["up", "--data", &damaged]).await;
+    assert_eq!(
+        said,
+        format!(
+            "storyforge: the worker could not start: {damaged}/storyforge.db is not a StoryForge database, or it is damaged (file is not a database)"
+        )
+    );
 }

@@ -13,11 +13,8 @@ const STORY: &str = "As a shopper, I want to pay for my cart so that my order sh
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A deployment whose primary is `primary` (OpenAI wire) with `fallback` (Ollama wire) behind it.
-fn with_fallback(primary: FakeLlm, fallback: &FakeLlm) -> TestEnv {
-    let mut env = TestEnv::on_redis(
-        primary,
-        &storyforge_tests::redis_server::RedisServer::shared().url(),
-    );
+async fn with_fallback(primary: FakeLlm, fallback: &FakeLlm) -> TestEnv {
+    let mut env = TestEnv::new(primary).await;
     env.set(
         "llm_fallbacks",
         &format!("ollama|{}|llama3.2:3b", fallback.base_url()),
@@ -29,7 +26,7 @@ fn with_fallback(primary: FakeLlm, fallback: &FakeLlm) -> TestEnv {
 async fn a_failing_primary_falls_back_and_the_result_says_who_answered() {
     let primary = FakeLlm::with_responder(|_| Reply::status(500)).await;
     let fallback = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await;
-    let env = with_fallback(primary, &fallback);
+    let env = with_fallback(primary, &fallback).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
 
@@ -48,7 +45,7 @@ async fn a_failing_primary_falls_back_and_the_result_says_who_answered() {
 async fn a_dead_provider_is_skipped_once_its_circuit_opens() {
     let primary = FakeLlm::with_responder(|_| Reply::status(503)).await;
     let fallback = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await;
-    let env = with_fallback(primary, &fallback);
+    let env = with_fallback(primary, &fallback).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
 
@@ -87,7 +84,7 @@ async fn retry_after_keeps_the_rate_limited_provider_aside() {
     let primary =
         FakeLlm::with_responder(|_| Reply::status(429).with_header("Retry-After", "30")).await;
     let fallback = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await;
-    let env = with_fallback(primary, &fallback);
+    let env = with_fallback(primary, &fallback).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
 

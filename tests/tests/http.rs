@@ -15,7 +15,7 @@ use storyforge_tests::redis_server::RedisServer;
 // Test harness
 // ---------------------------------------------------------------------------------------------
 
-/// One API over the test binary's Redis (or a Redis of its own), in its own namespace.
+/// One API over the suite's store (or a Redis of its own).
 struct TestApp {
     api: Running,
     client: reqwest::Client,
@@ -30,18 +30,18 @@ async fn spawn_app() -> TestApp {
 /// Starts the API with extra settings (`STORYFORGE_<key>`) on top of the test defaults; the LLM
 /// is a fake that is never called, since the API never generates.
 async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
-    app_on(&RedisServer::shared().url(), extra, None).await
+    let llm = FakeLlm::with_responder(|_| Reply::status(500)).await;
+    app_on(TestEnv::new(llm).await, extra, None).await
 }
 
 /// Starts the API on a Redis of its own, which the test may stop.
 async fn spawn_app_with_own_redis() -> TestApp {
     let redis = RedisServer::start();
-    app_on(&redis.url(), &[], Some(redis)).await
+    let llm = FakeLlm::with_responder(|_| Reply::status(500)).await;
+    app_on(TestEnv::on_redis(llm, &redis.url()), &[], Some(redis)).await
 }
 
-async fn app_on(redis_url: &str, extra: &[(&str, &str)], redis: Option<RedisServer>) -> TestApp {
-    let llm = FakeLlm::with_responder(|_| Reply::status(500)).await;
-    let mut env = TestEnv::on_redis(llm, redis_url);
+async fn app_on(mut env: TestEnv, extra: &[(&str, &str)], redis: Option<RedisServer>) -> TestApp {
     for (key, value) in extra {
         env.set(key, value);
     }

@@ -1,16 +1,19 @@
-//! The Redis job store's guarantees, against a real `redis-server`: one claim wins, a result is
-//! written only under a held lease, attempts are counted and capped, and the reconciler recovers
-//! what crashed workers and lost tickets leave behind.
+//! The job store's guarantees, against a real `redis-server` or (with
+//! `STORYFORGE_TEST_STORE=sqlite`) a real SQLite file: one claim wins, a result is written only
+//! under a held lease, attempts are counted and capped, and the reconciler recovers what crashed
+//! workers and lost tickets leave behind.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use storyforge_shared::job::{JobError, JobSpec, JobStatus, Stage};
 use storyforge_shared::store::redis::{RedisJobStore, connect};
+use storyforge_shared::store::sqlite::SqliteJobStore;
 use storyforge_shared::store::{
     AttemptReport, CancelOutcome, Claim, DeliveryNext, DeliveryOutcome, JobStore, LeaseState,
     ListQuery, StoreError, StorePolicy, Subject, Ticket, Work, WorkKind,
 };
+use storyforge_tests::app::TestStore;
 use storyforge_tests::redis_server::{RedisServer, unique_namespace};
 
 fn spec(story: &str) -> JobSpec {
@@ -18,8 +21,21 @@ fn spec(story: &str) -> JobSpec {
 }
 
 async fn store_with(policy: StorePolicy) -> Arc<dyn JobStore> {
-    let conn = connect(&RedisServer::shared().url()).await.unwrap();
-    Arc::new(RedisJobStore::new(conn, unique_namespace("store"), policy))
+    match TestStore::current() {
+        TestStore::Redis => {
+            let conn = connect(&RedisServer::shared().url()).await.unwrap();
+            Arc::new(RedisJobStore::new(conn, unique_namespace("store"), policy))
+        }
+        TestStore::Sqlite => {
+            // Kept after the test, like the Redis namespaces: small, and useful when one fails.
+            let dir = tempfile::Builder::new()
+                .prefix("sf-store-")
+                .tempdir()
+                .unwrap()
+                .keep();
+            Arc::new(SqliteJobStore::open(&dir, policy).await.unwrap())
+        }
+    }
 }
 
 fn policy(lease: Duration, max_attempts: u32) -> StorePolicy {
@@ -467,7 +483,7 @@ async fn a_delivery_whose_worker_crashed_is_taken_again_with_the_same_event_id()
 }
 
 #[tokio::test]
-async fn work_queued_by_the_earlier_key_layout_is_taken_over_on_upgrade() {
+async fn work_queued_by_the_earlier_redis_key_layout_is_taken_over_on_upgrade() {
     let namespace = unique_namespace("store-upgrade");
     let mut conn = connect(&RedisServer::shared().url()).await.unwrap();
     let store = RedisJobStore::new(

@@ -63,7 +63,7 @@ use crate::submission;
         (status = 422, description = "Invalid stories (each named), no story, more than \
                                       STORYFORGE_MAX_BATCH_STORIES, or a bad batch field.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -188,7 +188,7 @@ fn skip_invalid(raw: &str) -> Result<bool, ApiError> {
         (status = 200, description = "The batch.", body = BatchSchema),
         (status = 404, description = "No such batch.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -219,7 +219,7 @@ pub(crate) async fn show(
          content_type = "application/problem+json"),
         (status = 409, description = "The batch had already completed or been canceled.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -259,7 +259,7 @@ pub(crate) async fn cancel(
         (status = 200, description = "One page of batches.", body = BatchPageSchema),
         (status = 422, description = "A query parameter is invalid (`/query/<name>`).",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]

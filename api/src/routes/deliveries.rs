@@ -27,7 +27,7 @@ use crate::state::AppState;
          body = Vec<DeliveryAttemptSchema>),
         (status = 404, description = "No such job.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -52,7 +52,7 @@ pub(crate) async fn for_job(
          body = Vec<DeliveryAttemptSchema>),
         (status = 404, description = "No such batch.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -94,7 +94,7 @@ async fn attempts(
         (status = 409, description = "The job has no webhook event: no webhook, not finished, \
                                       or part of a batch.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -121,7 +121,7 @@ pub(crate) async fn redeliver_job(
         (status = 409, description = "The batch has no webhook event: no webhook, or not \
                                       completed.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]

@@ -46,7 +46,7 @@ type EventStream = Sse<KeepAliveStream<stream::BoxStream<'static, Result<Event, 
         (status = 200, description = "An event stream.", content_type = "text/event-stream"),
         (status = 404, description = "No such job.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -82,7 +82,7 @@ pub(crate) async fn for_job(
         (status = 200, description = "An event stream.", content_type = "text/event-stream"),
         (status = 404, description = "No such batch.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]

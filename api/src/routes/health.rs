@@ -1,6 +1,6 @@
-//! `/health` (the process runs), `/ready` (Redis answers) and `/status` (what the queue holds).
+//! `/health` (the process runs), `/ready` (the job store answers) and `/status` (what the queue holds).
 //!
-//! `/health` never touches Redis, so an orchestrator does not restart a healthy API because Redis
+//! `/health` never touches the job store, so an orchestrator does not restart a healthy API because the store
 //! blinked; `/ready` is the one to gate traffic on.
 
 use std::collections::BTreeMap;
@@ -36,16 +36,16 @@ pub(crate) async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Answers `200` when Redis answers a `PING` within two seconds.
+/// Answers `200` when the job store answers a ping within two seconds.
 #[utoipa::path(
     get,
     path = "/ready",
     operation_id = "getReady",
     tag = "health",
-    summary = "Readiness: 200 when Redis answers, else 503",
+    summary = "Readiness: 200 when the job store answers, else 503",
     responses(
-        (status = 200, description = "Redis answers.", body = Health),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 200, description = "The job store answers.", body = Health),
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -102,7 +102,7 @@ impl Status {
     summary = "Queue depth, live workers, jobs by status and version",
     responses(
         (status = 200, description = "The system's state.", body = Status),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -110,7 +110,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Status>
     Ok(Json(Status::from_stats(store_stats(&state).await?)))
 }
 
-/// The store's counts, or a `503` when Redis does not answer in time.
+/// The store's counts, or a `503` when the job store does not answer in time.
 pub(crate) async fn store_stats(state: &AppState) -> Result<StoreStats, ApiError> {
     match tokio::time::timeout(STORE_CHECK_TIMEOUT, state.store.stats()).await {
         Ok(result) => Ok(result?),

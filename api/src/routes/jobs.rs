@@ -66,7 +66,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
                                       cloud-metadata address is refused (`/webhook/url`) unless \
                                       STORYFORGE_WEBHOOK_ALLOW_PRIVATE is true.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -218,7 +218,7 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Vec
         (status = 200, description = "The job.", body = JobSchema),
         (status = 404, description = "No such job (or it expired, or the id is malformed).",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -247,7 +247,7 @@ pub(crate) async fn show(
          content_type = "application/problem+json"),
         (status = 409, description = "The job had already finished.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -292,7 +292,7 @@ pub(crate) async fn cancel(
         (status = 200, description = "One page of jobs.", body = JobPageSchema),
         (status = 422, description = "A query parameter is invalid (`/query/<name>`).",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]

@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text format, and the middleware counting requests for it.
 //!
 //! Gauges come from the store at scrape time (`storyforge_jobs{status}`, `storyforge_queue_depth`,
-//! `storyforge_live_workers`, `storyforge_store_up`); when Redis does not answer they are left out
+//! `storyforge_live_workers`, `storyforge_store_up`); when the job store does not answer they are left out
 //! and `storyforge_store_up` is 0, so the scrape itself still succeeds. The request counter
 //! `storyforge_http_requests_total{route,status}` is per process; `route` is the route's pattern
 //! (`/v1/jobs/{id}`), never the raw path, so ids do not multiply the series.
@@ -72,14 +72,14 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
             gauge(
                 &mut text,
                 "storyforge_store_up",
-                "1 when Redis answered this scrape.",
+                "1 when the job store answered this scrape.",
                 1,
             );
         }
         Err(_) => gauge(
             &mut text,
             "storyforge_store_up",
-            "1 when Redis answered this scrape.",
+            "1 when the job store answered this scrape.",
             0,
         ),
     }

@@ -85,7 +85,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
          body = ProblemSchema, content_type = "application/problem+json"),
         (status = 422, description = "An unknown format.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]
@@ -157,7 +157,7 @@ pub(crate) async fn for_job(
          content_type = "application/problem+json"),
         (status = 422, description = "An unknown format.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 503, description = "Redis does not answer.", body = ProblemSchema,
+        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
          content_type = "application/problem+json"),
     )
 )]

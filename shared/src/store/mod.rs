@@ -18,7 +18,9 @@
 //! A job's final state and its webhook event are written in one atomic step, so an event is
 //! never lost between "result saved" and "webhook sent".
 
+mod record;
 pub mod redis;
+pub mod sqlite;
 
 use std::time::Duration;
 
@@ -38,6 +40,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("the job store holds a record it cannot read: {0}")]
     Corrupt(String),
+    /// The embedded store's file cannot be opened (at start-up).
+    #[error("{0}")]
+    Open(String),
     #[error("idempotency key {key:?} was already used with a different request body")]
     IdempotencyConflict { key: String },
 }
@@ -358,7 +363,8 @@ impl StorePolicy {
     }
 }
 
-/// The job store. Implementations: [`redis::RedisJobStore`]; an embedded SQLite one is planned.
+/// The job store. Implementations: [`redis::RedisJobStore`] (shared by many machines) and
+/// [`sqlite::SqliteJobStore`] (embedded, one machine); both hold every guarantee.
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Creates a queued, due job; with an idempotency key, a repeat of the same body returns the

@@ -36,20 +36,20 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
+use super::record::{batch_from_fields, corrupt, job_from_fields, json_field, to_json, utc_millis};
 use super::{
     AttemptReport, BatchCancelOutcome, BatchPage, CancelOutcome, Changes, Claim, Created,
     CreatedBatch, Delivery, DeliveryAttempt, DeliveryNext, DeliveryOutcome, JobStore, Lease,
     LeaseState, ListQuery, Page, Reconciled, Redelivery, StoreError, StorePolicy, StoreStats,
     Subject, Ticket, Work, WorkKind,
 };
-use crate::batch::{Batch, BatchCounts, BatchSpec, BatchStatus, BatchUsage};
-use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, WebhookTarget};
+use crate::batch::{Batch, BatchSpec};
+use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage};
 use crate::llm::ProviderReport;
 
 macro_rules! script {
@@ -112,18 +112,8 @@ fn unavailable(e: redis::RedisError) -> StoreError {
     }
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(what.to_string())
-}
-
 fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
-}
-
-fn utc_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .ok_or_else(|| corrupt(format!("time {ms} out of range")))
 }
 
 /// The item's name in the work sets: `<kind>:<id>`.
@@ -358,110 +348,6 @@ fn parse_lease_state(state: &str) -> Result<LeaseState, StoreError> {
         "canceled" => Ok(LeaseState::Canceled),
         other => Err(corrupt(format!("unexpected lease state {other:?}"))),
     }
-}
-
-fn time_field(
-    fields: &HashMap<String, String>,
-    name: &str,
-) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let Some(text) = fields.get(name) else {
-        return Ok(None);
-    };
-    let ms: i64 = text
-        .parse()
-        .map_err(|_| corrupt(format!("{name}={text:?}")))?;
-    Ok(Utc.timestamp_millis_opt(ms).single())
-}
-
-fn json_field<T: serde::de::DeserializeOwned>(
-    fields: &HashMap<String, String>,
-    name: &str,
-) -> Result<Option<T>, StoreError> {
-    fields
-        .get(name)
-        .map(|text| serde_json::from_str(text).map_err(|e| corrupt(format!("{name}: {e}"))))
-        .transpose()
-}
-
-/// Assembles the client view of a job from its hash.
-fn job_from_fields(id: &str, fields: &HashMap<String, String>) -> Result<Job, StoreError> {
-    let spec: JobSpec =
-        json_field(fields, "spec")?.ok_or_else(|| corrupt(format!("job {id} has no spec")))?;
-    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
-    let status = JobStatus::parse(field("status"))
-        .ok_or_else(|| corrupt(format!("job {id} status {:?}", field("status"))))?;
-    let stage = Stage::parse(field("stage")).unwrap_or(Stage::Queued);
-    Ok(Job {
-        id: id.parse().map_err(corrupt)?,
-        status,
-        stage,
-        attempts: field("attempts").parse().unwrap_or(0),
-        batch_id: spec.batch_id,
-        story_id: spec.story_id,
-        story: spec.story,
-        acceptance_criteria: spec.acceptance_criteria,
-        options: spec.options,
-        metadata: spec.metadata,
-        webhook: spec.webhook.map(|w| WebhookTarget {
-            url: w.url,
-            secret: None,
-        }),
-        created_at: time_field(fields, "created_at")?
-            .ok_or_else(|| corrupt(format!("job {id} has no created_at")))?,
-        started_at: time_field(fields, "started_at")?,
-        finished_at: time_field(fields, "finished_at")?,
-        result: json_field::<JobResult>(fields, "result")?,
-        error: json_field::<JobError>(fields, "error")?,
-    })
-}
-
-/// Assembles the client view of a batch from its hash.
-fn batch_from_fields(id: Uuid, fields: &HashMap<String, String>) -> Result<Batch, StoreError> {
-    let spec: BatchSpec =
-        json_field(fields, "spec")?.ok_or_else(|| corrupt(format!("batch {id} has no spec")))?;
-    let number = |name: &str| -> Result<u64, StoreError> {
-        let text = fields.get(name).map(String::as_str).unwrap_or("0");
-        text.parse::<i64>()
-            .ok()
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| corrupt(format!("batch {id} {name}={text:?}")))
-    };
-    let status = fields.get("status").map(String::as_str).unwrap_or_default();
-    Ok(Batch {
-        id,
-        status: BatchStatus::parse(status)
-            .ok_or_else(|| corrupt(format!("batch {id} status {status:?}")))?,
-        total: number("total")?,
-        counts: BatchCounts {
-            queued: number("n_queued")?,
-            running: number("n_running")?,
-            succeeded: number("n_succeeded")?,
-            failed: number("n_failed")?,
-            canceled: number("n_canceled")?,
-        },
-        options: spec.options,
-        webhook: spec.webhook.map(|w| WebhookTarget {
-            url: w.url,
-            secret: None,
-        }),
-        metadata: spec.metadata,
-        created_at: time_field(fields, "created_at")?
-            .ok_or_else(|| corrupt(format!("batch {id} has no created_at")))?,
-        finished_at: time_field(fields, "finished_at")?,
-        usage: BatchUsage {
-            llm_calls: number("u_calls")?,
-            prompt_tokens: number("u_prompt")?,
-            completion_tokens: number("u_completion")?,
-            cost_usd: fields
-                .contains_key("u_priced")
-                .then(|| number("u_cost_nanos").map(|n| n as f64 / 1e9))
-                .transpose()?,
-        },
-    })
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(corrupt)
 }
 
 #[async_trait]
