@@ -83,6 +83,26 @@ pub async fn dispatch_due(
     Ok(count)
 }
 
+/// Runs an apalis worker on `backend` that hands each ticket to `handler`, `concurrency` at a
+/// time, until `stop` turns true. A macro rather than a function: the same lines serve both
+/// backends, whose apalis worker types differ in ways generic bounds would have to spell out.
+macro_rules! serve_tickets {
+    ($backend:expr, $name:expr, $concurrency:expr, $handler:expr, $stop:expr) => {{
+        let mut stop = $stop;
+        WorkerBuilder::new($name)
+            .backend($backend.poll_with_interval(POLL_INTERVAL))
+            .concurrency($concurrency)
+            .data(Handler($handler))
+            .build(handle)
+            .run_until(async move {
+                let _ = stop.wait_for(|s| *s).await;
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(|e| TransportError::Worker(e.to_string()))
+    }};
+}
+
 /// How often an idle apalis worker looks for tickets.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -154,21 +174,9 @@ impl TicketTransport for RedisTransport {
         name: &str,
         concurrency: usize,
         handler: TicketHandler,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> Result<(), TransportError> {
-        let backend = self.queue.clone().poll_with_interval(POLL_INTERVAL);
-        let worker = WorkerBuilder::new(name)
-            .backend(backend)
-            .concurrency(concurrency)
-            .data(Handler(handler))
-            .build(handle);
-        worker
-            .run_until(async move {
-                let _ = stop.wait_for(|s| *s).await;
-                Ok::<(), std::io::Error>(())
-            })
-            .await
-            .map_err(|e| TransportError::Worker(e.to_string()))
+        serve_tickets!(self.queue.clone(), name, concurrency, handler, stop)
     }
 }
 
@@ -232,20 +240,8 @@ impl TicketTransport for SqliteTransport {
         name: &str,
         concurrency: usize,
         handler: TicketHandler,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> Result<(), TransportError> {
-        let backend = self.queue.clone().poll_with_interval(POLL_INTERVAL);
-        let worker = WorkerBuilder::new(name)
-            .backend(backend)
-            .concurrency(concurrency)
-            .data(Handler(handler))
-            .build(handle);
-        worker
-            .run_until(async move {
-                let _ = stop.wait_for(|s| *s).await;
-                Ok::<(), std::io::Error>(())
-            })
-            .await
-            .map_err(|e| TransportError::Worker(e.to_string()))
+        serve_tickets!(self.queue.clone(), name, concurrency, handler, stop)
     }
 }

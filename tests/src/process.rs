@@ -385,3 +385,28 @@ where
         interval = (interval * 2).min(Duration::from_millis(100));
     }
 }
+
+/// A port the OS considers free right now. Another process may take it before it is bound;
+/// callers that start servers retry on that rare collision.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|error| panic!("cannot find a free port: {error}"))
+}
+
+/// Waits (up to a minute) until the API at `base` answers `/health`.
+pub async fn wait_healthy(http: &reqwest::Client, base: &str) {
+    wait_until(
+        Duration::from_secs(60),
+        &format!("{base} answers /health"),
+        || async {
+            http.get(format!("{base}/health"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        },
+    )
+    .await;
+}

@@ -16,8 +16,9 @@
 //!
 //! What does not live here: key layout or any StoryForge store logic.
 
+use crate::process::free_port;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -252,15 +253,6 @@ impl Drop for Running {
 
 fn log_path(dir: &Path) -> PathBuf {
     dir.join("redis.log")
-}
-
-/// A port the OS considers free right now. Another process may take it before Redis binds it;
-/// callers retry on that rare collision.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .unwrap_or_else(|error| panic!("cannot find a free port: {error}"))
 }
 
 /// Asks whoever listens on `port` for its pid. Checking the pid, not just `PING`, guarantees we

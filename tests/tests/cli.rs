@@ -8,17 +8,14 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use storyforge_tests::app::TestEnv;
 use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
-use storyforge_tests::process::{ChildProcess, wait_until};
+use storyforge_tests::process::{ChildProcess, free_port, wait_healthy, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The deployment's settings for a `storyforge up` child, without the repository's prompt and
 /// data folders (the binary must not need them), listening on a free port.
 fn up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = free_port();
     let mut vars = env.env_map();
     vars.remove("STORYFORGE_PROMPTS_DIR");
     vars.remove("STORYFORGE_DATA_DIR");
@@ -27,18 +24,6 @@ fn up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
         vars.into_iter().collect(),
         format!("http://127.0.0.1:{port}"),
     )
-}
-
-/// Waits until `storyforge up` at `base` answers `/health`.
-async fn wait_healthy(http: &reqwest::Client, base: &str) {
-    wait_until(WAIT, "storyforge up answers /health", || async {
-        http.get(format!("{base}/health"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
 }
 
 /// Waits until job `id` at `base` has succeeded or failed, and returns it.
@@ -238,10 +223,7 @@ async fn submit_names_the_file_row_and_column_of_a_malformed_backlog() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_api_is_named_by_its_url() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let (ok, said) = storyforge(
         dir.path(),
@@ -264,19 +246,7 @@ async fn an_unreachable_api_is_named_by_its_url() {
 #[tokio::test(flavor = "multi_thread")]
 async fn up_with_no_llm_anywhere_answers_with_the_builtin_designer() {
     let env = TestEnv::new(FakeLlm::with_responder(|_| Reply::status(500)).await).await;
-    let (vars, base) = up_env(&env);
-    let nothing_there = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let mut vars: Vec<(String, String)> = vars
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("STORYFORGE_LLM_") && k != "STORYFORGE_JUDGE")
-        .collect();
-    vars.push((
-        "OLLAMA_HOST".into(),
-        format!("http://127.0.0.1:{nothing_there}"),
-    ));
+    let (vars, base) = no_llm_up_env(&env);
     let empty = tempfile::tempdir().expect("an empty directory");
     let up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
     let http = reqwest::Client::new();
@@ -308,30 +278,28 @@ async fn up_with_no_llm_anywhere_answers_with_the_builtin_designer() {
     assert_eq!(env.llm.request_count(), 0);
 }
 
-/// The settings of an `up` with nothing configured — no Redis, no LLM (and none answering at
-/// Ollama's address) — but the suite's short timings, so recovery after a kill is quick.
-fn bare_up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
+/// The settings of an `up` with no LLM configured, and none answering at Ollama's address.
+fn no_llm_up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
     let (vars, base) = up_env(env);
-    let nothing_there = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
     let mut vars: Vec<(String, String)> = vars
         .into_iter()
-        .filter(|(k, _)| {
-            !k.starts_with("STORYFORGE_LLM_")
-                && ![
-                    "STORYFORGE_JUDGE",
-                    "STORYFORGE_REDIS_URL",
-                    "STORYFORGE_STORE_DIR",
-                ]
-                .contains(&k.as_str())
-        })
+        .filter(|(k, _)| !k.starts_with("STORYFORGE_LLM_") && k != "STORYFORGE_JUDGE")
         .collect();
     vars.push((
         "OLLAMA_HOST".into(),
-        format!("http://127.0.0.1:{nothing_there}"),
+        format!("http://127.0.0.1:{}", free_port()),
     ));
+    (vars, base)
+}
+
+/// The settings of an `up` with nothing configured — no Redis, no LLM — but the suite's short
+/// timings, so recovery after a kill is quick.
+fn bare_up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
+    let (vars, base) = no_llm_up_env(env);
+    let vars = vars
+        .into_iter()
+        .filter(|(k, _)| k != "STORYFORGE_REDIS_URL" && k != "STORYFORGE_STORE_DIR")
+        .collect();
     (vars, base)
 }
 

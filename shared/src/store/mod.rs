@@ -300,6 +300,21 @@ pub struct Page {
     pub next_cursor: Option<Uuid>,
 }
 
+/// A page from up to `limit + 1` items read newest first: the first `limit`, and the cursor
+/// for the next page (the last item's id) when there were more.
+pub(crate) fn split_page<T>(
+    mut items: Vec<T>,
+    limit: usize,
+    id: fn(&T) -> Uuid,
+) -> (Vec<T>, Option<Uuid>) {
+    if items.len() <= limit {
+        return (items, None);
+    }
+    items.truncate(limit);
+    let next = items.last().map(id);
+    (items, next)
+}
+
 /// What a reconcile pass changed; for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciled {

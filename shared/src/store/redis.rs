@@ -46,7 +46,7 @@ use super::{
     AttemptReport, BatchCancelOutcome, BatchPage, CancelOutcome, Changes, Claim, Created,
     CreatedBatch, Delivery, DeliveryAttempt, DeliveryNext, DeliveryOutcome, JobStore, Lease,
     LeaseState, ListQuery, Page, Reconciled, Redelivery, StoreError, StorePolicy, StoreStats,
-    Subject, Ticket, Work, WorkKind,
+    Subject, Ticket, Work, WorkKind, split_page,
 };
 use crate::batch::{Batch, BatchSpec};
 use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage};
@@ -429,12 +429,7 @@ impl JobStore for RedisJobStore {
                 break;
             }
         }
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|j| j.id)
-        } else {
-            None
-        };
+        let (items, next_cursor) = split_page(items, limit, |j| j.id);
         Ok(Page { items, next_cursor })
     }
 
@@ -748,12 +743,7 @@ impl JobStore for RedisJobStore {
                 break;
             }
         }
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(|b| b.id)
-        } else {
-            None
-        };
+        let (items, next_cursor) = split_page(items, limit, |b| b.id);
         Ok(BatchPage { items, next_cursor })
     }
 

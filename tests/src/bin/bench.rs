@@ -16,7 +16,7 @@ use serde_json::json;
 use storyforge_shared::config::Settings;
 use storyforge_tests::app::TestEnv;
 use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
-use storyforge_tests::process::wait_until;
+use storyforge_tests::process::{free_port, wait_healthy, wait_until};
 use storyforge_tests::redis_server::RedisServer;
 
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -43,11 +43,7 @@ async fn main() {
     let env = TestEnv::on_redis(llm, &redis.url());
     let store = env.store().await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let api = env.spawn_release("storyforge-api", &[("STORYFORGE_API_ADDR", &addr)]);
     let base = format!("http://{addr}");
@@ -55,14 +51,7 @@ async fn main() {
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();
-    wait_until(Duration::from_secs(20), "the API is up", || async {
-        http.get(format!("{base}/health"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    wait_healthy(&http, &base).await;
 
     let started = Instant::now();
     let accepted = futures::stream::iter(0..jobs)

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use storyforge_tests::app::TestEnv;
 use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
-use storyforge_tests::process::{ChildProcess, wait_until};
+use storyforge_tests::process::{ChildProcess, free_port, wait_healthy, wait_until};
 use storyforge_tests::redis_server::RedisServer;
 
 fn story(i: usize) -> String {
@@ -75,23 +75,12 @@ async fn main() {
     let mut env = TestEnv::on_redis(llm, &redis.url());
     env.set("webhook_allow_private", "true");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let _api = env.spawn_release("storyforge-api", &[("STORYFORGE_API_ADDR", &addr)]);
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
-    wait_until(Duration::from_secs(20), "the API is up", || async {
-        http.get(format!("{base}/health"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    wait_healthy(&http, &base).await;
 
     // 1. Submission.
     let backlogs = [

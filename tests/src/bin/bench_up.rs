@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use storyforge_tests::app::workspace_root;
-use storyforge_tests::process::{ChildProcess, wait_until};
+use storyforge_tests::process::{ChildProcess, free_port, wait_healthy, wait_until};
 use storyforge_tests::redis_server::{RedisServer, unique_namespace};
 
 const SINGLE_JOBS: usize = 200;
@@ -34,10 +34,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Starts release `storyforge up` with `args` and the built-in designer; its base URL.
 async fn start_up(args: &[&str], extra: &[(&str, &str)]) -> (ChildProcess, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let path = workspace_root().join("target/release/storyforge");
     assert!(
@@ -54,15 +51,7 @@ async fn start_up(args: &[&str], extra: &[(&str, &str)]) -> (ChildProcess, Strin
     envs.extend_from_slice(extra);
     let up = ChildProcess::spawn_command(&path.display().to_string(), args, &envs);
     let base = format!("http://{addr}");
-    let http = reqwest::Client::new();
-    wait_until(Duration::from_secs(30), "storyforge up answers", || async {
-        http.get(format!("{base}/health"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    wait_healthy(&reqwest::Client::new(), &base).await;
     (up, base)
 }
 
