@@ -197,10 +197,15 @@ impl SqliteTransport {
     pub async fn open(dir: &std::path::Path) -> Result<SqliteTransport, StoreError> {
         let path = dir.join(TICKETS_FILE);
         let pool = open_pool(&path).await?;
-        SqliteStorage::migrations()
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Open(format!("cannot prepare {}: {e}", path.display())))?;
+        // Processes starting together on a new file may race to create apalis's tables; each
+        // migration is a transaction, so the loser rolls back and its second try finds them.
+        if SqliteStorage::migrations().run(&pool).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            SqliteStorage::migrations()
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Open(format!("cannot prepare {}: {e}", path.display())))?;
+        }
         let config = apalis_sqlite::Config::default()
             .queue(SQLITE_QUEUE)
             .batch_size(50)
