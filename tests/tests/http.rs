@@ -21,6 +21,9 @@ struct TestApp {
     client: reqwest::Client,
     /// The test's own Redis, when it needs one it can stop.
     redis: Option<RedisServer>,
+    /// The deployment, kept for as long as the API runs (an embedded store's directory lives
+    /// with it).
+    _env: TestEnv,
 }
 
 async fn spawn_app() -> TestApp {
@@ -52,6 +55,7 @@ async fn app_on(mut env: TestEnv, extra: &[(&str, &str)], redis: Option<RedisSer
             .build()
             .expect("client"),
         redis,
+        _env: env,
     }
 }
 
