@@ -21,7 +21,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
-    let _telemetry = storyforge_shared::telemetry::init("storyforge-api", settings.log_format);
+    let _telemetry =
+        storyforge_shared::telemetry::init("storyforge-api", settings.log_format, "info");
     let listener = tokio::net::TcpListener::bind(settings.api_addr)
         .await
         .with_context(|| format!("binding {}", settings.api_addr))?;

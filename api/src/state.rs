@@ -1,11 +1,10 @@
-//! [`AppState`]: what every handler gets, built once per process, and the request counters
-//! behind `/metrics` it carries.
+//! [`AppState`]: what every handler gets, built once per process.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::ProviderChain;
+use storyforge_shared::metrics::Metrics;
 use storyforge_shared::services::Services;
 use storyforge_shared::store::JobStore;
 
@@ -20,8 +19,8 @@ pub struct AppState {
     pub(crate) generator: Arc<ProviderChain>,
     /// The judge's chain, for `/v1/providers`.
     pub(crate) judge: Arc<ProviderChain>,
-    /// Request counters behind `/metrics`.
-    pub(crate) metrics: Arc<HttpMetrics>,
+    /// This process's metrics, behind `/metrics`.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -31,13 +30,14 @@ impl AppState {
         store: Arc<dyn JobStore>,
         generator: ProviderChain,
         judge: ProviderChain,
+        metrics: Arc<Metrics>,
     ) -> AppState {
         AppState {
             store,
             settings: Arc::new(settings),
             generator: Arc::new(generator),
             judge: Arc::new(judge),
-            metrics: Arc::new(HttpMetrics::default()),
+            metrics,
         }
     }
 
@@ -53,6 +53,7 @@ impl AppState {
             services.store,
             services.generator,
             services.judge,
+            services.metrics,
         ))
     }
 }
@@ -64,26 +65,5 @@ impl std::fmt::Debug for AppState {
             .field("generator", &self.generator)
             .field("judge", &self.judge)
             .finish_non_exhaustive()
-    }
-}
-
-/// Requests answered, by route pattern and status code.
-#[derive(Debug, Default)]
-pub(crate) struct HttpMetrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-}
-
-impl HttpMetrics {
-    pub(crate) fn record(&self, route: &str, status: u16) {
-        // Plain counters updated in one step: a poisoned lock still holds valid numbers.
-        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *requests.entry((route.to_string(), status)).or_default() += 1;
-    }
-
-    pub(crate) fn snapshot(&self) -> BTreeMap<(String, u16), u64> {
-        self.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }

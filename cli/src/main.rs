@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use storyforge_cli::client::Api;
+use storyforge_cli::eval::{self, Evaluation, Target};
 use storyforge_cli::submit::{self, Submit};
 use storyforge_cli::up::Place;
 use storyforge_cli::{results, status};
@@ -65,6 +66,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run an evaluation set and write report.json, report.md and report.html.
+    Eval {
+        /// The evaluation set (JSON: id, user_story, acceptance_criteria, must_cover, …).
+        dataset: PathBuf,
+        #[command(flatten)]
+        api: ApiArg,
+        /// Run in this process on an embedded store, with the configured provider (the built-in
+        /// test designer when none is), instead of against a running API.
+        #[arg(long, conflicts_with = "url")]
+        local: bool,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// An earlier report.json to set beside this run.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+    },
     /// Write a finished job's or batch's results to a file.
     Results {
         id: String,
@@ -101,7 +118,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Up { data, redis, addr } => {
             let settings =
                 Settings::load(args.config.as_deref()).context("loading configuration")?;
-            let _telemetry = storyforge_shared::telemetry::init("storyforge", settings.log_format);
+            let _telemetry =
+                storyforge_shared::telemetry::init("storyforge", settings.log_format, "info");
             let place = Place { data, redis, addr };
             storyforge_cli::up::up(place.apply(settings)?).await
         }
@@ -119,6 +137,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 out: &out,
             };
             submit::submit(&Api::new(api.url)?, submit).await
+        }
+        Command::Eval {
+            dataset,
+            api,
+            local,
+            out,
+            compare,
+        } => {
+            let mut _telemetry = None;
+            let target = if local {
+                let settings =
+                    Settings::load(args.config.as_deref()).context("loading configuration")?;
+                // Progress lines say what happens; the deployment's own logs only when asked.
+                _telemetry = Some(storyforge_shared::telemetry::init(
+                    "storyforge",
+                    settings.log_format,
+                    "warn",
+                ));
+                Target::Local(Box::new(settings))
+            } else {
+                Target::Api(Api::new(api.url)?)
+            };
+            let evaluation = Evaluation {
+                dataset: &dataset,
+                target,
+                out: &out,
+                compare: compare.as_deref(),
+            };
+            eval::eval(evaluation).await
         }
         Command::Status { id, api, json } => status::status(&Api::new(api.url)?, &id, json).await,
         Command::Results {

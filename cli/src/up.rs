@@ -14,13 +14,16 @@
 //! other is stopped too and `up` fails naming the half and its reason: it never serves without
 //! a worker.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::{ProviderKind, ProviderSettings, build_provider};
+use storyforge_worker::context::Context as WorkerContext;
 use tokio::sync::watch;
 
 /// How long `up` waits for Ollama at its default address before choosing the built-in designer.
@@ -87,14 +90,40 @@ fn check_writable(dir: &Path) -> anyhow::Result<()> {
 /// Runs until SIGTERM or Ctrl-C; an error when either half could not start or stopped unasked.
 pub async fn up(settings: Settings) -> anyhow::Result<()> {
     let settings = choose_provider(settings).await;
+    let (worker, listener) = start(&settings, settings.api_addr).await?;
+    tracing::info!(addr = %settings.api_addr, "StoryForge is up: API and one worker");
+    serve(
+        settings,
+        worker,
+        listener,
+        storyforge_shared::shutdown::signal(),
+    )
+    .await
+}
+
+/// Starts the worker half (connected, prompts loaded), then binds the API's address: a half
+/// that cannot start is an error before the API takes a single job.
+pub async fn start(
+    settings: &Settings,
+    addr: SocketAddr,
+) -> anyhow::Result<(Arc<WorkerContext>, tokio::net::TcpListener)> {
     let worker = storyforge_worker::run::build_context(settings.clone())
         .await
         .context("the worker could not start")?;
-    let listener = tokio::net::TcpListener::bind(settings.api_addr)
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("the API could not listen on {}", settings.api_addr))?;
-    tracing::info!(addr = %settings.api_addr, "StoryForge is up: API and one worker");
+        .with_context(|| format!("the API could not listen on {addr}"))?;
+    Ok((worker, listener))
+}
 
+/// Serves the API on `listener` and runs the worker until `shutdown` resolves; if either half
+/// stops on its own, the other is stopped too and the error names the half and its reason.
+pub async fn serve(
+    settings: Settings,
+    worker: Arc<WorkerContext>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -106,7 +135,7 @@ pub async fn up(settings: Settings) -> anyhow::Result<()> {
     ));
     let mut worker = tokio::spawn(storyforge_worker::run::serve(worker, stopped(stop_rx)));
     let unasked = tokio::select! {
-        () = storyforge_shared::shutdown::signal() => None,
+        () = shutdown => None,
         outcome = &mut api => Some(("the API", outcome)),
         outcome = &mut worker => Some(("the worker", outcome)),
     };
@@ -132,9 +161,21 @@ pub async fn up(settings: Settings) -> anyhow::Result<()> {
     }
 }
 
+/// The settings with the built-in test designer as the provider, and as the judge when the
+/// judge was the unconfigured default too.
+pub fn with_builtin_designer(mut settings: Settings) -> Settings {
+    let builtin = ProviderSettings::new(ProviderKind::Builtin);
+    let default = &settings.llm[0];
+    if settings.judge_llm.kind == default.kind && settings.judge_llm.base_url == default.base_url {
+        settings.judge_llm = builtin.clone();
+    }
+    settings.llm = vec![builtin];
+    settings
+}
+
 /// With no provider configured: Ollama at its default address if it answers, else the built-in
 /// test designer (whose cases need no judge). Says which on stderr.
-async fn choose_provider(mut settings: Settings) -> Settings {
+async fn choose_provider(settings: Settings) -> Settings {
     if settings.llm_configured {
         return settings;
     }
@@ -155,10 +196,5 @@ async fn choose_provider(mut settings: Settings) -> Settings {
         "storyforge: no LLM provider configured and none answers at {}: using the built-in test designer (set STORYFORGE_LLM_PROVIDER to use an LLM)",
         ollama.base_url
     );
-    let builtin = ProviderSettings::new(ProviderKind::Builtin);
-    if settings.judge_llm.kind == ollama.kind && settings.judge_llm.base_url == ollama.base_url {
-        settings.judge_llm = builtin.clone();
-    }
-    settings.llm = vec![builtin];
-    settings
+    with_builtin_designer(settings)
 }

@@ -120,6 +120,8 @@ pub struct Settings {
     /// USD per million tokens, by model: (input, output).
     pub pricing: HashMap<String, (f64, f64)>,
     pub log_format: LogFormat,
+    /// Where a worker serves its own `/metrics`; `None`: nowhere.
+    pub worker_metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,6 +328,14 @@ impl Settings {
             cache_enabled: src.flag("cache", true)?,
             pricing: pricing(src)?,
             log_format,
+            worker_metrics_addr: src
+                .string("worker_metrics_addr", &[])
+                .map(|text| {
+                    text.parse().map_err(|e: std::net::AddrParseError| {
+                        invalid("STORYFORGE_WORKER_METRICS_ADDR", &text, e)
+                    })
+                })
+                .transpose()?,
         };
         settings.check()?;
         Ok(settings)

@@ -20,6 +20,7 @@ pub mod batch;
 pub mod config;
 pub mod job;
 pub mod llm;
+pub mod metrics;
 pub mod services;
 pub mod shutdown;
 pub mod store;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::config::Settings;
 use crate::llm::ProviderChain;
+use crate::metrics::Metrics;
 use crate::store::redis::{RedisJobStore, connect};
 use crate::store::sqlite::SqliteJobStore;
 use crate::store::{JobStore, StoreError, StorePolicy};
@@ -28,6 +29,8 @@ pub struct Services {
     pub generator: ProviderChain,
     /// The judge's provider.
     pub judge: ProviderChain,
+    /// This process's metrics; the chains count their calls in them.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Services {
@@ -38,12 +41,14 @@ impl Services {
             Some(dir) => embedded(settings, dir).await?,
             None => on_redis(settings).await?,
         };
-        let (generator, judge) = configured_chains(settings, user_agent)?;
+        let metrics = Metrics::shared();
+        let (generator, judge) = configured_chains(settings, user_agent, &metrics)?;
         Ok(Services {
             store,
             transport,
             generator,
             judge,
+            metrics,
         })
     }
 }
@@ -82,11 +87,14 @@ async fn on_redis(settings: &Settings) -> Result<StoreAndTransport, StartupError
 fn configured_chains(
     settings: &Settings,
     user_agent: &str,
+    metrics: &Arc<Metrics>,
 ) -> Result<(ProviderChain, ProviderChain), reqwest::Error> {
     let http = reqwest::Client::builder().user_agent(user_agent).build()?;
-    let generator =
-        ProviderChain::new(settings.llm.clone(), http.clone()).with_breaker(settings.breaker);
-    let judge =
-        ProviderChain::new(vec![settings.judge_llm.clone()], http).with_breaker(settings.breaker);
+    let generator = ProviderChain::new(settings.llm.clone(), http.clone())
+        .with_breaker(settings.breaker)
+        .with_metrics(metrics.clone());
+    let judge = ProviderChain::new(vec![settings.judge_llm.clone()], http)
+        .with_breaker(settings.breaker)
+        .with_metrics(metrics.clone());
     Ok((generator, judge))
 }

@@ -29,9 +29,11 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global subscriber; `service` names this process in exported traces.
-pub fn init(service: &'static str, format: LogFormat) -> TelemetryGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global subscriber; `service` names this process in exported traces, and
+/// `default_level` is the log level when `RUST_LOG` does not say.
+pub fn init(service: &'static str, format: LogFormat, default_level: &str) -> TelemetryGuard {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)

@@ -655,7 +655,7 @@ async fn metrics_expose_job_gauges_and_request_counters() {
         response.headers()[CONTENT_TYPE]
             .to_str()
             .unwrap()
-            .starts_with("text/plain")
+            .starts_with("application/openmetrics-text")
     );
     let text = response.text().await.unwrap();
     for line in [

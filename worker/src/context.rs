@@ -1,10 +1,12 @@
 //! The one context every piece of work gets: settings, the job store and ticket transport, the
-//! provider chains, the prompts and the webhook client, built once per worker process.
+//! provider chains, the prompts, the webhook client and the metrics, built once per worker
+//! process.
 
 use std::sync::Arc;
 
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::ProviderChain;
+use storyforge_shared::metrics::Metrics;
 use storyforge_shared::store::JobStore;
 use storyforge_shared::transport::TicketTransport;
 
@@ -23,6 +25,8 @@ pub struct Context {
     pub webhooks: reqwest::Client,
     /// This process's unique name, recorded on the jobs it claims.
     pub worker_name: String,
+    /// This process's metrics (`STORYFORGE_WORKER_METRICS_ADDR` serves them).
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Context {

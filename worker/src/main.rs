@@ -22,6 +22,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
-    let _telemetry = storyforge_shared::telemetry::init("storyforge-worker", settings.log_format);
+    let _telemetry =
+        storyforge_shared::telemetry::init("storyforge-worker", settings.log_format, "info");
     storyforge_worker::run::run(settings, storyforge_shared::shutdown::signal()).await
 }

@@ -12,8 +12,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::ProviderReport;
+use storyforge_shared::metrics;
 use storyforge_shared::services::Services;
 use storyforge_shared::transport::{self, TicketHandler};
 use storyforge_shared::webhook;
@@ -48,6 +50,7 @@ pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
         transport,
         generator,
         judge,
+        metrics,
     } = Services::connect(&settings, user_agent).await?;
     let webhooks = webhook::delivery_client(settings.webhook_allow_private, user_agent)?;
     let prompts = Prompts::load(
@@ -65,6 +68,7 @@ pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
         judge,
         prompts,
         webhooks,
+        metrics,
     }))
 }
 
@@ -86,6 +90,12 @@ pub async fn serve(
     let (hand_back_tx, hand_back_rx) = watch::channel(false);
     tracing::info!(worker = %ctx.worker_name, prompt_version = %ctx.prompts.version(), "worker starting");
 
+    if let Some(addr) = ctx.settings.worker_metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("the worker's metrics could not listen on {addr}"))?;
+        tokio::spawn(serve_metrics(ctx.clone(), listener, stop_rx.clone()));
+    }
     let dispatcher = tokio::spawn(dispatch_loop(ctx.clone(), stop_rx.clone()));
     let housekeeping = tokio::spawn(housekeeping_loop(ctx.clone(), stop_rx.clone()));
     let grace = ctx.settings.shutdown_grace;
@@ -132,6 +142,39 @@ pub async fn serve(
     housekeeping.abort();
     tracing::info!(worker = %ctx.worker_name, "worker stopped");
     Ok(())
+}
+
+/// How long `/metrics` waits for the store's gauges before answering without them.
+const STORE_STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves this worker's `/metrics` on `listener` until the worker stops.
+async fn serve_metrics(
+    ctx: Arc<Context>,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let render = move || {
+        let ctx = ctx.clone();
+        async move {
+            let stats = tokio::time::timeout(STORE_STATS_TIMEOUT, ctx.store.stats())
+                .await
+                .ok()
+                .and_then(Result::ok);
+            (
+                [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                ctx.metrics.render(stats.as_ref()),
+            )
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(render));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the worker's metrics server stopped");
+    }
 }
 
 /// Feeds the transport from the store's due work, within the dispatch window.

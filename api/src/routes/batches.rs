@@ -132,6 +132,9 @@ pub(crate) async fn create(
         .await?;
     let batch = created.batch;
     tracing::info!(batch.id = %batch.id, total = batch.total, replayed = created.replayed, "batch queued");
+    if !created.replayed {
+        state.metrics.jobs_submitted.inc_by(batch.total);
+    }
 
     let mut document =
         serde_json::to_value(&batch).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -101,6 +101,7 @@ pub(crate) async fn create(
         tracing::info!(job.id = %id, "idempotent submission replayed");
     } else {
         tracing::info!(job.id = %id, "job queued");
+        state.metrics.jobs_submitted.inc();
     }
     let mut response = (StatusCode::ACCEPTED, Json(created.job)).into_response();
     let location = HeaderValue::from_str(&format!("/v1/jobs/{id}"))

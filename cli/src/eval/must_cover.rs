@@ -67,20 +67,6 @@ pub struct CaseMatch {
     pub missing: Vec<String>,
 }
 
-impl CaseMatch {
-    /// The match as a JSON object, for reports.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "case_id": self.case_id,
-            "title": self.title,
-            "excerpt": self.excerpt,
-            "score": self.score,
-            "found": self.found,
-            "missing": self.missing,
-        })
-    }
-}
-
 /// One must-cover item and the case covering it, if any.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemOutcome {

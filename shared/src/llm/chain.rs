@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use super::{ChatProvider, ChatRequest, ChatResponse, LlmError, ProviderSettings, build_provider};
+use crate::metrics::Metrics;
 
 /// The longest `Retry-After` the chain honours, so a nonsensical date cannot park a provider for
 /// days.
@@ -82,6 +83,9 @@ pub struct ProviderState {
 pub struct ProviderChain {
     members: Vec<Member>,
     breaker: BreakerSettings,
+    /// Where failed calls are counted, by provider and code, if anywhere (answered calls are
+    /// counted by the caller, who knows their purpose).
+    metrics: Option<Arc<Metrics>>,
 }
 
 struct Member {
@@ -108,7 +112,14 @@ impl ProviderChain {
         Self {
             members,
             breaker: BreakerSettings::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts failed calls in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Replaces the breaker settings; tests use a short cool-down.
@@ -152,7 +163,11 @@ impl ProviderChain {
                 gen_ai.usage.output_tokens = tracing::field::Empty,
                 llm.trial = attempt.trial,
             );
-            match member.provider.chat(req).instrument(span.clone()).await {
+            let outcome = member.provider.chat(req).instrument(span.clone()).await;
+            if let (Err(error), Some(metrics)) = (&outcome, &self.metrics) {
+                metrics.llm_failed(member.provider.name(), error.code());
+            }
+            match outcome {
                 Ok(response) => {
                     attempt.settle(Ok(()), &self.breaker);
                     span.record("gen_ai.response.model", response.model.as_str());

@@ -103,6 +103,8 @@ pub struct Lease {
     pub token: String,
     /// Which attempt this is, counting from 1.
     pub attempt: u32,
+    /// How long the item had been due when this claim took it: its wait in the queue.
+    pub waited: Duration,
     pub work: Work,
 }
 

@@ -466,10 +466,11 @@ impl JobStore for RedisJobStore {
             .arg(millis(self.policy.job_ttl));
         let reply: Vec<String> = self.run(&invocation).await?;
         match reply.first().map(String::as_str) {
-            Some("granted") if reply.len() == 4 => Ok(Claim::Granted(Box::new(Lease {
+            Some("granted") if reply.len() == 5 => Ok(Claim::Granted(Box::new(Lease {
                 ticket: ticket.clone(),
                 token,
                 attempt: reply[1].parse().map_err(corrupt)?,
+                waited: Duration::from_millis(reply[4].parse().map_err(corrupt)?),
                 work: self.claimed_work(ticket, &reply[2], &reply[3]).await?,
             }))),
             Some("stale") => Ok(Claim::Stale),

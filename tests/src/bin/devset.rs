@@ -1,11 +1,9 @@
-//! Development-set measurement against a real model or the built-in test designer:
-//! `cargo run --release -p storyforge-tests --bin devset -- LLM_BASE_URL|builtin [DATASET] [OUT_DIR]`.
+//! Development-set measurement against a real model:
+//! `cargo run --release -p storyforge-tests --bin devset -- LLM_BASE_URL [DATASET] [OUT_DIR]`.
 //!
 //! Starts a private redis-server, the API and one worker in-process (concurrency 1: a local model
 //! serves one request at a time), points generation and the judge at the OpenAI-compatible server
-//! at `LLM_BASE_URL` (e.g. `../shared/tools/real-llm/serve.sh 8088` → `http://127.0.0.1:8088/v1`)
-//! — or, given the word `builtin`, sets `STORYFORGE_LLM_PROVIDER=builtin` (the built-in test
-//! designer, no LLM) with the judge off —
+//! at `LLM_BASE_URL` (e.g. `../shared/tools/real-llm/serve.sh 8088` → `http://127.0.0.1:8088/v1`),
 //! submits every story of `DATASET` (default `data/dev/backlog_stories.json`) with default
 //! options, waits for all of them, and writes `OUT_DIR/report.json` and `OUT_DIR/report.md`
 //! (default `target/devset`). Nothing is asserted: these are figures for notes.
@@ -14,23 +12,14 @@
 //! version of the pipeline. A story's criteria are the ones given separately or, when none are,
 //! the dataset's `criteria_in_description` count: criteria coverage is the share of those the
 //! result traces to a test case.
-//!
-//! A story with `must_cover` items (the evaluation set's format, `data/eval/test_dataset.json`:
-//! `user_story`, `expected_test_count`, `must_cover`) is also measured for must-cover recall: each
-//! item is matched against the job's test cases by the rule of `storyforge_cli::eval::must_cover`,
-//! and the reports list the covering case (or "missed") per item, and matched items / all items.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use storyforge_cli::eval::must_cover;
 use storyforge_tests::app::{TestEnv, workspace_root};
 use storyforge_tests::fake_llm::{FakeLlm, Reply};
 use storyforge_tests::redis_server::RedisServer;
-
-/// The LLM argument that selects the built-in test designer instead of a server.
-const BUILTIN: &str = "builtin";
 
 /// Fewest cases a job must have to count as a full success (the default `min_cases`).
 const MIN_CASES: usize = 3;
@@ -39,7 +28,7 @@ const MIN_CASES: usize = 3;
 async fn main() {
     let mut args = std::env::args().skip(1);
     let Some(llm_url) = args.next() else {
-        eprintln!("usage: devset LLM_BASE_URL|builtin [DATASET] [OUT_DIR]");
+        eprintln!("usage: devset LLM_BASE_URL [DATASET] [OUT_DIR]");
         std::process::exit(2);
     };
     let root = workspace_root();
@@ -61,17 +50,12 @@ async fn main() {
     // The fake is never called: every LLM setting points at the real server.
     let unused = FakeLlm::with_responder(|_| Reply::status(500)).await;
     let mut env = TestEnv::on_redis(unused, &redis.url());
-    if llm_url == BUILTIN {
-        // No LLM and no judge: the built-in designer has nothing to be judged by.
-        env.set("llm_provider", BUILTIN).set("judge", "off");
-    } else {
-        env.set("llm_base_url", &llm_url)
-            .set("llm_model", "local")
-            .set("llm_timeout", "900s")
-            .set("judge", "on")
-            .set("judge_timeout", "900s");
-    }
-    env.set("worker_concurrency", "1")
+    env.set("llm_base_url", &llm_url)
+        .set("llm_model", "local")
+        .set("llm_timeout", "900s")
+        .set("judge", "on")
+        .set("judge_timeout", "900s")
+        .set("worker_concurrency", "1")
         .set("lease_ttl", "60s")
         .set("dispatch_timeout", "3600s")
         .set("retry_base", "2s");
@@ -116,7 +100,6 @@ async fn main() {
     )
     .expect("write report.json");
     let markdown = markdown(
-        &llm_url,
         &summary,
         &rows.iter().map(|(row, _)| row).collect::<Vec<_>>(),
     );
@@ -159,7 +142,7 @@ fn measure(item: &Value, job: &Value) -> Value {
                 .is_some_and(|d| !d.is_empty())
             || criteria_covered < expected_criteria);
     let judge_coverage = result["quality"]["coverage"].as_f64();
-    let mut row = json!({
+    json!({
         "id": item["id"],
         "status": job["status"],
         "error": job["error"]["code"],
@@ -179,36 +162,7 @@ fn measure(item: &Value, job: &Value) -> Value {
         "judge_coverage": judge_coverage,
         "checks_failed": checks_failed,
         "judge_high_while_checks_fail": checks_failed && judge_coverage.is_some_and(|c| c >= 0.8),
-    });
-    if let Some(items) = item["must_cover"].as_array() {
-        let items: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
-        let outcomes = must_cover::match_items(&items, &test_cases(job));
-        row["expected_test_count"] = item["expected_test_count"].clone();
-        row["must_cover_items"] = json!(outcomes.len());
-        row["must_cover_matched"] =
-            json!(outcomes.iter().filter(|o| o.covered_by.is_some()).count());
-        row["must_cover_recall"] = json!(must_cover::recall(&outcomes));
-        row["must_cover"] = outcomes
-            .iter()
-            .map(|o| {
-                json!({
-                    "item": o.item,
-                    "covered_by": o.covered_by.as_ref().map(must_cover::CaseMatch::to_json),
-                })
-            })
-            .collect();
-    }
-    row
-}
-
-/// The job's test cases in their typed shape; none for a job without a result.
-fn test_cases(job: &Value) -> Vec<storyforge_shared::job::TestCase> {
-    let cases = &job["result"]["test_cases"];
-    if cases.is_null() {
-        return Vec::new();
-    }
-    serde_json::from_value(cases.clone())
-        .unwrap_or_else(|e| panic!("test_cases of job {} are not TestCases: {e}", job["id"]))
+    })
 }
 
 fn summarise(rows: &[&Value]) -> Value {
@@ -221,7 +175,7 @@ fn summarise(rows: &[&Value]) -> Value {
     };
     let verdicts = count(&|r| r["judge_verdict"] == true);
     let judged_failing = count(&|r| r["judge_verdict"] == true && r["checks_failed"] == true);
-    let mut summary = json!({
+    json!({
         "jobs": rows.len(),
         "succeeded": count(&|r| r["status"] == "succeeded"),
         "full_success": count(&|r| r["full_success"] == true),
@@ -237,27 +191,12 @@ fn summarise(rows: &[&Value]) -> Value {
         "judge_verdicts_with_checks_failing": judged_failing,
         "judge_high_while_checks_fail": count(&|r| r["judge_high_while_checks_fail"] == true),
         "failure_codes": rows.iter().filter_map(|r| r["error"].as_str()).collect::<Vec<_>>(),
-    });
-    if rows.iter().any(|r| r["must_cover"].is_array()) {
-        let items = sum("must_cover_items");
-        summary["cases"] = json!(sum("cases"));
-        summary["cases_expected"] = json!(sum("expected_test_count"));
-        summary["must_cover_items"] = json!(items);
-        summary["must_cover_matched"] = json!(sum("must_cover_matched"));
-        summary["must_cover_recall"] =
-            json!(sum("must_cover_matched") as f64 / items.max(1) as f64);
-    }
-    summary
+    })
 }
 
-fn markdown(llm: &str, summary: &Value, rows: &[&Value]) -> String {
-    let against = if llm == BUILTIN {
-        "the built-in test designer".to_string()
-    } else {
-        format!("a real model ({llm})")
-    };
+fn markdown(summary: &Value, rows: &[&Value]) -> String {
     let mut out =
-        format!("# Development set against {against}\n\n| measure | value |\n|---|---|\n");
+        String::from("# Development set against a real model\n\n| measure | value |\n|---|---|\n");
     for (key, value) in summary.as_object().into_iter().flatten() {
         out.push_str(&format!("| {key} | {value} |\n"));
     }
@@ -277,53 +216,6 @@ fn markdown(llm: &str, summary: &Value, rows: &[&Value]) -> String {
             r["judge_coverage"],
             r["checks_failed"],
         ));
-    }
-    if rows.iter().any(|r| r["must_cover"].is_array()) {
-        out.push_str(&must_cover_markdown(rows));
-    }
-    out
-}
-
-/// Per story: cases, must-cover items matched; per item: the covering case or "missed".
-fn must_cover_markdown(rows: &[&Value]) -> String {
-    let mut out = String::from(
-        "\n## Must-cover recall\n\nAn item is covered by the case holding at least two thirds of its \
-         content words (stemmed, a few synonyms; `cli/src/eval/must_cover.rs`).\n\n\
-         | id | cases (expected) | must-cover matched/items | recall |\n|---|---|---|---|\n",
-    );
-    for r in rows.iter().filter(|r| r["must_cover"].is_array()) {
-        out.push_str(&format!(
-            "| {} | {} ({}) | {}/{} | {} |\n",
-            r["id"].as_str().unwrap_or_default(),
-            r["cases"],
-            r["expected_test_count"],
-            r["must_cover_matched"],
-            r["must_cover_items"],
-            r["must_cover_recall"]
-                .as_f64()
-                .map_or("-".to_string(), |v| format!("{v:.2}")),
-        ));
-    }
-    out.push_str("\n| id | must-cover item | case | title | score |\n|---|---|---|---|---|\n");
-    for r in rows.iter().filter(|r| r["must_cover"].is_array()) {
-        for outcome in r["must_cover"].as_array().into_iter().flatten() {
-            let item = outcome["item"].as_str().unwrap_or_default();
-            let id = r["id"].as_str().unwrap_or_default();
-            let found = &outcome["covered_by"];
-            if found.is_null() {
-                out.push_str(&format!("| {id} | {item} | missed | | |\n"));
-            } else {
-                out.push_str(&format!(
-                    "| {id} | {item} | {} | {} | {:.2} |\n",
-                    found["case_id"].as_str().unwrap_or_default(),
-                    found["title"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .replace('|', "\\|"),
-                    found["score"].as_f64().unwrap_or_default(),
-                ));
-            }
-        }
     }
     out
 }

@@ -152,7 +152,11 @@ impl BackgroundJob for DeliverWebhook {
             ?next,
             "webhook attempt"
         );
-        ctx.store.record_delivery(lease, &report, next).await
+        let state = ctx.store.record_delivery(lease, &report, next).await?;
+        if state == LeaseState::Held {
+            ctx.metrics.webhook_delivery(next.outcome());
+        }
+        Ok(state)
     }
 }
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use storyforge_shared::job::{JobResult, JobSpec, Usage};
+use storyforge_shared::job::{JobResult, JobSpec, JobStatus, Usage};
 use storyforge_shared::store::{Lease, LeaseState, StoreError};
 
 use super::{BackgroundJob, backoff};
@@ -50,7 +50,12 @@ impl BackgroundJob for GenerateTestCases {
                     llm_calls = result.usage.llm_calls,
                     "job succeeded"
                 );
-                ctx.store.complete(lease, &result).await
+                let state = ctx.store.complete(lease, &result).await?;
+                if state == LeaseState::Held {
+                    ctx.metrics
+                        .job_finished(JobStatus::Succeeded, Some(&result));
+                }
+                Ok(state)
             }
             Err(Failure {
                 error,
@@ -64,11 +69,20 @@ impl BackgroundJob for GenerateTestCases {
                     retry_after,
                 );
                 tracing::warn!(error.code = %error.code, error = %error.message, ?delay, "transient failure");
-                ctx.store.retry_later(lease, delay, &error).await
+                let state = ctx.store.retry_later(lease, delay, &error).await?;
+                if state == LeaseState::Held && lease.attempt >= ctx.settings.max_attempts {
+                    // Out of attempts: the store failed the job.
+                    ctx.metrics.job_finished(JobStatus::Failed, None);
+                }
+                Ok(state)
             }
             Err(Failure { error, .. }) => {
                 tracing::warn!(error.code = %error.code, error = %error.message, "job failed");
-                ctx.store.fail(lease, &error).await
+                let state = ctx.store.fail(lease, &error).await?;
+                if state == LeaseState::Held {
+                    ctx.metrics.job_finished(JobStatus::Failed, None);
+                }
+                Ok(state)
             }
         }
     }

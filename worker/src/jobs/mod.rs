@@ -19,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use storyforge_shared::job::Stage;
+use storyforge_shared::metrics::Metrics;
 use storyforge_shared::store::{Claim, Lease, LeaseState, StoreError, Ticket, Work};
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -85,7 +86,15 @@ pub async fn run_ticket(
         match lease.work.clone() {
             Work::Generation { spec, spent, .. } => {
                 let job = generate::GenerateTestCases { spec, spent };
-                run_leased(&ctx, &lease, &job, &mut hand_back).await
+                let metrics = &ctx.metrics;
+                metrics.queue_wait.observe(lease.waited.as_secs_f64());
+                let _in_flight = InFlight::enter(metrics);
+                let started = std::time::Instant::now();
+                let outcome = run_leased(&ctx, &lease, &job, &mut hand_back).await;
+                metrics
+                    .job_duration
+                    .observe(started.elapsed().as_secs_f64());
+                outcome
             }
             Work::WebhookDelivery(delivery) => {
                 let job = deliver_webhook::DeliverWebhook { delivery };
@@ -94,6 +103,22 @@ pub async fn run_ticket(
         }
     };
     run.instrument(span).await
+}
+
+/// Counts a job in `storyforge_jobs_in_flight` while it lives, however its run ends.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a Metrics) -> InFlight<'a> {
+        metrics.jobs_in_flight.inc();
+        InFlight(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.jobs_in_flight.dec();
+    }
 }
 
 /// Renews the lease in the background and records stage changes.

@@ -169,14 +169,13 @@ pub async fn judge(
     };
     let mut purpose = Purpose::Judge;
     loop {
-        let response =
-            match metered_call(&ctx.judge, &request, meter, &ctx.settings.pricing, purpose).await {
-                Ok(response) => response,
-                Err(e) => {
-                    tracing::warn!(error = %e, "judge call failed");
-                    return failed(&format!("judge_{}", e.code()), e.to_string());
-                }
-            };
+        let response = match metered_call(&ctx.judge, &request, meter, ctx, purpose).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(error = %e, "judge call failed");
+                return failed(&format!("judge_{}", e.code()), e.to_string());
+            }
+        };
         match parse_judge(&response.text) {
             Ok(v) => {
                 let capped = f64::from(cap) / 10.0;

@@ -149,14 +149,7 @@ async fn ask(
         temperature: warmed.min(1.0).max(ctx.settings.temperature),
         model: spec.options.model.clone(),
     };
-    let response = metered_call(
-        &ctx.generator,
-        &request,
-        meter,
-        &ctx.settings.pricing,
-        purpose,
-    )
-    .await?;
+    let response = metered_call(&ctx.generator, &request, meter, ctx, purpose).await?;
     Ok(Reply {
         cut_off: response.finish == FinishReason::Length,
         text: response.text,

@@ -6,6 +6,8 @@ use storyforge_shared::job::{CallUsage, Usage};
 use storyforge_shared::llm::{ChatRequest, ChatResponse, LlmError, ProviderChain};
 use tracing::Instrument;
 
+use crate::context::Context;
+
 /// Why a call was made; `CallUsage::purpose` documents each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose {
@@ -75,7 +77,7 @@ impl Meter {
         response: &ChatResponse,
         pricing: &HashMap<String, (f64, f64)>,
         purpose: Purpose,
-    ) {
+    ) -> &CallUsage {
         let cost = pricing.get(&response.model).map(|(input, output)| {
             response.prompt_tokens as f64 * input / 1e6
                 + response.completion_tokens as f64 * output / 1e6
@@ -103,6 +105,7 @@ impl Meter {
             latency_ms,
             cost_usd: cost,
         });
+        &u.calls[u.calls.len() - 1]
     }
 
     pub fn total_tokens(&self) -> u64 {
@@ -119,12 +122,13 @@ impl Meter {
 }
 
 /// Makes one LLM call through `chain` inside a span carrying the OpenTelemetry GenAI
-/// attributes (MLflow and other trace viewers read them), and meters it.
+/// attributes (MLflow and other trace viewers read them), and meters it: in the job's usage and
+/// in the worker's metrics.
 pub async fn metered_call(
     chain: &ProviderChain,
     request: &ChatRequest,
     meter: &mut Meter,
-    pricing: &HashMap<String, (f64, f64)>,
+    ctx: &Context,
     purpose: Purpose,
 ) -> Result<ChatResponse, LlmError> {
     let span = tracing::info_span!(
@@ -142,7 +146,8 @@ pub async fn metered_call(
     span.record("gen_ai.system", response.provider.as_str());
     span.record("gen_ai.usage.input_tokens", response.prompt_tokens);
     span.record("gen_ai.usage.output_tokens", response.completion_tokens);
-    meter.record(&response, pricing, purpose);
+    let call = meter.record(&response, &ctx.settings.pricing, purpose);
+    ctx.metrics.llm_answered(call);
     Ok(response)
 }
 

@@ -1,7 +1,8 @@
 -- ARGV: ns, member, token, worker, lease_ms, max_attempts, ttl_ms
 -- Any ticket for a queued item that is due may claim it: duplicate tickets are harmless, since
 -- only one claim can win, and a retry's backoff is kept because an item waiting for it is not
--- yet due. Returns {'granted', attempt, spec, last_error or ''} | {'stale'} | {'exhausted'}.
+-- yet due. Returns {'granted', attempt, spec, last_error or '', ms it was due} | {'stale'} |
+-- {'exhausted'}.
 local member, token, worker = ARGV[2], ARGV[3], ARGV[4]
 local lease_ms, max_attempts, ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local rk = record(member)
@@ -30,4 +31,4 @@ if is_job(member) then redis.call('HSET', rk, 'stage', 'generating') end
 if not f[5] then redis.call('HSET', rk, 'started_at', now) end
 move_status(member, 'queued', 'running')
 redis.call('ZADD', key('leases'), now + lease_ms, member)
-return {'granted', tostring(attempt), f[4], f[6] or ''}
+return {'granted', tostring(attempt), f[4], f[6] or '', tostring(now - tonumber(f[2] or now))}

@@ -622,6 +622,7 @@ impl JobStore for SqliteJobStore {
             ticket: ticket.clone(),
             token,
             attempt: u32::try_from(attempt).map_err(corrupt)?,
+            waited: Duration::from_millis(u64::try_from(now - due_at).unwrap_or(0)),
             work: self.claimed_work(ticket, last_error).await?,
         })))
     }

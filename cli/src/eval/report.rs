@@ -1,0 +1,365 @@
+//! An evaluation's report: `report.json` (CONTRACT.md's shape), and the same as `report.md` and a
+//! self-contained `report.html` with two charts (must-cover recall and latency per story, as
+//! inline SVG). With an earlier report to compare, both name each run by its id and dataset and
+//! put the figures side by side.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::run::{ItemResult, JudgeScores};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub run_id: String,
+    pub created_at: DateTime<Utc>,
+    pub dataset: String,
+    pub provider: String,
+    pub model: String,
+    pub prompt_version: String,
+    pub summary: Summary,
+    pub items: Vec<ItemResult>,
+}
+
+/// Means are over the items that have the figure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub items: usize,
+    pub succeeded: usize,
+    pub structure_valid: usize,
+    /// Items whose case count reached `expected_test_count` (of those that state one).
+    pub count_met: usize,
+    pub must_cover_items: usize,
+    pub must_cover_matched: usize,
+    /// Matched must-cover phrases ÷ all phrases of all items.
+    pub must_cover_recall: f64,
+    pub mean_latency_ms: f64,
+    pub tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    pub judge: JudgeMeans,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JudgeMeans {
+    /// Jobs the judge scored.
+    pub judged: usize,
+    /// The mean of each score over the jobs that have it.
+    #[serde(flatten)]
+    pub means: JudgeScores,
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+impl Summary {
+    pub fn of(items: &[ItemResult]) -> Summary {
+        let must_cover_items: usize = items.iter().map(|i| i.must_cover.len()).sum();
+        let must_cover_matched: usize = items
+            .iter()
+            .map(|i| {
+                i.must_cover
+                    .iter()
+                    .filter(|m| m.matched_case.is_some())
+                    .count()
+            })
+            .sum();
+        let judged: Vec<_> = items.iter().filter_map(|i| i.judge.as_ref()).collect();
+        let costs: Vec<f64> = items.iter().filter_map(|i| i.cost_usd).collect();
+        Summary {
+            items: items.len(),
+            succeeded: items.iter().filter(|i| i.status == "succeeded").count(),
+            structure_valid: items.iter().filter(|i| i.structure_valid).count(),
+            count_met: items
+                .iter()
+                .filter(|i| i.expected_test_count.is_some_and(|n| i.count as u64 >= n))
+                .count(),
+            must_cover_items,
+            must_cover_matched,
+            must_cover_recall: if must_cover_items == 0 {
+                0.0
+            } else {
+                must_cover_matched as f64 / must_cover_items as f64
+            },
+            mean_latency_ms: mean(items.iter().map(|i| i.latency_ms as f64)).unwrap_or(0.0),
+            tokens: items.iter().map(|i| i.tokens).sum(),
+            cost_usd: (!costs.is_empty()).then(|| costs.iter().sum()),
+            judge: JudgeMeans {
+                judged: judged.iter().filter(|j| j.relevance.is_some()).count(),
+                means: JudgeScores {
+                    relevance: mean(judged.iter().filter_map(|j| j.relevance)),
+                    coverage: mean(judged.iter().filter_map(|j| j.coverage)),
+                    clarity: mean(judged.iter().filter_map(|j| j.clarity)),
+                    error: None,
+                },
+            },
+        }
+    }
+}
+
+impl Report {
+    /// The report of `items` run from `dataset`; provider, model and prompt version are the
+    /// ones most jobs answered with.
+    pub fn new(dataset: &Path, items: Vec<ItemResult>) -> Report {
+        let most = |field: fn(&ItemResult) -> Option<&String>| -> String {
+            let mut counts: Vec<(String, usize)> = Vec::new();
+            for value in items.iter().filter_map(field) {
+                match counts.iter_mut().find(|(v, _)| v == value) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((value.clone(), 1)),
+                }
+            }
+            counts
+                .into_iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(v, _)| v)
+                .unwrap_or_else(|| "-".to_string())
+        };
+        Report {
+            run_id: uuid::Uuid::now_v7().to_string(),
+            created_at: Utc::now(),
+            dataset: dataset.display().to_string(),
+            provider: most(|i| i.provider.as_ref()),
+            model: most(|i| i.model.as_ref()),
+            prompt_version: most(|i| i.prompt_version.as_ref()),
+            summary: Summary::of(&items),
+            items,
+        }
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Report> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{} is not an evaluation report: {e}", path.display()))
+    }
+
+    /// Writes `report.json`, `report.md` and `report.html` into `dir`; the paths written.
+    pub fn write(&self, dir: &Path, compare: Option<&Report>) -> anyhow::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let files = [
+            ("report.json", serde_json::to_string_pretty(self)?),
+            ("report.md", markdown(self, compare)),
+            ("report.html", html(self, compare)),
+        ];
+        files
+            .into_iter()
+            .map(|(name, text)| {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(path)
+            })
+            .collect()
+    }
+}
+
+fn figure(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("{v:.digits$}"))
+}
+
+/// The summary's rows: (measure, value as text).
+fn summary_rows(report: &Report) -> Vec<(&'static str, String)> {
+    let s = &report.summary;
+    vec![
+        ("run", report.run_id.clone()),
+        ("dataset", report.dataset.clone()),
+        (
+            "provider / model",
+            format!("{} / {}", report.provider, report.model),
+        ),
+        ("prompt version", report.prompt_version.clone()),
+        ("items", s.items.to_string()),
+        ("succeeded", s.succeeded.to_string()),
+        ("structure valid", s.structure_valid.to_string()),
+        ("count ≥ expected", s.count_met.to_string()),
+        (
+            "must-cover recall",
+            format!(
+                "{:.2} ({} of {})",
+                s.must_cover_recall, s.must_cover_matched, s.must_cover_items
+            ),
+        ),
+        ("mean latency (ms)", format!("{:.0}", s.mean_latency_ms)),
+        ("tokens", s.tokens.to_string()),
+        ("cost (USD)", figure(s.cost_usd, 4)),
+        ("judged", s.judge.judged.to_string()),
+        ("judge relevance", figure(s.judge.means.relevance, 2)),
+        ("judge coverage", figure(s.judge.means.coverage, 2)),
+        ("judge clarity", figure(s.judge.means.clarity, 2)),
+    ]
+}
+
+/// The report as Markdown: the summary (beside the earlier run's), each story, each match.
+pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
+    let mut md = String::from("# StoryForge evaluation\n\n");
+    match compare {
+        Some(before) => {
+            md.push_str("| measure | this run | earlier run |\n|---|---|---|\n");
+            for ((name, now), (_, then)) in
+                summary_rows(report).into_iter().zip(summary_rows(before))
+            {
+                let _ = writeln!(md, "| {name} | {now} | {then} |");
+            }
+        }
+        None => {
+            md.push_str("| measure | value |\n|---|---|\n");
+            for (name, value) in summary_rows(report) {
+                let _ = writeln!(md, "| {name} | {value} |");
+            }
+        }
+    }
+    md.push_str("\n## Stories\n\n| id | status | cases (expected) | must-cover | recall | latency (ms) | tokens | judge relevance |");
+    if compare.is_some() {
+        md.push_str(" earlier recall |");
+    }
+    md.push_str("\n|---|---|---|---|---|---|---|---|");
+    if compare.is_some() {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for item in &report.items {
+        let matched = item
+            .must_cover
+            .iter()
+            .filter(|m| m.matched_case.is_some())
+            .count();
+        let _ = write!(
+            md,
+            "| {} | {} | {} ({}) | {matched}/{} | {:.2} | {} | {} | {} |",
+            item.id,
+            item.status,
+            item.count,
+            item.expected_test_count
+                .map_or("-".into(), |n| n.to_string()),
+            item.must_cover.len(),
+            item.must_cover_recall,
+            item.latency_ms,
+            item.tokens,
+            figure(item.judge.as_ref().and_then(|j| j.relevance), 2),
+        );
+        if let Some(before) = compare {
+            let earlier = before.items.iter().find(|i| i.id == item.id);
+            let _ = write!(md, " {} |", figure(earlier.map(|i| i.must_cover_recall), 2));
+        }
+        md.push('\n');
+    }
+    md.push_str("\n## Must-cover matches\n\nA phrase is covered by the case holding at least two thirds of its content words (stemmed, a few synonym groups; `cli/src/eval/must_cover.rs`).\n\n| id | must cover | case | title | score |\n|---|---|---|---|---|\n");
+    for item in &report.items {
+        for m in &item.must_cover {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                item.id,
+                m.item,
+                m.matched_case.as_deref().unwrap_or("missed"),
+                m.title.as_deref().unwrap_or("").replace('|', "\\|"),
+                figure(m.score, 2),
+            );
+        }
+    }
+    md
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A horizontal bar chart as inline SVG: one bar per (label, value), scaled to `max`.
+fn bar_chart(title: &str, bars: &[(String, f64)], max: f64, unit: &str) -> String {
+    const ROW: usize = 18;
+    const LABEL: usize = 110;
+    const WIDTH: usize = 420;
+    let height = ROW * bars.len() + 30;
+    let mut svg = format!(
+        "<figure><figcaption>{}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"{}\">",
+        escape(title),
+        LABEL + WIDTH + 80,
+        escape(title)
+    );
+    for (row, (label, value)) in bars.iter().enumerate() {
+        let y = row * ROW + 10;
+        let width = if max > 0.0 {
+            (value / max * WIDTH as f64).round() as usize
+        } else {
+            0
+        };
+        let _ = write!(
+            svg,
+            "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text><rect x=\"{LABEL}\" y=\"{y}\" width=\"{width}\" height=\"{}\" fill=\"#4a7bd0\"/><text x=\"{}\" y=\"{}\" font-size=\"12\">{value:.2}{unit}</text>",
+            y + 12,
+            escape(label),
+            ROW - 4,
+            LABEL + width + 4,
+            y + 12,
+        );
+    }
+    svg.push_str("</svg></figure>");
+    svg
+}
+
+/// The report as one HTML page: the summary, two charts, the stories and the matches.
+pub fn html(report: &Report, compare: Option<&Report>) -> String {
+    let mut page = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>StoryForge evaluation</title>\
+         <style>body{font-family:sans-serif;margin:2em;max-width:72em}table{border-collapse:collapse;margin:1em 0}\
+         td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left}th{background:#f3f3f3}figure{margin:1em 0}\
+         figcaption{font-weight:bold}</style></head><body><h1>StoryForge evaluation</h1>",
+    );
+    page.push_str("<table><tr><th>measure</th><th>this run</th>");
+    if compare.is_some() {
+        page.push_str("<th>earlier run</th>");
+    }
+    page.push_str("</tr>");
+    let before = compare.map(summary_rows);
+    for (index, (name, value)) in summary_rows(report).into_iter().enumerate() {
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td>",
+            escape(name),
+            escape(&value)
+        );
+        if let Some(rows) = &before {
+            let _ = write!(page, "<td>{}</td>", escape(&rows[index].1));
+        }
+        page.push_str("</tr>");
+    }
+    page.push_str("</table>");
+    let recall: Vec<(String, f64)> = report
+        .items
+        .iter()
+        .map(|i| (i.id.clone(), i.must_cover_recall))
+        .collect();
+    page.push_str(&bar_chart("Must-cover recall per story", &recall, 1.0, ""));
+    let latency: Vec<(String, f64)> = report
+        .items
+        .iter()
+        .map(|i| (i.id.clone(), i.latency_ms as f64 / 1000.0))
+        .collect();
+    let slowest = latency.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+    page.push_str(&bar_chart("Latency per story", &latency, slowest, " s"));
+    page.push_str("<h2>Must-cover matches</h2><table><tr><th>id</th><th>must cover</th><th>case</th><th>title</th><th>words matched</th></tr>");
+    for item in &report.items {
+        for m in &item.must_cover {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&item.id),
+                escape(&m.item),
+                escape(m.matched_case.as_deref().unwrap_or("missed")),
+                escape(m.title.as_deref().unwrap_or("")),
+                escape(m.excerpt.as_deref().unwrap_or("")),
+            );
+        }
+    }
+    page.push_str("</table></body></html>\n");
+    page
+}

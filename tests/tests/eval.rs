@@ -1,0 +1,161 @@
+//! `storyforge eval` as a user runs it: an evaluation set through the real pipeline, `--local`
+//! (an embedded deployment in the process, the built-in designer when no provider is configured)
+//! or against a running API; reports whose recall can be recomputed from the matches they list;
+//! `--compare`; a malformed set named by item and field.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use storyforge_tests::app::{TestEnv, workspace_root};
+use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
+use storyforge_tests::process::ChildProcess;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Runs `storyforge ARGS` in `dir` with `env` on top of this process's environment.
+async fn storyforge(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut process = ChildProcess::spawn_in(dir, "storyforge", args, env);
+    let status = process.wait_exit(WAIT).await.expect("storyforge exits");
+    (status.success(), process.log_contents())
+}
+
+/// The first `n` stories of the shipped evaluation set, written to `dir/dataset.json`.
+fn dataset(dir: &Path, n: usize) -> String {
+    let text =
+        std::fs::read_to_string(workspace_root().join("data/eval/test_dataset.json")).unwrap();
+    let items: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let path = dir.join("dataset.json");
+    std::fs::write(&path, serde_json::to_string(&items[..n]).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// The recall the report states, overall and per item, equals the one its listed matches give.
+fn assert_recall_recomputable(report: &Value) {
+    let (mut matched, mut total) = (0usize, 0usize);
+    for item in report["items"].as_array().unwrap() {
+        let phrases = item["must_cover"].as_array().unwrap();
+        let hits = phrases
+            .iter()
+            .filter(|m| m["matched_case"].is_string())
+            .count();
+        let stated = item["must_cover_recall"].as_f64().unwrap();
+        assert!(
+            (stated - hits as f64 / phrases.len() as f64).abs() < 1e-9,
+            "{item:#}"
+        );
+        for m in phrases.iter().filter(|m| m["matched_case"].is_string()) {
+            let case = m["matched_case"].as_str().unwrap();
+            assert!(
+                item["test_cases"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["id"] == case),
+                "{case} is one of the item's cases"
+            );
+        }
+        matched += hits;
+        total += phrases.len();
+    }
+    let summary = &report["summary"];
+    assert_eq!(summary["must_cover_matched"], matched);
+    assert_eq!(summary["must_cover_items"], total);
+    let stated = summary["must_cover_recall"].as_f64().unwrap();
+    assert!(
+        (stated - matched as f64 / total as f64).abs() < 1e-9,
+        "{summary:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eval_local_with_nothing_configured_uses_the_builtin_designer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 8);
+    let (ok, said) = storyforge(
+        dir.path(),
+        &["eval", &data, "--local", "--out", "first"],
+        &[],
+    )
+    .await;
+    assert!(ok, "{said}");
+    assert!(said.contains("[8/8]"), "progress per story: {said}");
+
+    let first = report(&dir.path().join("first"));
+    assert_eq!(first["provider"], "builtin", "{}", first["provider"]);
+    assert_eq!(first["summary"]["items"], 8);
+    assert_eq!(first["summary"]["succeeded"], 8);
+    assert_eq!(first["summary"]["structure_valid"], 8);
+    assert_recall_recomputable(&first);
+    let md = std::fs::read_to_string(dir.path().join("first/report.md")).unwrap();
+    assert!(md.contains(first["run_id"].as_str().unwrap()));
+    let html = std::fs::read_to_string(dir.path().join("first/report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("Must-cover recall per story"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eval_against_a_running_api_compares_with_an_earlier_report() {
+    let env =
+        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(4))).await).await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 3);
+
+    let args = ["eval", &data, "--api", &api.base_url, "--out", "before"];
+    let (ok, said) = storyforge(dir.path(), &args, &[]).await;
+    assert!(ok, "{said}");
+    let before = report(&dir.path().join("before"));
+    assert_eq!(before["model"], "fake-model");
+    assert_eq!(before["summary"]["succeeded"], 3);
+    assert_recall_recomputable(&before);
+    for item in before["items"].as_array().unwrap() {
+        assert_eq!(item["count"], 4);
+        let job = env.get_job(&api, item["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["story_id"], item["id"], "each story ran as its own job");
+    }
+
+    let earlier = dir.path().join("before/report.json").display().to_string();
+    let args = [
+        "eval",
+        &data,
+        "--api",
+        &api.base_url,
+        "--out",
+        "after",
+        "--compare",
+        &earlier,
+    ];
+    let (ok, said) = storyforge(dir.path(), &args, &[]).await;
+    assert!(ok, "{said}");
+    let after = report(&dir.path().join("after"));
+    let md = std::fs::read_to_string(dir.path().join("after/report.md")).unwrap();
+    for run in [&after["run_id"], &before["run_id"]] {
+        assert!(
+            md.contains(run.as_str().unwrap()),
+            "both runs are named: {md}"
+        );
+    }
+    assert!(md.contains("| earlier run |"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_evaluation_set_is_named_by_item_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.json"),
+        r#"[{"id": "a", "user_story": "As a user, I want X", "must_cover": ["x"]},
+            {"id": "b", "user_story": "As a user, I want Y", "must_cover": "y"}]"#,
+    )
+    .unwrap();
+    let (ok, said) = storyforge(dir.path(), &["eval", "bad.json", "--local"], &[]).await;
+    assert!(!ok);
+    assert_eq!(
+        said.trim(),
+        "storyforge: bad.json: item 2 (b), field must_cover: expected a list of strings"
+    );
+}
