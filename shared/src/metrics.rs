@@ -21,9 +21,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, line
 use prometheus_client::registry::Registry;
 
 use crate::job::{CallUsage, JobResult, JobStatus};
-use crate::store::{DeliveryOutcome, StoreStats};
+use crate::store::{DeliveryOutcome, JobStore, StoreStats};
 
-/// The content type of [`Metrics::render`]'s text.
+/// How long a scrape waits for the store's gauges.
+pub const STORE_WAIT: Duration = Duration::from_secs(2);
+
+/// The content type of [`Metrics::scrape`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -237,9 +240,18 @@ impl Metrics {
         Arc::new(Metrics::new())
     }
 
-    /// Every metric in the OpenMetrics text format, with the store's gauges from `stats`
-    /// (`None`: the store did not answer, so only `storyforge_store_up 0` is current).
-    pub fn render(&self, stats: Option<&StoreStats>) -> String {
+    /// Every metric in the OpenMetrics text format, with the store's gauges read from `store`
+    /// now; a store that does not answer within [`STORE_WAIT`] leaves them out of date and
+    /// `storyforge_store_up` at 0, and the scrape still succeeds.
+    pub async fn scrape(&self, store: &dyn JobStore) -> String {
+        let stats = tokio::time::timeout(STORE_WAIT, store.stats())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        self.render(stats.as_ref())
+    }
+
+    fn render(&self, stats: Option<&StoreStats>) -> String {
         match stats {
             Some(stats) => {
                 for status in JobStatus::ALL {

@@ -144,9 +144,6 @@ pub async fn serve(
     Ok(())
 }
 
-/// How long `/metrics` waits for the store's gauges before answering without them.
-const STORE_STATS_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Serves this worker's `/metrics` on `listener` until the worker stops.
 async fn serve_metrics(
     ctx: Arc<Context>,
@@ -156,13 +153,10 @@ async fn serve_metrics(
     let render = move || {
         let ctx = ctx.clone();
         async move {
-            let stats = tokio::time::timeout(STORE_STATS_TIMEOUT, ctx.store.stats())
-                .await
-                .ok()
-                .and_then(Result::ok);
+            let text = ctx.metrics.scrape(ctx.store.as_ref()).await;
             (
                 [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-                ctx.metrics.render(stats.as_ref()),
+                text,
             )
         }
     };

@@ -13,7 +13,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use storyforge_shared::metrics::{CONTENT_TYPE, RouteLabels};
 
-use crate::routes::health::store_stats;
 use crate::state::AppState;
 
 /// The `route` label of requests no route matched.
@@ -53,8 +52,8 @@ pub(crate) async fn count_requests(
                content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"))
 )]
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
-    let stats = store_stats(&state).await.ok();
-    let mut response = state.metrics.render(stats.as_ref()).into_response();
+    let text = state.metrics.scrape(state.store.as_ref()).await;
+    let mut response = text.into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));

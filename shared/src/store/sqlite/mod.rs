@@ -92,7 +92,7 @@ pub async fn open_pool(path: &Path) -> Result<SqlitePool, StoreError> {
         .min_connections(1)
         .connect_with(options)
         .await
-        .map_err(|e| db_error(e).in_file(path))?;
+        .map_err(|e| in_file(db_error(e), path))?;
     Ok(pool)
 }
 
@@ -115,7 +115,7 @@ impl SqliteJobStore {
             return Ok(SqliteJobStore { shared, policy });
         }
         let pool = open_pool(&path).await?;
-        migrate(&pool).await.map_err(|e| e.in_file(&path))?;
+        migrate(&pool).await.map_err(|e| in_file(e, &path))?;
         let shared = Arc::new(Shared {
             pool,
             writer: Mutex::new(()),
@@ -148,6 +148,23 @@ impl SqliteJobStore {
             changed: Vec::new(),
             _writer: guard,
         })
+    }
+
+    /// Starts a write that goes ahead only while `lease` still holds: the step, or the state
+    /// that stops it (lost, canceled).
+    async fn begin_holding(
+        &self,
+        lease: &Lease,
+    ) -> Result<Result<Step<'_>, LeaseState>, StoreError> {
+        let mut step = self.begin().await?;
+        let kind = item_kind(lease.ticket.kind);
+        match step
+            .lease_state(kind, &lease.ticket.id, &lease.token)
+            .await?
+        {
+            LeaseState::Held => Ok(Ok(step)),
+            state => Ok(Err(state)),
+        }
     }
 
     /// Commits the step and announces what it changed.
@@ -387,24 +404,18 @@ pub(super) fn db_error(e: sqlx::Error) -> StoreError {
     }
 }
 
-trait InFile {
-    /// The error, naming the file it is about.
-    fn in_file(self, path: &Path) -> StoreError;
-}
-
-impl InFile for StoreError {
-    fn in_file(self, path: &Path) -> StoreError {
-        let path = path.display();
-        StoreError::Open(match self {
-            StoreError::Corrupt(why) => {
-                format!("{path} is not a StoryForge database, or it is damaged ({why})")
-            }
-            StoreError::Unavailable(why) | StoreError::Open(why) => {
-                format!("cannot open {path}: {why}")
-            }
-            other => format!("cannot open {path}: {other}"),
-        })
-    }
+/// The error of opening `path`, naming the file.
+fn in_file(error: StoreError, path: &Path) -> StoreError {
+    let path = path.display();
+    StoreError::Open(match error {
+        StoreError::Corrupt(why) => {
+            format!("{path} is not a StoryForge database, or it is damaged ({why})")
+        }
+        StoreError::Unavailable(why) | StoreError::Open(why) => {
+            format!("cannot open {path}: {why}")
+        }
+        other => format!("cannot open {path}: {other}"),
+    })
 }
 
 #[async_trait]
@@ -426,7 +437,8 @@ impl JobStore for SqliteJobStore {
             None => {
                 let lane = spec.batch_id.map(|b| b.to_string()).unwrap_or_default();
                 step.insert_job(&id, spec, &lane).await?;
-                step.move_status("job", &id, None, "queued").await?;
+                let batch = (!lane.is_empty()).then_some(lane.as_str());
+                step.move_status("job", &id, batch, None, "queued").await?;
                 (false, id)
             }
         };
@@ -573,15 +585,16 @@ impl JobStore for SqliteJobStore {
         let token = Uuid::new_v4().to_string();
         let mut step = self.begin().await?;
         let now = step.now;
-        let row: Option<(String, i64, i64, Option<String>)> = sqlx::query_as(
-            "SELECT status, due_at, attempts, last_error FROM work WHERE kind = ?1 AND id = ?2",
+        let row: Option<(String, String, i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT status, lane, due_at, attempts, last_error FROM work
+             WHERE kind = ?1 AND id = ?2",
         )
         .bind(kind)
         .bind(id)
         .fetch_optional(step.conn())
         .await
         .map_err(db_error)?;
-        let Some((status, due_at, attempts, last_error)) = row else {
+        let Some((status, lane, due_at, attempts, last_error)) = row else {
             return Ok(Claim::Stale);
         };
         if status != "queued" || due_at > now {
@@ -615,7 +628,8 @@ impl JobStore for SqliteJobStore {
         .await
         .map_err(db_error)?;
         step.set_stage(kind, id, Stage::Generating).await?;
-        step.move_status(kind, id, Some("queued"), "running")
+        let batch = (!lane.is_empty()).then_some(lane.as_str());
+        step.move_status(kind, id, batch, Some("queued"), "running")
             .await?;
         self.commit(step).await?;
         Ok(Claim::Granted(Box::new(Lease {
@@ -630,11 +644,10 @@ impl JobStore for SqliteJobStore {
     async fn touch(&self, lease: &Lease, stage: Option<Stage>) -> Result<LeaseState, StoreError> {
         let kind = item_kind(lease.ticket.kind);
         let id = lease.ticket.id.as_str();
-        let mut step = self.begin().await?;
-        let state = step.lease_state(kind, id, &lease.token).await?;
-        if state != LeaseState::Held {
-            return Ok(state);
-        }
+        let mut step = match self.begin_holding(lease).await? {
+            Ok(step) => step,
+            Err(state) => return Ok(state),
+        };
         sqlx::query("UPDATE work SET lease_until = ?3 WHERE kind = ?1 AND id = ?2")
             .bind(kind)
             .bind(id)
@@ -661,11 +674,10 @@ impl JobStore for SqliteJobStore {
     async fn hand_back(&self, lease: &Lease) -> Result<LeaseState, StoreError> {
         let kind = item_kind(lease.ticket.kind);
         let id = lease.ticket.id.as_str();
-        let mut step = self.begin().await?;
-        let state = step.lease_state(kind, id, &lease.token).await?;
-        if state != LeaseState::Held {
-            return Ok(state);
-        }
+        let mut step = match self.begin_holding(lease).await? {
+            Ok(step) => step,
+            Err(state) => return Ok(state),
+        };
         sqlx::query("UPDATE work SET attempts = attempts - 1 WHERE kind = ?1 AND id = ?2")
             .bind(kind)
             .bind(id)
@@ -680,11 +692,10 @@ impl JobStore for SqliteJobStore {
 
     async fn complete(&self, lease: &Lease, result: &JobResult) -> Result<LeaseState, StoreError> {
         let id = job_id(lease)?;
-        let mut step = self.begin().await?;
-        let state = step.lease_state("job", &id, &lease.token).await?;
-        if state != LeaseState::Held {
-            return Ok(state);
-        }
+        let mut step = match self.begin_holding(lease).await? {
+            Ok(step) => step,
+            Err(state) => return Ok(state),
+        };
         sqlx::query("UPDATE jobs SET result = ?2, stage = 'done' WHERE id = ?1")
             .bind(&id)
             .bind(to_json(result)?)
@@ -698,11 +709,10 @@ impl JobStore for SqliteJobStore {
 
     async fn fail(&self, lease: &Lease, error: &JobError) -> Result<LeaseState, StoreError> {
         let id = job_id(lease)?;
-        let mut step = self.begin().await?;
-        let state = step.lease_state("job", &id, &lease.token).await?;
-        if state != LeaseState::Held {
-            return Ok(state);
-        }
+        let mut step = match self.begin_holding(lease).await? {
+            Ok(step) => step,
+            Err(state) => return Ok(state),
+        };
         step.fail_with("job", &id, error, i64::from(lease.attempt))
             .await?;
         self.commit(step).await?;
@@ -716,11 +726,10 @@ impl JobStore for SqliteJobStore {
         error: &JobError,
     ) -> Result<LeaseState, StoreError> {
         let id = job_id(lease)?;
-        let mut step = self.begin().await?;
-        let state = step.lease_state("job", &id, &lease.token).await?;
-        if state != LeaseState::Held {
-            return Ok(state);
-        }
+        let mut step = match self.begin_holding(lease).await? {
+            Ok(step) => step,
+            Err(state) => return Ok(state),
+        };
         let attempts: i64 =
             sqlx::query_scalar("SELECT attempts FROM work WHERE kind = 'job' AND id = ?1")
                 .bind(&id)
@@ -757,11 +766,10 @@ impl JobStore for SqliteJobStore {
         next: DeliveryNext,
     ) -> Result<LeaseState, StoreError> {
         let id = lease.ticket.id.as_str();
-        let mut step = self.begin().await?;
-        let state = step.lease_state("delivery", id, &lease.token).await?;
-        if state != LeaseState::Held {
-            return Ok(state);
-        }
+        let mut step = match self.begin_holding(lease).await? {
+            Ok(step) => step,
+            Err(state) => return Ok(state),
+        };
         let attempts: i64 =
             sqlx::query_scalar("SELECT attempts FROM work WHERE kind = 'delivery' AND id = ?1")
                 .bind(id)

@@ -48,37 +48,28 @@ impl Step<'_> {
         })
     }
 
-    pub(super) async fn status(&mut self, kind: &str, id: &str) -> Result<String, StoreError> {
-        sqlx::query_scalar("SELECT status FROM work WHERE kind = ?1 AND id = ?2")
-            .bind(kind)
-            .bind(id)
-            .fetch_one(self.conn())
-            .await
-            .map_err(db_error)
-    }
-
-    pub(super) async fn batch_of(
+    /// The item's status and, for a batch's job, its batch (the lane it waits in).
+    pub(super) async fn current(
         &mut self,
         kind: &str,
         id: &str,
-    ) -> Result<Option<String>, StoreError> {
-        if kind != "job" {
-            return Ok(None);
-        }
-        let batch: Option<Option<String>> =
-            sqlx::query_scalar("SELECT batch_id FROM jobs WHERE id = ?1")
+    ) -> Result<(String, Option<String>), StoreError> {
+        let (status, lane): (String, String) =
+            sqlx::query_as("SELECT status, lane FROM work WHERE kind = ?1 AND id = ?2")
+                .bind(kind)
                 .bind(id)
-                .fetch_optional(self.conn())
+                .fetch_one(self.conn())
                 .await
                 .map_err(db_error)?;
-        Ok(batch.flatten())
+        Ok((status, (!lane.is_empty()).then_some(lane)))
     }
 
-    /// Batch counts move with each job's status, in the same step.
+    /// Batch counts move with each job's status, in the same step; `batch` is the job's.
     pub(super) async fn move_status(
         &mut self,
         kind: &str,
         id: &str,
+        batch: Option<&str>,
         from: Option<&str>,
         to: &str,
     ) -> Result<(), StoreError> {
@@ -87,7 +78,7 @@ impl Step<'_> {
         }
         self.changed
             .push(Subject::Job(id.parse().map_err(corrupt)?));
-        let Some(batch) = self.batch_of(kind, id).await? else {
+        let Some(batch) = batch else {
             return Ok(());
         };
         sqlx::query(
@@ -101,7 +92,7 @@ impl Step<'_> {
         )
         .bind(from.unwrap_or_default())
         .bind(to)
-        .bind(&batch)
+        .bind(batch)
         .execute(self.conn())
         .await
         .map_err(db_error)?;
@@ -134,7 +125,7 @@ impl Step<'_> {
         id: &str,
         due: i64,
     ) -> Result<(), StoreError> {
-        let from = self.status(kind, id).await?;
+        let (from, batch) = self.current(kind, id).await?;
         sqlx::query(
             "UPDATE work SET status = 'queued', due_at = ?3, pending = 1, dispatched_at = NULL,
                 token = NULL, lease_until = NULL
@@ -147,7 +138,8 @@ impl Step<'_> {
         .await
         .map_err(db_error)?;
         self.set_stage(kind, id, Stage::Queued).await?;
-        self.move_status(kind, id, Some(&from), "queued").await
+        self.move_status(kind, id, batch.as_deref(), Some(&from), "queued")
+            .await
     }
 
     /// An event for a webhook: a delivery work item, due now, written in the caller's step.
@@ -277,7 +269,7 @@ impl Step<'_> {
         status: &str,
     ) -> Result<(), StoreError> {
         let (now, ttl) = (self.now, self.ttl);
-        let from = self.status(kind, id).await?;
+        let (from, batch) = self.current(kind, id).await?;
         sqlx::query(
             "UPDATE work SET status = ?3, finished_at = ?4, expires_at = ?5, pending = 0,
                 dispatched_at = NULL, token = NULL, lease_until = NULL
@@ -291,11 +283,12 @@ impl Step<'_> {
         .execute(self.conn())
         .await
         .map_err(db_error)?;
-        self.move_status(kind, id, Some(&from), status).await?;
+        self.move_status(kind, id, batch.as_deref(), Some(&from), status)
+            .await?;
         if kind != "job" {
             return Ok(());
         }
-        if let Some(batch) = self.batch_of(kind, id).await? {
+        if let Some(batch) = batch {
             self.add_usage(&batch, id).await?;
             return self.settle_batch(&batch).await;
         }
