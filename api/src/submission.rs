@@ -141,7 +141,8 @@ impl WebhookRequest {
 
 impl JobRequest {
     /// The spec the store keeps; `batch_id` is for batches, which have their own endpoint.
-    pub fn into_spec(self) -> JobSpec {
+    /// `tracked`: whether MLflow tracking is on.
+    pub fn into_spec(self, tracked: bool) -> JobSpec {
         JobSpec {
             story: self.story,
             acceptance_criteria: self.acceptance_criteria,
@@ -150,6 +151,7 @@ impl JobRequest {
             webhook: self.webhook.map(WebhookRequest::into_stored),
             metadata: self.metadata.unwrap_or_default(),
             batch_id: None,
+            tracked,
         }
     }
 
@@ -241,12 +243,14 @@ pub struct BatchFields {
 }
 
 impl BatchFields {
-    pub fn into_spec(self) -> BatchSpec {
+    /// `tracked`: whether MLflow tracking is on.
+    pub fn into_spec(self, tracked: bool) -> BatchSpec {
         let options = self.options.unwrap_or_default();
         BatchSpec {
             options: options.into_options(),
             webhook: self.webhook.map(WebhookRequest::into_stored),
             metadata: self.metadata.unwrap_or_default(),
+            tracked,
         }
     }
 }
@@ -588,7 +592,7 @@ mod tests {
     #[test]
     fn a_minimal_story_is_accepted() {
         let request = parse(br#"{"story": "As a user I log in"}"#, 100).unwrap();
-        let spec = request.into_spec();
+        let spec = request.into_spec(false);
         assert_eq!(spec.story, "As a user I log in");
         assert!(spec.acceptance_criteria.is_empty());
         assert_eq!(spec.batch_id, None);

@@ -12,6 +12,7 @@ use storyforge_cli::submit::{self, Submit};
 use storyforge_cli::up::Place;
 use storyforge_cli::{results, status};
 use storyforge_shared::config::Settings;
+use storyforge_shared::mlflow::MlflowClient;
 
 #[derive(Parser)]
 #[command(
@@ -145,10 +146,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             out,
             compare,
         } => {
+            let settings =
+                Settings::load(args.config.as_deref()).context("loading configuration")?;
+            let mlflow = settings
+                .mlflow_tracking_uri
+                .as_deref()
+                .map(|uri| MlflowClient::new(uri, &settings.mlflow_experiment));
             let mut _telemetry = None;
             let target = if local {
-                let settings =
-                    Settings::load(args.config.as_deref()).context("loading configuration")?;
                 // Progress lines say what happens; the deployment's own logs only when asked.
                 _telemetry = Some(storyforge_shared::telemetry::init(
                     "storyforge",
@@ -160,6 +165,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Target::Api(Api::new(api.url)?)
             };
             let evaluation = Evaluation {
+                mlflow,
                 dataset: &dataset,
                 target,
                 out: &out,

@@ -38,6 +38,10 @@ pub struct BatchSpec {
     pub webhook: Option<StoredWebhook>,
     #[serde(default)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Recorded as an MLflow parent run (its jobs as child runs): set by the API when MLflow
+    /// tracking is on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tracked: bool,
 }
 
 /// How many of the batch's jobs are in each status; always adds up to the batch's `total`.

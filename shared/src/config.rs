@@ -122,6 +122,13 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Where a worker serves its own `/metrics`; `None`: nowhere.
     pub worker_metrics_addr: Option<SocketAddr>,
+    /// The MLflow tracking server (`MLFLOW_TRACKING_URI`); `None`: no MLflow runs.
+    pub mlflow_tracking_uri: Option<String>,
+    /// The experiment generation runs go to.
+    pub mlflow_experiment: String,
+    /// First retry delay of an MLflow run that could not be written; later ones double, at most
+    /// five minutes apart.
+    pub mlflow_retry_base: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,6 +343,14 @@ impl Settings {
                     })
                 })
                 .transpose()?,
+            mlflow_tracking_uri: src
+                .string("mlflow_tracking_uri", &["MLFLOW_TRACKING_URI"])
+                .map(|uri| uri.trim().trim_end_matches('/').to_string())
+                .filter(|uri| !uri.is_empty()),
+            mlflow_experiment: src
+                .string("mlflow_experiment", &[])
+                .unwrap_or_else(|| "storyforge".into()),
+            mlflow_retry_base: src.duration("mlflow_retry_base", Duration::from_secs(2))?,
         };
         settings.check()?;
         Ok(settings)
@@ -361,6 +376,15 @@ impl Settings {
                 "STORYFORGE_LEASE_TTL",
                 &format!("{:?}", self.lease_ttl),
                 "must be at least 300ms",
+            ));
+        }
+        if let Some(uri) = &self.mlflow_tracking_uri
+            && !(uri.starts_with("http://") || uri.starts_with("https://"))
+        {
+            return Err(invalid(
+                "MLFLOW_TRACKING_URI",
+                uri,
+                "expected the http:// or https:// URL of an MLflow tracking server",
             ));
         }
         Ok(())

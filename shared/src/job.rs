@@ -150,6 +150,9 @@ pub struct JobSpec {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub batch_id: Option<Uuid>,
+    /// Recorded as an MLflow run once finished: set by the API when MLflow tracking is on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tracked: bool,
 }
 
 /// The webhook as kept in the store, secret included (unlike [`WebhookTarget`]'s client view).

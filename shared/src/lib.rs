@@ -4,6 +4,8 @@
 //! - [`job`]: the Job as clients see it, the submission it came from, test cases and results.
 //! - [`batch`]: a batch of stories, its counts and summed usage.
 //! - [`config`]: the typed `Settings`, from environment variables and an optional TOML file.
+//! - [`gherkin`]: a succeeded job as a `.feature` file.
+//! - [`mlflow`]: the MLflow tracking server's REST API (runs, params, metrics, artifacts).
 //! - [`store`]: the job store trait — the source of truth for job state — and its Redis
 //!   implementation.
 //! - [`transport`]: the ticket transport carrying "run work item X now" tickets to workers
@@ -18,9 +20,11 @@
 
 pub mod batch;
 pub mod config;
+pub mod gherkin;
 pub mod job;
 pub mod llm;
 pub mod metrics;
+pub mod mlflow;
 pub mod services;
 pub mod shutdown;
 pub mod store;

@@ -109,6 +109,7 @@ pub struct Metrics {
     pub webhook_deliveries: Family<OutcomeLabels, Counter>,
     store_jobs: Family<StatusLabels, Gauge>,
     queue_depth: Gauge,
+    mlflow_backlog: Gauge,
     live_workers: Gauge,
     store_up: Gauge,
 }
@@ -143,6 +144,7 @@ impl Metrics {
             webhook_deliveries: Family::default(),
             store_jobs: Family::default(),
             queue_depth: Gauge::default(),
+            mlflow_backlog: Gauge::default(),
             live_workers: Gauge::default(),
             store_up: Gauge::default(),
             registry: Registry::default(),
@@ -220,6 +222,11 @@ impl Metrics {
             m.queue_depth.clone(),
         );
         registry.register(
+            "storyforge_mlflow_backlog",
+            "Finished jobs and batches whose MLflow run is not written yet.",
+            m.mlflow_backlog.clone(),
+        );
+        registry.register(
             "storyforge_live_workers",
             "Workers that sent a heartbeat in the last 30 seconds.",
             m.live_workers.clone(),
@@ -264,6 +271,8 @@ impl Metrics {
                 }
                 self.queue_depth
                     .set(i64::try_from(stats.queue_depth).unwrap_or(i64::MAX));
+                self.mlflow_backlog
+                    .set(i64::try_from(stats.mlflow_backlog).unwrap_or(i64::MAX));
                 self.live_workers
                     .set(i64::try_from(stats.live_workers.len()).unwrap_or(i64::MAX));
                 self.store_up.set(1);

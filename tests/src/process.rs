@@ -326,9 +326,24 @@ impl Watchdog {
     /// Guards `pid`, which must be our own unreaped child so the pid cannot be reused meanwhile.
     pub(crate) fn kill_on_exit(pid: u32, remove_dir: Option<&Path>) -> Watchdog {
         let script = r#"read -r word; [ "$word" = disarm ] || kill -9 "$1" 2>/dev/null; [ -z "$2" ] || rm -rf "$2""#;
+        Watchdog::run(
+            script,
+            pid,
+            remove_dir.map(Path::as_os_str).unwrap_or_default(),
+        )
+    }
+
+    /// Guards the process group `pgid` (a child started with `process_group(0)`): the whole
+    /// group is killed.
+    pub(crate) fn kill_group_on_exit(pgid: u32) -> Watchdog {
+        let script = r#"read -r word; [ "$word" = disarm ] || kill -KILL "-$1" 2>/dev/null"#;
+        Watchdog::run(script, pgid, Default::default())
+    }
+
+    fn run(script: &str, pid: u32, dir: &std::ffi::OsStr) -> Watchdog {
         let mut sh = Command::new("sh")
             .args(["-c", script, "sf-watchdog", &pid.to_string()])
-            .arg(remove_dir.map(Path::as_os_str).unwrap_or_default())
+            .arg(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,7 +1,8 @@
 //! `storyforge eval` as a user runs it: an evaluation set through the real pipeline, `--local`
 //! (an embedded deployment in the process, the built-in designer when no provider is configured)
 //! or against a running API; reports whose recall can be recomputed from the matches they list;
-//! `--compare`; a malformed set named by item and field.
+//! `--compare`; the evaluation as an MLflow run on a real MLflow server; a malformed set named by
+//! item and field.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,7 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 use storyforge_tests::app::{TestEnv, workspace_root};
 use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
+use storyforge_tests::mlflow_server::{MlflowApi, MlflowServer, pairs, tag};
 use storyforge_tests::process::ChildProcess;
+use storyforge_tests::redis_server::unique_namespace;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -119,6 +122,14 @@ async fn eval_against_a_running_api_compares_with_an_earlier_report() {
         assert_eq!(job["story_id"], item["id"], "each story ran as its own job");
     }
 
+    // The second run is also logged to MLflow.
+    let server = MlflowServer::shared();
+    let experiment = unique_namespace("sf-eval");
+    let mlflow_env = [
+        ("MLFLOW_TRACKING_URI", server.uri()),
+        ("STORYFORGE_MLFLOW_EXPERIMENT", experiment.clone()),
+    ];
+    let mlflow_env: Vec<(&str, &str)> = mlflow_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let earlier = dir.path().join("before/report.json").display().to_string();
     let args = [
         "eval",
@@ -130,9 +141,29 @@ async fn eval_against_a_running_api_compares_with_an_earlier_report() {
         "--compare",
         &earlier,
     ];
-    let (ok, said) = storyforge(dir.path(), &args, &[]).await;
+    let (ok, said) = storyforge(dir.path(), &args, &mlflow_env).await;
     assert!(ok, "{said}");
     let after = report(&dir.path().join("after"));
+    let mlflow = MlflowApi::new(&server.uri());
+    let runs = mlflow.runs(&experiment).await;
+    assert_eq!(runs.len(), 1, "one run for the evaluation: {runs:#?}");
+    let run = &runs[0];
+    assert!(
+        said.contains(run["info"]["run_id"].as_str().unwrap()),
+        "{said}"
+    );
+    assert_eq!(tag(run, "storyforge.kind").as_deref(), Some("evaluation"));
+    assert_eq!(pairs(run, "params")["model"], "fake-model");
+    assert_eq!(
+        pairs(run, "metrics")["must_cover_recall"],
+        after["summary"]["must_cover_recall"]
+    );
+    let logged: Value = serde_json::from_str(&mlflow.artifact(run, "report.json").await).unwrap();
+    assert_eq!(
+        logged, after,
+        "report.json, with every item's matches, is the run's artifact"
+    );
+    assert_eq!(mlflow.artifact_names(run).await.len(), 3);
     let md = std::fs::read_to_string(dir.path().join("after/report.md")).unwrap();
     for run in [&after["run_id"], &before["run_id"]] {
         assert!(

@@ -1,5 +1,5 @@
 //! The one context every piece of work gets: settings, the job store and ticket transport, the
-//! provider chains, the prompts, the webhook client and the metrics, built once per worker
+//! provider chains, the prompts, the webhook and MLflow clients and the metrics, built once per worker
 //! process.
 
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::ProviderChain;
 use storyforge_shared::metrics::Metrics;
+use storyforge_shared::mlflow::MlflowClient;
 use storyforge_shared::store::JobStore;
 use storyforge_shared::transport::TicketTransport;
 
@@ -27,6 +28,11 @@ pub struct Context {
     pub worker_name: String,
     /// This process's metrics (`STORYFORGE_WORKER_METRICS_ADDR` serves them).
     pub metrics: Arc<Metrics>,
+    /// The MLflow tracking server, when `MLFLOW_TRACKING_URI` is set.
+    pub mlflow: Option<MlflowClient>,
+    /// Slots for MLflow writes: a quarter of the worker's concurrency, so a slow MLflow server
+    /// never takes the slots generation needs.
+    pub mlflow_slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Context {

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use storyforge_shared::config::Settings;
 use storyforge_shared::llm::ProviderReport;
 use storyforge_shared::metrics;
+use storyforge_shared::mlflow::MlflowClient;
 use storyforge_shared::services::Services;
 use storyforge_shared::transport::{self, TicketHandler};
 use storyforge_shared::webhook;
@@ -59,8 +60,15 @@ pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
         settings.data_dir.as_deref(),
         settings.prompt_token_budget,
     )?;
+    let mlflow = settings
+        .mlflow_tracking_uri
+        .as_deref()
+        .map(|uri| MlflowClient::new(uri, &settings.mlflow_experiment));
+    let mlflow_slots = tokio::sync::Semaphore::new((settings.worker_concurrency / 4).max(1));
     Ok(Arc::new(Context {
         worker_name: unique_name(&settings.worker_name),
+        mlflow,
+        mlflow_slots,
         settings,
         store,
         transport,

@@ -112,12 +112,14 @@ pub(crate) async fn create(
         "stories": accepted,
         "skip_invalid": skip_invalid,
     }));
-    let spec = backlog.fields.into_spec();
+    let spec = backlog
+        .fields
+        .into_spec(state.settings.mlflow_tracking_uri.is_some());
     check_webhook(&state, spec.webhook.as_ref()).await?;
     let jobs = accepted
         .into_iter()
         .map(|request| {
-            let mut job = request.into_spec();
+            let mut job = request.into_spec(spec.tracked);
             job.options = spec.options.clone();
             job
         })

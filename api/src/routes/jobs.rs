@@ -90,7 +90,7 @@ pub(crate) async fn create(
         (_, Err(errors)) => return Err(ApiError::Invalid(errors)),
     };
     let fingerprint = request.fingerprint();
-    let spec = request.into_spec();
+    let spec = request.into_spec(state.settings.mlflow_tracking_uri.is_some());
     check_webhook(&state, spec.webhook.as_ref()).await?;
     let created = state
         .store

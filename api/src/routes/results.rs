@@ -119,11 +119,12 @@ pub(crate) async fn for_job(
             &format!("{id}.csv"),
         ),
         Format::Gherkin => {
-            let feature = export::feature(&job).ok_or_else(|| ApiError::Conflict {
-                slug: "job-not-finished",
-                title: "Job not finished",
-                detail: format!("job {id} is {} and has no test cases", job.status.as_str()),
-            })?;
+            let feature =
+                storyforge_shared::gherkin::feature(&job).ok_or_else(|| ApiError::Conflict {
+                    slug: "job-not-finished",
+                    title: "Job not finished",
+                    detail: format!("job {id} is {} and has no test cases", job.status.as_str()),
+                })?;
             download(
                 feature.into_bytes(),
                 "text/plain; charset=utf-8",

@@ -1,23 +1,27 @@
 //! `storyforge eval DATASET`: runs an evaluation set through the real pipeline — a running API
 //! (`--api`), or `--local`, an embedded deployment in this process with the configured provider
 //! (the built-in test designer when none is) — and writes `report.json`, `report.md` and
-//! `report.html`; `--compare REPORT` sets an earlier report beside it.
+//! `report.html`; `--compare REPORT` sets an earlier report beside it. With `MLFLOW_TRACKING_URI`
+//! set, the evaluation is also one MLflow run.
 //!
 //! - [`dataset`]: reading and checking an evaluation set.
 //! - [`run`]: submitting each story as a job and measuring the finished job against its item.
 //! - [`must_cover`]: whether a job's test cases cover a "must cover" phrase, and which case does.
 //! - [`report`]: the summary and the three report files.
+//! - [`tracking`]: the evaluation as an MLflow run.
 
 pub mod dataset;
 pub mod must_cover;
 pub mod report;
 pub mod run;
+pub mod tracking;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use storyforge_shared::config::Settings;
+use storyforge_shared::mlflow::MlflowClient;
 use tokio::sync::oneshot;
 
 use crate::client::Api;
@@ -37,6 +41,8 @@ pub struct Evaluation<'a> {
     pub target: Target,
     pub out: &'a Path,
     pub compare: Option<&'a Path>,
+    /// Where the evaluation run goes, when MLflow tracking is on.
+    pub mlflow: Option<MlflowClient>,
 }
 
 /// Runs the evaluation and writes its reports; prints progress and the files written.
@@ -73,8 +79,14 @@ pub async fn eval(evaluation: Evaluation<'_>) -> anyhow::Result<()> {
         s.must_cover_items,
         s.mean_latency_ms
     );
-    for path in written {
+    for path in &written {
         println!("{}", path.display());
+    }
+    if let Some(mlflow) = &evaluation.mlflow {
+        let run = tracking::log_evaluation(mlflow, &report, &written)
+            .await
+            .context("the reports are written, but the evaluation could not be logged to MLflow")?;
+        println!("MLflow run {run} at {}", mlflow.uri());
     }
     Ok(())
 }
@@ -93,6 +105,9 @@ impl Local {
         let dir = std::env::temp_dir().join(format!("storyforge-eval-{}", uuid::Uuid::now_v7()));
         settings.store_dir = Some(dir.clone());
         settings.redis_configured = false;
+        // The evaluation is one MLflow run of its own; the throw-away deployment logs no job
+        // runs (its store, with any run not yet written, is deleted at the end).
+        settings.mlflow_tracking_uri = None;
         if !settings.llm_configured {
             settings = crate::up::with_builtin_designer(settings);
         }

@@ -4,19 +4,19 @@
 //!
 //! # Durable work
 //! The store holds *work items* of several [`WorkKind`]s — a job's generation, a webhook
-//! delivery — and moves every kind the same way. A new item is *due*. The dispatcher
+//! delivery, a finished job's or batch's MLflow run — and moves every kind the same way. A new item is *due*. The dispatcher
 //! (`take_due`) moves due items, a bounded number at a time, into the *dispatched* set and hands
 //! out [`Ticket`]s that the ticket transport carries to some worker. A worker `claim`s with its
 //! ticket: that succeeds only if the item is still queued and due; it counts an attempt and grants
 //! a lease identified by a fresh token. The worker `touch`es the lease while it works and ends
 //! with a commit of its kind (`complete`, `fail`, `retry_later` for generation;
-//! `record_delivery` for webhooks) or `hand_back`, each of which writes only while the token still
+//! `record_delivery` for webhooks, `record_run` for MLflow runs) or `hand_back`, each of which writes only while the token still
 //! holds the lease — so two racing deliveries of a ticket can never both write.
 //! `reconcile` is the safety net: leases that expired (a crashed worker) and dispatches nobody
 //! claimed go back to due, and an item out of attempts fails.
 //!
-//! A job's final state and its webhook event are written in one atomic step, so an event is
-//! never lost between "result saved" and "webhook sent".
+//! A job's final state, its webhook event and its MLflow run item are written in one atomic
+//! step, so neither is ever lost between "result saved" and "sent".
 
 mod record;
 pub mod redis;
@@ -55,15 +55,22 @@ pub enum WorkKind {
     Generation,
     /// Sending one webhook event to its receiver.
     WebhookDelivery,
+    /// Recording a finished job (or batch) as an MLflow run.
+    MlflowRun,
 }
 
 impl WorkKind {
-    pub const ALL: [WorkKind; 2] = [WorkKind::Generation, WorkKind::WebhookDelivery];
+    pub const ALL: [WorkKind; 3] = [
+        WorkKind::Generation,
+        WorkKind::WebhookDelivery,
+        WorkKind::MlflowRun,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             WorkKind::Generation => "generation",
             WorkKind::WebhookDelivery => "webhook_delivery",
+            WorkKind::MlflowRun => "mlflow_run",
         }
     }
 }
@@ -72,7 +79,8 @@ impl WorkKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ticket {
     pub kind: WorkKind,
-    /// The item's id within its kind: a job id for generation, an event id for a delivery.
+    /// The item's id within its kind: a job id for generation, an event id for a delivery,
+    /// `job-<id>` or `batch-<id>` for an MLflow run.
     pub id: String,
 }
 
@@ -123,6 +131,8 @@ pub enum Work {
         spent: Option<Usage>,
     },
     WebhookDelivery(Delivery),
+    /// The finished job or batch to record as an MLflow run.
+    MlflowRun(Subject),
 }
 
 /// One webhook event to send, as a claimed delivery sees it.
@@ -165,6 +175,30 @@ impl Subject {
     pub fn id(self) -> Uuid {
         match self {
             Subject::Job(id) | Subject::Batch(id) => id,
+        }
+    }
+
+    /// `job` or `batch`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Subject::Job(_) => "job",
+            Subject::Batch(_) => "batch",
+        }
+    }
+
+    /// The id of its MLflow run item: `job-<id>` or `batch-<id>`.
+    pub fn run_item(self) -> String {
+        format!("{}-{}", self.kind(), self.id())
+    }
+
+    /// Reads an MLflow run item's id back.
+    pub fn from_run_item(item: &str) -> Option<Subject> {
+        let (kind, id) = item.split_once('-')?;
+        let id = id.parse().ok()?;
+        match kind {
+            "job" => Some(Subject::Job(id)),
+            "batch" => Some(Subject::Batch(id)),
+            _ => None,
         }
     }
 }
@@ -220,6 +254,17 @@ impl DeliveryNext {
             DeliveryNext::Dead => DeliveryOutcome::Dead,
         }
     }
+}
+
+/// What happens to an MLflow run item after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunNext {
+    /// The run is in MLflow, complete.
+    Logged,
+    /// MLflow could not take it now: due again after the delay; `error` says why.
+    RetryAfter { delay: Duration, error: String },
+    /// It can never be logged (the job is gone); given up with `error`.
+    Dead { error: String },
 }
 
 /// What a manual redelivery did.
@@ -332,6 +377,8 @@ pub struct StoreStats {
     pub by_status: std::collections::BTreeMap<String, u64>,
     /// Jobs due or dispatched and not yet claimed.
     pub queue_depth: u64,
+    /// Finished jobs and batches whose MLflow run is not written yet.
+    pub mlflow_backlog: u64,
     pub live_workers: Vec<String>,
 }
 
@@ -361,6 +408,9 @@ impl StorePolicy {
     /// (`STORYFORGE_WEBHOOK_MAX_AGE`); this cap only stops an event that crashes every worker
     /// that takes it.
     pub const MAX_DELIVERY_ATTEMPTS: u32 = 200;
+    /// Attempts an MLflow run item gets: with retries at most five minutes apart, MLflow may be
+    /// away for about sixteen hours before a run is given up.
+    pub const MAX_RUN_ATTEMPTS: u32 = 200;
 
     pub fn from_settings(settings: &crate::config::Settings) -> StorePolicy {
         StorePolicy {
@@ -376,6 +426,7 @@ impl StorePolicy {
         match kind {
             WorkKind::Generation => self.max_attempts,
             WorkKind::WebhookDelivery => Self::MAX_DELIVERY_ATTEMPTS,
+            WorkKind::MlflowRun => Self::MAX_RUN_ATTEMPTS,
         }
     }
 }
@@ -430,6 +481,12 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Option<Vec<DeliveryAttempt>>, StoreError>;
     /// Makes a job's or batch's webhook event due again (an operator's manual redelivery).
     async fn redeliver(&self, subject: Subject) -> Result<Redelivery, StoreError>;
+
+    /// An MLflow run item's commit: logged, retried later or given up.
+    async fn record_run(&self, lease: &Lease, next: &RunNext) -> Result<LeaseState, StoreError>;
+    /// The batch's MLflow parent run: `candidate` if none was recorded yet, else the one that
+    /// was — so workers racing to create it agree on one.
+    async fn batch_run(&self, batch: Uuid, candidate: &str) -> Result<String, StoreError>;
 
     /// A stream that yields whenever the job or batch may have changed (its status, stage or
     /// counts); a hint to read it again. Notifications can be missed (a Redis restart), so

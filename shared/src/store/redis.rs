@@ -45,8 +45,8 @@ use super::record::{batch_from_fields, corrupt, job_from_fields, json_field, to_
 use super::{
     AttemptReport, BatchCancelOutcome, BatchPage, CancelOutcome, Changes, Claim, Created,
     CreatedBatch, Delivery, DeliveryAttempt, DeliveryNext, DeliveryOutcome, JobStore, Lease,
-    LeaseState, ListQuery, Page, Reconciled, Redelivery, StoreError, StorePolicy, StoreStats,
-    Subject, Ticket, Work, WorkKind, split_page,
+    LeaseState, ListQuery, Page, Reconciled, Redelivery, RunNext, StoreError, StorePolicy,
+    StoreStats, Subject, Ticket, Work, WorkKind, split_page,
 };
 use crate::batch::{Batch, BatchSpec};
 use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage};
@@ -80,6 +80,7 @@ static RECORD_DELIVERY: LazyLock<Script> = script!("record_delivery.lua");
 static CREATE_BATCH: LazyLock<Script> = script!("create_batch.lua");
 static CANCEL_BATCH: LazyLock<Script> = script!("cancel_batch.lua");
 static REDELIVER: LazyLock<Script> = script!("redeliver.lua");
+static RECORD_RUN: LazyLock<Script> = script!("record_run.lua");
 
 /// Jobs a reconcile pass looks at per category; the next pass picks up the rest.
 const RECONCILE_BATCH: usize = 1_000;
@@ -121,6 +122,7 @@ fn member(ticket: &Ticket) -> String {
     let prefix = match ticket.kind {
         WorkKind::Generation => "job",
         WorkKind::WebhookDelivery => "delivery",
+        WorkKind::MlflowRun => "run",
     };
     format!("{prefix}:{}", ticket.id)
 }
@@ -129,6 +131,7 @@ fn ticket_of(member: &str) -> Result<Ticket, StoreError> {
     let (kind, id) = match member.split_once(':') {
         Some(("job", id)) => (WorkKind::Generation, id),
         Some(("delivery", id)) => (WorkKind::WebhookDelivery, id),
+        Some(("run", id)) => (WorkKind::MlflowRun, id),
         _ => return Err(corrupt(format!("unknown work item {member:?}"))),
     };
     Ok(Ticket {
@@ -141,7 +144,10 @@ fn ticket_of(member: &str) -> Result<Ticket, StoreError> {
 fn job_id(lease: &Lease) -> Result<Uuid, StoreError> {
     match &lease.work {
         Work::Generation { job_id, .. } => Ok(*job_id),
-        Work::WebhookDelivery(_) => Err(corrupt("a generation commit on a delivery's lease")),
+        Work::WebhookDelivery(_) | Work::MlflowRun(_) => Err(corrupt(format!(
+            "a generation commit on the lease of {:?}",
+            lease.ticket
+        ))),
     }
 }
 
@@ -282,6 +288,9 @@ impl RedisJobStore {
                     data,
                 }))
             }
+            WorkKind::MlflowRun => Subject::from_run_item(&ticket.id)
+                .map(Work::MlflowRun)
+                .ok_or_else(|| corrupt(format!("unknown MLflow run item {:?}", ticket.id))),
         }
     }
 
@@ -621,6 +630,42 @@ impl JobStore for RedisJobStore {
         }
     }
 
+    async fn record_run(&self, lease: &Lease, next: &RunNext) -> Result<LeaseState, StoreError> {
+        let (step, delay, error) = match next {
+            RunNext::Logged => ("logged", Duration::ZERO, ""),
+            RunNext::RetryAfter { delay, error } => ("retry", *delay, error.as_str()),
+            RunNext::Dead { error } => ("dead", Duration::ZERO, error.as_str()),
+        };
+        let mut invocation = self.invocation(&RECORD_RUN);
+        invocation
+            .arg(&lease.ticket.id)
+            .arg(&lease.token)
+            .arg(step)
+            .arg(millis(delay))
+            .arg(error)
+            .arg(millis(self.policy.job_ttl));
+        self.lease_call(&invocation).await
+    }
+
+    async fn batch_run(&self, batch: Uuid, candidate: &str) -> Result<String, StoreError> {
+        let key = self.key(&format!("mlflow_run:batch:{batch}"));
+        let mut conn = self.conn.clone();
+        let (winner,): (String,) = redis::pipe()
+            .set_options(
+                &key,
+                candidate,
+                redis::SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::NX)
+                    .with_expiration(redis::SetExpiry::PX(millis(self.policy.job_ttl))),
+            )
+            .ignore()
+            .get(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(winner)
+    }
+
     async fn reconcile(&self) -> Result<Reconciled, StoreError> {
         let mut invocation = self.invocation(&RECONCILE);
         invocation
@@ -628,7 +673,8 @@ impl JobStore for RedisJobStore {
             .arg(self.policy.max_attempts(WorkKind::WebhookDelivery))
             .arg(millis(self.policy.dispatch_timeout))
             .arg(millis(self.policy.job_ttl))
-            .arg(RECONCILE_BATCH);
+            .arg(RECONCILE_BATCH)
+            .arg(self.policy.max_attempts(WorkKind::MlflowRun));
         let report: Vec<usize> = self.run(&invocation).await?;
         let [requeued, failed, redispatched, pruned] = report[..] else {
             return Err(corrupt(format!("unexpected reconcile reply {report:?}")));
@@ -672,6 +718,7 @@ impl JobStore for RedisJobStore {
         for job in jobs {
             let job = JobSpec {
                 batch_id: Some(id),
+                tracked: spec.tracked,
                 ..job
             };
             invocation
@@ -825,7 +872,7 @@ impl JobStore for RedisJobStore {
             .enumerate()
             .map(|(i, s)| Ok((s.as_str().to_string(), count(i)?)))
             .collect::<Result<_, StoreError>>()?;
-        let live_workers = reply[6..]
+        let live_workers = reply[7..]
             .iter()
             .map(redis::from_redis_value_ref)
             .collect::<Result<Vec<String>, _>>()
@@ -833,6 +880,7 @@ impl JobStore for RedisJobStore {
         Ok(StoreStats {
             by_status,
             queue_depth: count(5)?,
+            mlflow_backlog: count(6)?,
             live_workers,
         })
     }

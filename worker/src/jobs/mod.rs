@@ -9,9 +9,11 @@
 //!
 //! - [`generate`]: a job's story → validated test cases (the pipeline).
 //! - [`deliver_webhook`]: one webhook event → its receiver, signed.
+//! - [`log_mlflow_run`]: a finished job or batch → its MLflow run.
 
 pub mod deliver_webhook;
 pub mod generate;
+pub mod log_mlflow_run;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +100,10 @@ pub async fn run_ticket(
             }
             Work::WebhookDelivery(delivery) => {
                 let job = deliver_webhook::DeliverWebhook { delivery };
+                run_leased(&ctx, &lease, &job, &mut hand_back).await
+            }
+            Work::MlflowRun(subject) => {
+                let job = log_mlflow_run::LogMlflowRun { subject };
                 run_leased(&ctx, &lease, &job, &mut hand_back).await
             }
         }

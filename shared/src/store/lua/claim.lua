@@ -17,7 +17,7 @@ redis.call('ZREM', key('dispatched'), member)
 local attempt = tonumber(f[3]) + 1
 if attempt > max_attempts then
   local what = 'delivery'
-  if is_job(member) then what = 'job' end
+  if is_job(member) then what = 'job' elseif is_run(member) then what = 'MLflow run' end
   local message = 'the ' .. what .. ' used all ' .. max_attempts .. ' attempts'
   redis.call('HSET', rk, 'error', cjson.encode({code = 'attempts_exhausted', message = message}))
   log_lost_delivery(member, max_attempts, message, now, ttl)

@@ -3,7 +3,8 @@
 --
 -- Work items of every kind move through the same sets (the due *lanes*, `dispatched`, `leases`),
 -- whose members are `<kind>:<id>`, and each item's hash is `ns:<member>`: `job:<id>` for a job's
--- generation, `delivery:<event id>` for a webhook delivery. Due items wait in a lane: a batch's
+-- generation, `delivery:<event id>` for a webhook delivery, `run:job-<id>` or `run:batch-<id>` for
+-- the MLflow run of a finished job or batch. Due items wait in a lane: a batch's
 -- jobs in the batch's own lane (`pending:batch:<id>`, listed in `lanes`), everything else in
 -- `pending`; the dispatcher takes from the lanes in turn, so a big batch starves nobody.
 local ns = ARGV[1]
@@ -11,6 +12,8 @@ local function key(...) return ns .. ':' .. table.concat({...}, ':') end
 local function record(member) return ns .. ':' .. member end
 local function jobkey(id) return key('job', id) end
 local function is_job(member) return string.sub(member, 1, 4) == 'job:' end
+local function is_run(member) return string.sub(member, 1, 4) == 'run:' end
+local function is_delivery(member) return string.sub(member, 1, 9) == 'delivery:' end
 local function id_of(member) return string.match(member, '^[^:]+:(.*)$') end
 local function now_ms()
   local t = redis.call('TIME')
@@ -54,9 +57,23 @@ local function emit_event(subject, id, event_type, suffix, now, ttl_ms)
   redis.call('HSET', key(subject, id), 'event', event_id)
   redis.call('ZADD', key('pending'), now, 'delivery:' .. event_id)
 end
-local function has_webhook(spec_json)
+-- A job's or batch's spec as a table (empty when unreadable).
+local function decoded(spec_json)
   local ok, spec = pcall(cjson.decode, spec_json or '')
-  return ok and type(spec) == 'table' and type(spec.webhook) == 'table'
+  if ok and type(spec) == 'table' then return spec end
+  return {}
+end
+
+-- A finished job's or batch's MLflow run: a run work item, due now, written in the caller's step
+-- (once: a subject that has one keeps it). `mlflow_backlog` counts the items not yet finished.
+local function emit_run(subject, id, now, ttl_ms)
+  local member = 'run:' .. subject .. '-' .. id
+  local rk = record(member)
+  if redis.call('EXISTS', rk) == 1 then return end
+  redis.call('HSET', rk, 'spec', '', 'status', 'queued', 'attempts', 0, 'created_at', now, 'due_at', now)
+  redis.call('PEXPIRE', rk, ttl_ms)
+  redis.call('ZADD', key('pending'), now, member)
+  redis.call('INCR', key('mlflow_backlog'))
 end
 
 -- A batch whose jobs have all finished: `completed` (unless canceled), its lane retired, and
@@ -71,7 +88,9 @@ local function settle_batch(batch, now, ttl_ms)
   redis.call('PEXPIRE', key('idx', 'batch', batch), ttl_ms)
   redis.call('ZREM', key('lanes'), batch)
   announce('batch', batch)
-  if has_webhook(f[6]) then emit_event('batch', batch, 'batch.completed', 'completed', now, ttl_ms) end
+  local spec = decoded(f[6])
+  if spec.tracked then emit_run('batch', batch, now, ttl_ms) end
+  if type(spec.webhook) == 'table' then emit_event('batch', batch, 'batch.completed', 'completed', now, ttl_ms) end
 end
 
 -- Status indexes and batch counts are kept for jobs only.
@@ -115,7 +134,7 @@ local function add_usage(batch, jk)
 end
 
 -- Final transition: index, lease and queue bookkeeping, the time-to-live, and for a job its
--- batch's sums or its own event.
+-- MLflow run, and its batch's sums or its own event.
 local function finish(member, status, now, ttl_ms)
   local rk = record(member)
   local from = redis.call('HGET', rk, 'status')
@@ -126,14 +145,17 @@ local function finish(member, status, now, ttl_ms)
   redis.call('ZREM', lane_of(member), member)
   redis.call('ZREM', key('dispatched'), member)
   redis.call('PEXPIRE', rk, ttl_ms)
+  if is_run(member) then redis.call('DECR', key('mlflow_backlog')) end
   if not is_job(member) then return end
   local id = id_of(member)
   redis.call('ZADD', key('expiry'), now + ttl_ms, id)
+  local spec = decoded(redis.call('HGET', rk, 'spec'))
+  if spec.tracked then emit_run('job', id, now, ttl_ms) end
   local batch = batch_of(member)
   if batch then
     add_usage(batch, rk)
     settle_batch(batch, now, ttl_ms)
-  elseif has_webhook(redis.call('HGET', rk, 'spec')) then
+  elseif type(spec.webhook) == 'table' then
     emit_event('job', id, 'job.' .. status, status, now, ttl_ms)
   end
 end
@@ -141,7 +163,7 @@ end
 -- A delivery given up on without a worker's verdict (crashed workers, attempts exhausted) still
 -- shows in its subject's delivery log.
 local function log_lost_delivery(member, attempts, message, now, ttl_ms)
-  if is_job(member) then return end
+  if not is_delivery(member) then return end
   local spec = cjson.decode(redis.call('HGET', record(member), 'spec'))
   local log = key('deliveries', spec.subject_id)
   redis.call('RPUSH', log, cjson.encode({event_id = spec.event_id, type = spec.type,

@@ -1,8 +1,9 @@
 -- ARGV: ns, max_attempts (generation), max_attempts (webhook delivery), dispatch_timeout_ms,
--- ttl_ms, batch. Returns {expired leases requeued, items failed for exhausted attempts,
+-- ttl_ms, batch, max_attempts (MLflow run). Returns {expired leases requeued, items failed for exhausted attempts,
 -- re-dispatched, pruned}.
 local max_job, max_delivery = tonumber(ARGV[2]), tonumber(ARGV[3])
 local dispatch_timeout, ttl, batch = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_run = tonumber(ARGV[7])
 local now = now_ms()
 local report = {0, 0, 0, 0}
 
@@ -27,7 +28,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 
   redis.call('ZREM', key('leases'), member)
   if f[1] == 'running' then
     local max_attempts = max_delivery
-    if is_job(member) then max_attempts = max_job end
+    if is_job(member) then max_attempts = max_job elseif is_run(member) then max_attempts = max_run end
     local lost = {code = 'worker_lost', message = 'worker ' .. tostring(f[3]) ..
       ' stopped renewing its lease during attempt ' .. f[2]}
     if tonumber(f[2]) >= max_attempts then

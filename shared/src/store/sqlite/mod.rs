@@ -39,8 +39,8 @@ use super::record::{
 use super::{
     AttemptReport, BatchCancelOutcome, BatchPage, CancelOutcome, Changes, Claim, Created,
     CreatedBatch, Delivery, DeliveryAttempt, DeliveryNext, DeliveryOutcome, JobStore, Lease,
-    LeaseState, ListQuery, Page, Reconciled, Redelivery, StoreError, StorePolicy, StoreStats,
-    Subject, Ticket, Work, WorkKind, split_page,
+    LeaseState, ListQuery, Page, Reconciled, Redelivery, RunNext, StoreError, StorePolicy,
+    StoreStats, Subject, Ticket, Work, WorkKind, split_page,
 };
 use crate::batch::{Batch, BatchSpec};
 use crate::job::{Job, JobError, JobResult, JobSpec, JobStatus, Stage, StoredWebhook};
@@ -50,7 +50,7 @@ use step::Step;
 /// The store's file inside the data directory.
 pub const STORE_FILE: &str = "storyforge.db";
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = include_str!("schema.sql");
 /// Items a reconcile pass looks at per category; the next pass picks up the rest.
 const RECONCILE_BATCH: i64 = 1_000;
@@ -272,6 +272,9 @@ impl SqliteJobStore {
                         .and_then(|e| e.usage),
                 })
             }
+            WorkKind::MlflowRun => Subject::from_run_item(id)
+                .map(Work::MlflowRun)
+                .ok_or_else(|| corrupt(format!("unknown MLflow run item {id:?}"))),
             WorkKind::WebhookDelivery => {
                 let row = sqlx::query(
                     "SELECT event_type, subject, subject_id, created_at, retry_from
@@ -303,31 +306,43 @@ impl SqliteJobStore {
     }
 }
 
-/// Creates the tables on a new file; refuses a file written by a newer StoryForge.
+/// What version 2 added to version 1: the batches' MLflow parent runs.
+const SCHEMA_2: &str = "CREATE TABLE mlflow_runs (
+    subject_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);";
+
+/// Creates the tables on a new file, upgrades an older one; refuses a file written by a newer
+/// StoryForge.
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(pool)
         .await
         .map_err(db_error)?;
     match version {
-        0 => {
+        0 | 1 => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-            // Another process may have created the tables while this one waited.
+            // Another process may have changed the tables while this one waited.
             let version: i64 = sqlx::query_scalar("PRAGMA user_version")
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            if version != 0 {
-                return Ok(());
-            }
-            sqlx::raw_sql(SCHEMA)
+            let script = match version {
+                0 => SCHEMA,
+                1 => SCHEMA_2,
+                _ => return Ok(()),
+            };
+            sqlx::raw_sql(script)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            sqlx::query("PRAGMA user_version = 1")
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {SCHEMA_VERSION}"
+            )))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
             tx.commit().await.map_err(db_error)
         }
         SCHEMA_VERSION => Ok(()),
@@ -337,11 +352,12 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     }
 }
 
-/// The item's key in `work`: (`job` | `delivery`, id).
+/// The item's key in `work`: (`job` | `delivery` | `run`, id).
 fn item_kind(kind: WorkKind) -> &'static str {
     match kind {
         WorkKind::Generation => "job",
         WorkKind::WebhookDelivery => "delivery",
+        WorkKind::MlflowRun => "run",
     }
 }
 
@@ -349,6 +365,7 @@ fn ticket_of(kind: &str, id: String) -> Result<Ticket, StoreError> {
     let kind = match kind {
         "job" => WorkKind::Generation,
         "delivery" => WorkKind::WebhookDelivery,
+        "run" => WorkKind::MlflowRun,
         other => return Err(corrupt(format!("unknown work kind {other:?}"))),
     };
     Ok(Ticket { kind, id })
@@ -602,7 +619,11 @@ impl JobStore for SqliteJobStore {
         }
         let attempt = attempts + 1;
         if attempt > max_attempts {
-            let what = if kind == "job" { "job" } else { "delivery" };
+            let what = match kind {
+                "job" => "job",
+                "run" => "MLflow run",
+                _ => "delivery",
+            };
             let error = JobError::new(
                 "attempts_exhausted",
                 format!("the {what} used all {max_attempts} attempts"),
@@ -796,6 +817,55 @@ impl JobStore for SqliteJobStore {
         Ok(LeaseState::Held)
     }
 
+    async fn record_run(&self, lease: &Lease, next: &RunNext) -> Result<LeaseState, StoreError> {
+        let id = lease.ticket.id.as_str();
+        let mut step = match self.begin_holding(lease).await? {
+            Ok(step) => step,
+            Err(state) => return Ok(state),
+        };
+        match next {
+            RunNext::Logged => step.finish("run", id, "succeeded").await?,
+            RunNext::Dead { error } => {
+                let error = JobError::new("mlflow_run_failed", error.clone());
+                step.fail_with("run", id, &error, 0).await?
+            }
+            RunNext::RetryAfter { delay, error } => {
+                let error = JobError::new("mlflow_unavailable", error.clone());
+                sqlx::query("UPDATE work SET last_error = ?2 WHERE kind = 'run' AND id = ?1")
+                    .bind(id)
+                    .bind(to_json(&error)?)
+                    .execute(step.conn())
+                    .await
+                    .map_err(db_error)?;
+                let due = step.now + millis(*delay);
+                step.requeue("run", id, due).await?
+            }
+        }
+        self.commit(step).await?;
+        Ok(LeaseState::Held)
+    }
+
+    async fn batch_run(&self, batch: Uuid, candidate: &str) -> Result<String, StoreError> {
+        let mut step = self.begin().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO mlflow_runs (subject_id, run_id, expires_at) VALUES (?1, ?2, ?3)",
+        )
+        .bind(batch.to_string())
+        .bind(candidate)
+        .bind(step.now + step.ttl)
+        .execute(step.conn())
+        .await
+        .map_err(db_error)?;
+        let winner: String =
+            sqlx::query_scalar("SELECT run_id FROM mlflow_runs WHERE subject_id = ?1")
+                .bind(batch.to_string())
+                .fetch_one(step.conn())
+                .await
+                .map_err(db_error)?;
+        self.commit(step).await?;
+        Ok(winner)
+    }
+
     async fn deliveries(
         &self,
         subject: Subject,
@@ -939,6 +1009,7 @@ impl JobStore for SqliteJobStore {
                 for job in jobs {
                     let job = JobSpec {
                         batch_id: Some(uuid),
+                        tracked: spec.tracked,
                         ..job
                     };
                     step.insert_job(&Uuid::now_v7().to_string(), &job, &id)
@@ -1122,11 +1193,16 @@ impl JobStore for SqliteJobStore {
             }
         }
         for id in &gone_batches {
-            sqlx::query("DELETE FROM delivery_log WHERE subject_id = ?1")
-                .bind(id)
-                .execute(step.conn())
-                .await
-                .map_err(db_error)?;
+            for statement in [
+                "DELETE FROM delivery_log WHERE subject_id = ?1",
+                "DELETE FROM mlflow_runs WHERE subject_id = ?1",
+            ] {
+                sqlx::query(statement)
+                    .bind(id)
+                    .execute(step.conn())
+                    .await
+                    .map_err(db_error)?;
+            }
         }
         report.pruned = gone.iter().filter(|(kind, _)| kind == "job").count();
         for statement in [
@@ -1242,6 +1318,12 @@ impl JobStore for SqliteJobStore {
         .fetch_one(self.pool())
         .await
         .map_err(db_error)?;
+        let mlflow_backlog: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM work WHERE kind = 'run' AND status IN ('queued', 'running')",
+        )
+        .fetch_one(self.pool())
+        .await
+        .map_err(db_error)?;
         let live_workers: Vec<String> =
             sqlx::query_scalar("SELECT name FROM workers WHERE beat_at >= ?1 ORDER BY name")
                 .bind(now_ms() - LIVE_WINDOW_MS)
@@ -1251,6 +1333,7 @@ impl JobStore for SqliteJobStore {
         Ok(StoreStats {
             by_status,
             queue_depth: u64::try_from(depth).unwrap_or(0),
+            mlflow_backlog: u64::try_from(mlflow_backlog).unwrap_or(0),
             live_workers,
         })
     }
@@ -1268,6 +1351,9 @@ impl JobStore for SqliteJobStore {
 fn job_id(lease: &Lease) -> Result<String, StoreError> {
     match &lease.work {
         Work::Generation { job_id, .. } => Ok(job_id.to_string()),
-        Work::WebhookDelivery(_) => Err(corrupt("a generation commit on a delivery's lease")),
+        Work::WebhookDelivery(_) | Work::MlflowRun(_) => Err(corrupt(format!(
+            "a generation commit on the lease of {:?}",
+            lease.ticket
+        ))),
     }
 }

@@ -1,8 +1,8 @@
--- The embedded job store's tables (schema version 1). Times are milliseconds since the epoch;
+-- The embedded job store's tables (schema version 2). Times are milliseconds since the epoch;
 -- documents are JSON text. See `mod.rs` for how work moves through `work`.
 
--- Every durable work item, of every kind: `job` (a job's generation) or `delivery` (a webhook
--- event). An item is waiting for dispatch while `pending` = 1 (in its `lane`: a batch's id for a
+-- Every durable work item, of every kind: `job` (a job's generation), `delivery` (a webhook
+-- event) or `run` (the MLflow run of a finished job or batch: id `job-<id>` or `batch-<id>`). An item is waiting for dispatch while `pending` = 1 (in its `lane`: a batch's id for a
 -- batch's job, '' otherwise), handed to the transport while `dispatched_at` is set, and running
 -- while `lease_until` is set.
 CREATE TABLE work (
@@ -111,4 +111,11 @@ CREATE TABLE workers (
     beat_at INTEGER NOT NULL,
     capacity INTEGER NOT NULL DEFAULT 0,
     providers TEXT
+);
+
+-- A batch's MLflow parent run, once a worker created it (so racing workers agree on one).
+CREATE TABLE mlflow_runs (
+    subject_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
 );

@@ -1,6 +1,6 @@
 //! One write step of the embedded store and the transitions work items make inside it — the
 //! SQLite counterpart of the Redis store's `lua/prelude.lua`: status moves with batch counts,
-//! requeue, finish (with the batch's sums and settling, or the job's webhook event), failing
+//! requeue, finish (with the batch's sums and settling, the job's webhook event and MLflow run), failing
 //! with an error, the delivery log, idempotency keys.
 
 use serde_json::Value;
@@ -187,6 +187,22 @@ impl Step<'_> {
         Ok(())
     }
 
+    /// A finished job's or batch's MLflow run: a run work item, due now, written in the caller's
+    /// step (once: a subject that has one keeps it).
+    pub(super) async fn emit_run(&mut self, subject: &str, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO work (kind, id, status, due_at, created_at, expires_at)
+             VALUES ('run', ?1, 'queued', ?2, ?2, ?3)",
+        )
+        .bind(format!("{subject}-{id}"))
+        .bind(self.now)
+        .bind(self.now + self.ttl)
+        .execute(self.conn())
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
     /// Adds a finished job's usage (from its result or error) to its batch's sums.
     pub(super) async fn add_usage(&mut self, batch: &str, job: &str) -> Result<(), StoreError> {
         let row: (Option<String>, Option<String>) = sqlx::query_as(
@@ -253,6 +269,10 @@ impl Step<'_> {
         .map_err(db_error)?;
         self.changed
             .push(Subject::Batch(batch.parse().map_err(corrupt)?));
+        let spec = decoded(&spec);
+        if is_tracked(&spec) {
+            self.emit_run("batch", batch).await?;
+        }
         if has_webhook(&spec) {
             self.emit_event("batch", batch, "batch.completed", "completed")
                 .await?;
@@ -288,15 +308,19 @@ impl Step<'_> {
         if kind != "job" {
             return Ok(());
         }
-        if let Some(batch) = batch {
-            self.add_usage(&batch, id).await?;
-            return self.settle_batch(&batch).await;
-        }
         let spec: String = sqlx::query_scalar("SELECT spec FROM jobs WHERE id = ?1")
             .bind(id)
             .fetch_one(self.conn())
             .await
             .map_err(db_error)?;
+        let spec = decoded(&spec);
+        if is_tracked(&spec) {
+            self.emit_run("job", id).await?;
+        }
+        if let Some(batch) = batch {
+            self.add_usage(&batch, id).await?;
+            return self.settle_batch(&batch).await;
+        }
         if has_webhook(&spec) {
             self.emit_event("job", id, &format!("job.{status}"), status)
                 .await?;
@@ -321,7 +345,7 @@ impl Step<'_> {
             .map_err(db_error)?;
         if kind == "job" {
             self.set_stage(kind, id, Stage::Done).await?;
-        } else {
+        } else if kind == "delivery" {
             self.log_attempt(
                 id,
                 attempts,
@@ -438,6 +462,15 @@ impl Step<'_> {
     }
 }
 
-fn has_webhook(spec: &str) -> bool {
-    serde_json::from_str::<Value>(spec).is_ok_and(|spec| spec["webhook"].is_object())
+/// A job's or batch's spec as JSON (`null` when unreadable).
+fn decoded(spec: &str) -> Value {
+    serde_json::from_str(spec).unwrap_or_default()
+}
+
+fn has_webhook(spec: &Value) -> bool {
+    spec["webhook"].is_object()
+}
+
+fn is_tracked(spec: &Value) -> bool {
+    spec["tracked"].as_bool() == Some(true)
 }

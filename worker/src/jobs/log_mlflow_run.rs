@@ -1,0 +1,414 @@
+//! MLflow runs: a finished job becomes a run in `STORYFORGE_MLFLOW_EXPERIMENT` (params, metrics,
+//! tags, `result.json` and `test_cases.feature`), and a finished batch the parent run of its
+//! jobs' runs, with aggregate metrics and `batch.json`.
+//!
+//! The item is written in the same atomic step as the job's final state, so MLflow being down or
+//! slow never fails or holds up a job: the run is retried with [`backoff`] from
+//! `STORYFORGE_MLFLOW_RETRY_BASE`, at most five minutes apart, and arrives once MLflow is back.
+//! It arrives once: a retried write first looks for the run an earlier attempt created (by its
+//! `storyforge.job_id` tag) and finishes that one; a run already ended is left alone. Workers
+//! racing to create a batch's parent run agree through the store on one ([`batch_run`]), and
+//! the loser deletes its own.
+//!
+//! Nothing secret is logged: the Job document never carries the webhook secret, and API keys
+//! live only in provider settings.
+//!
+//! [`batch_run`]: storyforge_shared::store::JobStore::batch_run
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use storyforge_shared::batch::{Batch, BatchStatus};
+use storyforge_shared::gherkin;
+use storyforge_shared::job::{Job, JobStatus, Usage};
+use storyforge_shared::mlflow::{MlflowClient, MlflowError, RunData, RunInfo, now_ms};
+use storyforge_shared::store::{Lease, LeaseState, ListQuery, RunNext, StoreError, Subject};
+use uuid::Uuid;
+
+use super::{BackgroundJob, backoff};
+use crate::context::Context;
+use crate::pipeline::StageSink;
+
+/// Longest wait between two attempts at one run.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+/// Jobs read per page when a batch's aggregates are computed.
+const PAGE: usize = 500;
+
+pub struct LogMlflowRun {
+    pub subject: Subject,
+}
+
+/// How an attempt went.
+pub enum Logged {
+    Done,
+    /// Worth another attempt (MLflow or the store unreachable, no MLflow configured here).
+    Failed(String),
+    /// It can never be logged.
+    Hopeless(String),
+}
+
+impl From<MlflowError> for Logged {
+    fn from(e: MlflowError) -> Logged {
+        if e.is_transient() {
+            Logged::Failed(e.to_string())
+        } else {
+            Logged::Hopeless(e.to_string())
+        }
+    }
+}
+
+impl From<StoreError> for Logged {
+    fn from(e: StoreError) -> Logged {
+        Logged::Failed(e.to_string())
+    }
+}
+
+#[async_trait]
+impl BackgroundJob for LogMlflowRun {
+    type Outcome = Logged;
+
+    async fn perform(&self, ctx: &Context, _lease: &Lease, _stages: &dyn StageSink) -> Logged {
+        let Some(mlflow) = &ctx.mlflow else {
+            return Logged::Failed("this worker has no MLFLOW_TRACKING_URI".into());
+        };
+        // At most a quarter of the worker's slots wait on MLflow, so a slow server never
+        // holds up generation.
+        let Ok(_slot) = ctx.mlflow_slots.acquire().await else {
+            return Logged::Failed("the worker is stopping".into());
+        };
+        let logged = match self.subject {
+            Subject::Job(id) => log_job(ctx, mlflow, id).await,
+            Subject::Batch(id) => log_batch(ctx, mlflow, id).await,
+        };
+        match logged {
+            Ok(()) => Logged::Done,
+            Err(outcome) => outcome,
+        }
+    }
+
+    async fn commit(
+        &self,
+        ctx: &Context,
+        lease: &Lease,
+        outcome: Logged,
+    ) -> Result<LeaseState, StoreError> {
+        let next = match outcome {
+            Logged::Done => RunNext::Logged,
+            Logged::Failed(error) => {
+                let delay = backoff(
+                    ctx.settings.mlflow_retry_base,
+                    lease.attempt,
+                    MAX_RETRY_DELAY,
+                    None,
+                );
+                RunNext::RetryAfter { delay, error }
+            }
+            Logged::Hopeless(error) => RunNext::Dead { error },
+        };
+        match &next {
+            RunNext::Logged => tracing::info!(subject = %self.subject, "MLflow run logged"),
+            RunNext::RetryAfter { delay, error } => {
+                tracing::warn!(subject = %self.subject, ?delay, error, "MLflow run not logged; retrying")
+            }
+            RunNext::Dead { error } => {
+                tracing::error!(subject = %self.subject, error, "MLflow run given up")
+            }
+        }
+        ctx.store.record_run(lease, &next).await
+    }
+}
+
+/// The job's run: found (an earlier attempt's) or created, then filled and ended.
+async fn log_job(ctx: &Context, mlflow: &MlflowClient, id: Uuid) -> Result<(), Logged> {
+    let Some(job) = ctx.store.get(id).await? else {
+        return Err(Logged::Hopeless(format!("job {id} no longer exists")));
+    };
+    let run = match mlflow
+        .find_run(&tag_is("storyforge.job_id", &id.to_string()))
+        .await?
+    {
+        Some(run) => run,
+        None => {
+            let mut tags = vec![("storyforge.job_id".to_string(), id.to_string())];
+            if let Some(batch) = job.batch_id {
+                let parent = parent_run(ctx, mlflow, batch).await?;
+                tags.push(("mlflow.parentRunId".into(), parent));
+            }
+            let name = gherkin::story_name(&job);
+            mlflow.create_run(&name, start_ms(&job), &tags).await?
+        }
+    };
+    if is_ended(&run) {
+        return Ok(());
+    }
+    let end = job
+        .finished_at
+        .map(|t| t.timestamp_millis())
+        .unwrap_or_else(now_ms);
+    mlflow.log(&run.run_id, &job_data(ctx, &job), end).await?;
+    let document = serde_json::to_vec_pretty(&job).map_err(|e| Logged::Hopeless(e.to_string()))?;
+    mlflow
+        .upload(&run, "result.json", "application/json", document)
+        .await?;
+    if let Some(feature) = gherkin::feature(&job) {
+        mlflow
+            .upload(
+                &run,
+                "test_cases.feature",
+                "text/plain",
+                feature.into_bytes(),
+            )
+            .await?;
+    }
+    let status = match job.status {
+        JobStatus::Succeeded => "FINISHED",
+        JobStatus::Canceled => "KILLED",
+        _ => "FAILED",
+    };
+    mlflow.end_run(&run.run_id, status, end).await?;
+    Ok(())
+}
+
+/// The batch's parent run: with its aggregates, ended.
+async fn log_batch(ctx: &Context, mlflow: &MlflowClient, id: Uuid) -> Result<(), Logged> {
+    let Some(batch) = ctx.store.get_batch(id).await? else {
+        return Err(Logged::Hopeless(format!("batch {id} no longer exists")));
+    };
+    let run_id = parent_run(ctx, mlflow, id).await?;
+    let run = mlflow.get_run(&run_id).await?;
+    if is_ended(&run) {
+        return Ok(());
+    }
+    let end = batch
+        .finished_at
+        .map(|t| t.timestamp_millis())
+        .unwrap_or_else(now_ms);
+    let data = batch_data(ctx, &batch).await?;
+    mlflow.log(&run_id, &data, end).await?;
+    let document =
+        serde_json::to_vec_pretty(&batch).map_err(|e| Logged::Hopeless(e.to_string()))?;
+    mlflow
+        .upload(&run, "batch.json", "application/json", document)
+        .await?;
+    let status = match batch.status {
+        BatchStatus::Canceled => "KILLED",
+        _ => "FINISHED",
+    };
+    mlflow.end_run(&run_id, status, end).await?;
+    Ok(())
+}
+
+/// The batch's parent run id: the one the store recorded, else one found in MLflow (an earlier
+/// attempt's) or created now — and recorded, unless another worker recorded its own first.
+async fn parent_run(ctx: &Context, mlflow: &MlflowClient, batch: Uuid) -> Result<String, Logged> {
+    let (candidate, created) = match mlflow.find_run(&batch_filter(batch)).await? {
+        Some(run) => (run.run_id, false),
+        None => {
+            let tags = [
+                ("storyforge.batch_id".to_string(), batch.to_string()),
+                ("storyforge.kind".to_string(), "batch".to_string()),
+            ];
+            let created_at = match ctx.store.get_batch(batch).await? {
+                Some(b) => b.created_at.timestamp_millis(),
+                None => now_ms(),
+            };
+            let run = mlflow
+                .create_run(&format!("batch {batch}"), created_at, &tags)
+                .await?;
+            (run.run_id, true)
+        }
+    };
+    let winner = ctx.store.batch_run(batch, &candidate).await?;
+    if created && winner != candidate {
+        mlflow.delete_run(&candidate).await?;
+    }
+    Ok(winner)
+}
+
+fn batch_filter(batch: Uuid) -> String {
+    format!(
+        "{} and {}",
+        tag_is("storyforge.batch_id", &batch.to_string()),
+        tag_is("storyforge.kind", "batch")
+    )
+}
+
+/// MLflow's search syntax for "tag `key` is `value`".
+fn tag_is(key: &str, value: &str) -> String {
+    format!("tags.`{key}` = '{}'", value.replace('\'', "\\'"))
+}
+
+fn is_ended(run: &RunInfo) -> bool {
+    matches!(run.status.as_str(), "FINISHED" | "FAILED" | "KILLED")
+}
+
+fn start_ms(job: &Job) -> i64 {
+    job.started_at.unwrap_or(job.created_at).timestamp_millis()
+}
+
+/// What CONTRACT.md lists for a job's run.
+fn job_data(ctx: &Context, job: &Job) -> RunData {
+    let settings = &ctx.settings;
+    let result = job.result.as_ref();
+    let usage: Option<&Usage> = result
+        .map(|r| &r.usage)
+        .or_else(|| job.error.as_ref().and_then(|e| e.usage.as_ref()));
+    let mut data = RunData::default();
+    let model = usage
+        .map(|u| u.model.clone())
+        .or_else(|| job.options.model.clone())
+        .unwrap_or_else(|| settings.generation_model().to_string());
+    data.param(
+        "provider",
+        usage.map_or(settings.llm[0].kind.as_str(), |u| u.provider.as_str()),
+    );
+    data.param("model", model);
+    data.param(
+        "judge_model",
+        result
+            .and_then(|r| r.quality.as_ref())
+            .map_or(settings.judge_llm.model.as_str(), |q| q.model.as_str()),
+    );
+    data.param(
+        "prompt_version",
+        result.map_or(settings.prompt_set.as_str(), |r| r.prompt_version.as_str()),
+    );
+    data.param("temperature", settings.temperature);
+    data.param("min_cases", job.options.min_cases());
+    data.param("max_cases", job.options.max_cases());
+    if let Some(usage) = usage {
+        data.metric("latency_ms", usage.latency_ms as f64);
+        data.metric("prompt_tokens", usage.prompt_tokens as f64);
+        data.metric("completion_tokens", usage.completion_tokens as f64);
+        data.metric("llm_calls", f64::from(usage.llm_calls));
+        if let Some(cost) = usage.cost_usd {
+            data.metric("cost_usd", cost);
+        }
+    }
+    if let Some(result) = result {
+        data.metric("repairs", f64::from(result.validation.repairs));
+        data.metric("test_case_count", result.test_cases.len() as f64);
+        data.metric(
+            "structure_valid",
+            if result.validation.structure_valid {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        data.metric("coverage_score", result.coverage.score);
+        if let Some(quality) = &result.quality {
+            for (name, score) in [
+                ("relevance", quality.relevance),
+                ("coverage", quality.coverage),
+                ("clarity", quality.clarity),
+            ] {
+                if let Some(score) = score {
+                    data.metric(name, score);
+                }
+            }
+            if let Some(error) = &quality.error {
+                data.tag("storyforge.judge_error", &error.code);
+            }
+        }
+    }
+    data.tag("storyforge.job_id", job.id);
+    data.tag("storyforge.status", job.status.as_str());
+    if let Some(story_id) = &job.story_id {
+        data.tag("storyforge.story_id", story_id);
+    }
+    if let Some(batch) = job.batch_id {
+        data.tag("storyforge.batch_id", batch);
+    }
+    if let Some(error) = &job.error {
+        data.tag("storyforge.error_code", &error.code);
+    }
+    data
+}
+
+/// A batch's counts and summed usage, and its jobs' means, read from the store.
+async fn batch_data(ctx: &Context, batch: &Batch) -> Result<RunData, StoreError> {
+    let mut data = RunData::default();
+    data.param("min_cases", batch.options.min_cases());
+    data.param("max_cases", batch.options.max_cases());
+    data.param("prompt_version", &ctx.settings.prompt_set);
+    data.metric("total", batch.total as f64);
+    data.metric("succeeded", batch.counts.succeeded as f64);
+    data.metric("failed", batch.counts.failed as f64);
+    data.metric("canceled", batch.counts.canceled as f64);
+    data.metric("llm_calls", batch.usage.llm_calls as f64);
+    data.metric("prompt_tokens", batch.usage.prompt_tokens as f64);
+    data.metric("completion_tokens", batch.usage.completion_tokens as f64);
+    if let Some(cost) = batch.usage.cost_usd {
+        data.metric("cost_usd", cost);
+    }
+    let mut means = Means::default();
+    let mut query = ListQuery {
+        batch_id: Some(batch.id),
+        limit: PAGE,
+        ..ListQuery::default()
+    };
+    loop {
+        let page = ctx.store.list(&query).await?;
+        for job in &page.items {
+            means.add(job);
+        }
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    means.write(&mut data);
+    data.tag("storyforge.batch_id", batch.id);
+    data.tag("storyforge.kind", "batch");
+    data.tag(
+        "storyforge.status",
+        match batch.status {
+            BatchStatus::Running => "running",
+            BatchStatus::Completed => "completed",
+            BatchStatus::Canceled => "canceled",
+        },
+    );
+    Ok(data)
+}
+
+/// Sums for the means of a batch's succeeded jobs.
+#[derive(Default)]
+struct Means {
+    sums: std::collections::BTreeMap<&'static str, (f64, u32)>,
+}
+
+impl Means {
+    fn add(&mut self, job: &Job) {
+        let Some(result) = &job.result else { return };
+        let mut add = |name: &'static str, value: Option<f64>| {
+            if let Some(value) = value {
+                let entry = self.sums.entry(name).or_default();
+                entry.0 += value;
+                entry.1 += 1;
+            }
+        };
+        add("test_case_count/mean", Some(result.test_cases.len() as f64));
+        add("coverage_score/mean", Some(result.coverage.score));
+        add(
+            "structure_valid/mean",
+            Some(if result.validation.structure_valid {
+                1.0
+            } else {
+                0.0
+            }),
+        );
+        add("latency_ms/mean", Some(result.usage.latency_ms as f64));
+        if let Some(quality) = &result.quality {
+            add("relevance/mean", quality.relevance);
+            add("coverage/mean", quality.coverage);
+            add("clarity/mean", quality.clarity);
+        }
+    }
+
+    fn write(&self, data: &mut RunData) {
+        for (name, (sum, n)) in &self.sums {
+            data.metric(name, sum / f64::from(*n));
+        }
+    }
+}
