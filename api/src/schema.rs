@@ -87,6 +87,9 @@ pub(crate) struct JobSchema {
     result: Option<JobResultSchema>,
     /// Present once `failed`.
     error: Option<JobErrorSchema>,
+    /// The W3C traceparent the job's trace continues from, when traces are exported; its
+    /// second field is the trace id.
+    traceparent: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -361,6 +364,7 @@ mod tests {
                 usage: Some(Usage::default()),
                 ..JobError::new("c", "m")
             }),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         }
     }
 

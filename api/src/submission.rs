@@ -152,6 +152,7 @@ impl JobRequest {
             metadata: self.metadata.unwrap_or_default(),
             batch_id: None,
             tracked,
+            traceparent: None,
         }
     }
 

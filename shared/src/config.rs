@@ -126,6 +126,10 @@ pub struct Settings {
     pub mlflow_tracking_uri: Option<String>,
     /// The experiment generation runs go to.
     pub mlflow_experiment: String,
+    /// Whether traces are exported to the MLflow server itself (`OTEL_EXPORTER_OTLP_*ENDPOINT`
+    /// under `MLFLOW_TRACKING_URI`): then a job's trace is linked to its run and carries the
+    /// judge's scores as assessments.
+    pub mlflow_receives_traces: bool,
     /// First retry delay of an MLflow run that could not be written; later ones double, at most
     /// five minutes apart.
     pub mlflow_retry_base: Duration,
@@ -283,7 +287,7 @@ impl Settings {
             }
         };
         let redis_url = src.string("redis_url", &["REDIS_URL"]);
-        let settings = Settings {
+        let mut settings = Settings {
             redis_url: redis_url
                 .clone()
                 .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
@@ -351,6 +355,17 @@ impl Settings {
                 .string("mlflow_experiment", &[])
                 .unwrap_or_else(|| "storyforge".into()),
             mlflow_retry_base: src.duration("mlflow_retry_base", Duration::from_secs(2))?,
+            mlflow_receives_traces: false,
+        };
+        let otlp = [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ]
+        .iter()
+        .find_map(|name| src.env.get(*name));
+        settings.mlflow_receives_traces = match (&settings.mlflow_tracking_uri, otlp) {
+            (Some(mlflow), Some(otlp)) => otlp.trim().starts_with(mlflow.as_str()),
+            _ => false,
         };
         settings.check()?;
         Ok(settings)

@@ -153,6 +153,10 @@ pub struct JobSpec {
     /// Recorded as an MLflow run once finished: set by the API when MLflow tracking is on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tracked: bool,
+    /// The W3C `traceparent` of the submission's enqueue span, when traces are exported: the
+    /// worker's spans for this job continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The webhook as kept in the store, secret included (unlike [`WebhookTarget`]'s client view).
@@ -372,4 +376,8 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     pub result: Option<JobResult>,
     pub error: Option<JobError>,
+    /// The W3C `traceparent` the job's trace continues from, when traces are exported; its
+    /// second field is the trace id (MLflow shows the trace as `tr-<trace id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }

@@ -283,6 +283,50 @@ impl MlflowClient {
         .map(drop)
     }
 
+    /// Links the trace `tr-<trace id>` to the run, so the run's page lists it.
+    pub async fn link_trace(&self, run_id: &str, trace_id: &str) -> Result<(), MlflowError> {
+        self.call(
+            "linking a trace to a run",
+            "2.0/mlflow/traces/link-to-run",
+            json!({ "trace_ids": [format!("tr-{trace_id}")], "run_id": run_id }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Attaches a judge's verdict to the trace as a feedback assessment: `Ok(score)` or the
+    /// error the judge ended with (never a score standing in for a failure).
+    pub async fn assess(
+        &self,
+        trace_id: &str,
+        name: &str,
+        verdict: Result<f64, (&str, &str)>,
+        judge: &str,
+        run_id: &str,
+    ) -> Result<(), MlflowError> {
+        let trace = format!("tr-{trace_id}");
+        let feedback = match verdict {
+            Ok(score) => json!({ "value": score }),
+            Err((code, message)) => {
+                json!({ "error": { "error_code": code, "error_message": message } })
+            }
+        };
+        let assessment = json!({
+            "assessment_name": name,
+            "trace_id": trace,
+            "source": { "source_type": "LLM_JUDGE", "source_id": judge },
+            "feedback": feedback,
+            "metadata": { "mlflow.assessment.sourceRunId": run_id },
+        });
+        self.call(
+            "attaching an assessment",
+            &format!("3.0/mlflow/traces/{trace}/assessments"),
+            json!({ "assessment": assessment }),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Deletes a run (one that lost a race to be a batch's parent).
     pub async fn delete_run(&self, run_id: &str) -> Result<(), MlflowError> {
         self.call(

@@ -5,9 +5,18 @@
 //! spans are also exported over OTLP/HTTP; the exporter reads the other standard `OTEL_*`
 //! variables itself; it runs on the SDK's own batch thread, hence the blocking HTTP client. API keys
 //! never enter spans or logs: provider settings hold them as secrets.
+//!
+//! One trace follows a job across the queue: the API records the W3C `traceparent` of its
+//! enqueue span in the job ([`traceparent`]), and every piece of the job's work in a worker —
+//! generation, the webhook delivery, the MLflow write — continues it ([`continue_trace`]).
 
-use opentelemetry::trace::TracerProvider as _;
+use std::collections::HashMap;
+
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -89,4 +98,52 @@ fn otlp_provider(service: &'static str) -> Option<SdkTracerProvider> {
             .with_resource(resource)
             .build(),
     )
+}
+
+/// The W3C `traceparent` of `span`, when traces are exported (else `None`).
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the span `traceparent` names (recorded in another process).
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    let carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    if let Err(e) = span.set_parent(parent) {
+        tracing::debug!(error = %e, "could not continue trace {traceparent}");
+    }
+}
+
+/// The 32-hex trace id inside a `traceparent`.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    traceparent
+        .split('-')
+        .nth(1)
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_id_is_the_second_field_of_a_traceparent() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_id(traceparent),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(trace_id("garbage"), None);
+    }
+
+    #[test]
+    fn without_an_exporter_there_is_no_traceparent() {
+        assert_eq!(traceparent(&tracing::info_span!("untraced")), None);
+    }
 }

@@ -168,6 +168,56 @@ impl MlflowApi {
             .unwrap()
     }
 
+    /// Creates the experiment `name`; returns its id.
+    pub async fn create_experiment(&self, name: &str) -> String {
+        let created = self
+            .post("experiments/create", json!({ "name": name }))
+            .await;
+        created["experiment_id"].as_str().unwrap().to_string()
+    }
+
+    /// The trace `tr-<trace_id>` with its spans, once MLflow has it.
+    pub async fn trace(&self, trace_id: &str) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/api/3.0/mlflow/traces/get", self.uri))
+            .query(&[("trace_id", format!("tr-{trace_id}"))])
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// The ids of the traces linked to a run.
+    pub async fn traces_of_run(&self, experiment_id: &str, run_id: &str) -> Vec<String> {
+        let response = self
+            .http
+            .post(format!("{}/api/3.0/mlflow/traces/search", self.uri))
+            .json(&json!({
+                "locations": [{"type": "MLFLOW_EXPERIMENT",
+                               "mlflow_experiment": {"experiment_id": experiment_id}}],
+                "filter": format!("attributes.run_id = '{run_id}'"),
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "trace search: {}",
+            response.status()
+        );
+        let found: Value = response.json().await.unwrap();
+        found["traces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| t["trace_id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     /// Every live run of the experiment named `experiment`.
     pub async fn runs(&self, experiment: &str) -> Vec<Value> {
         let found: Value = self

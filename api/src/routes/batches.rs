@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use storyforge_shared::batch::Batch;
 use storyforge_shared::store::BatchCancelOutcome;
+use storyforge_shared::telemetry;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::jobs::{
@@ -116,11 +118,15 @@ pub(crate) async fn create(
         .fields
         .into_spec(state.settings.mlflow_tracking_uri.is_some());
     check_webhook(&state, spec.webhook.as_ref()).await?;
+    // Every job's worker spans continue the trace from this one.
+    let enqueue = tracing::info_span!("batch.enqueue");
+    let traceparent = telemetry::traceparent(&enqueue);
     let jobs = accepted
         .into_iter()
         .map(|request| {
             let mut job = request.into_spec(spec.tracked);
             job.options = spec.options.clone();
+            job.traceparent = traceparent.clone();
             job
         })
         .collect();
@@ -131,6 +137,7 @@ pub(crate) async fn create(
             jobs,
             key.as_deref().map(|k| (k, fingerprint.as_str())),
         )
+        .instrument(enqueue)
         .await?;
     let batch = created.batch;
     tracing::info!(batch.id = %batch.id, total = batch.total, replayed = created.replayed, "batch queued");

@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use storyforge_shared::job::{Job, JobStatus, StoredWebhook};
 use storyforge_shared::store::{CancelOutcome, ListQuery};
+use storyforge_shared::telemetry;
 use storyforge_shared::webhook;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::error::{ApiError, FieldError, pointer_token};
@@ -90,11 +92,15 @@ pub(crate) async fn create(
         (_, Err(errors)) => return Err(ApiError::Invalid(errors)),
     };
     let fingerprint = request.fingerprint();
-    let spec = request.into_spec(state.settings.mlflow_tracking_uri.is_some());
+    let mut spec = request.into_spec(state.settings.mlflow_tracking_uri.is_some());
     check_webhook(&state, spec.webhook.as_ref()).await?;
+    // The worker's spans for the job continue the trace from this one.
+    let enqueue = tracing::info_span!("job.enqueue");
+    spec.traceparent = telemetry::traceparent(&enqueue);
     let created = state
         .store
         .create(&spec, key.as_deref().map(|k| (k, fingerprint.as_str())))
+        .instrument(enqueue)
         .await?;
     let id = created.job.id;
     if created.replayed {

@@ -77,6 +77,7 @@ pub(crate) fn job_from_fields(id: &str, fields: &Fields) -> Result<Job, StoreErr
         finished_at: time_field(fields, "finished_at")?,
         result: json_field::<JobResult>(fields, "result")?,
         error: json_field::<JobError>(fields, "error")?,
+        traceparent: spec.traceparent,
     })
 }
 

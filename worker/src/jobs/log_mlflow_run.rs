@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use storyforge_shared::batch::{Batch, BatchStatus};
-use storyforge_shared::gherkin;
 use storyforge_shared::job::{Job, JobStatus, Usage};
 use storyforge_shared::mlflow::{MlflowClient, MlflowError, RunData, RunInfo, now_ms};
 use storyforge_shared::store::{Lease, LeaseState, ListQuery, RunNext, StoreError, Subject};
+use storyforge_shared::{gherkin, telemetry};
 use uuid::Uuid;
 
 use super::{BackgroundJob, backoff};
@@ -31,6 +31,8 @@ use crate::pipeline::StageSink;
 
 /// Longest wait between two attempts at one run.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+/// Attempts that wait for the job's trace to reach MLflow before the run is logged without it.
+const TRACE_WAIT_ATTEMPTS: u32 = 6;
 /// Jobs read per page when a batch's aggregates are computed.
 const PAGE: usize = 500;
 
@@ -67,7 +69,7 @@ impl From<StoreError> for Logged {
 impl BackgroundJob for LogMlflowRun {
     type Outcome = Logged;
 
-    async fn perform(&self, ctx: &Context, _lease: &Lease, _stages: &dyn StageSink) -> Logged {
+    async fn perform(&self, ctx: &Context, lease: &Lease, _stages: &dyn StageSink) -> Logged {
         let Some(mlflow) = &ctx.mlflow else {
             return Logged::Failed("this worker has no MLFLOW_TRACKING_URI".into());
         };
@@ -77,7 +79,7 @@ impl BackgroundJob for LogMlflowRun {
             return Logged::Failed("the worker is stopping".into());
         };
         let logged = match self.subject {
-            Subject::Job(id) => log_job(ctx, mlflow, id).await,
+            Subject::Job(id) => log_job(ctx, mlflow, id, lease.attempt).await,
             Subject::Batch(id) => log_batch(ctx, mlflow, id).await,
         };
         match logged {
@@ -118,8 +120,14 @@ impl BackgroundJob for LogMlflowRun {
     }
 }
 
-/// The job's run: found (an earlier attempt's) or created, then filled and ended.
-async fn log_job(ctx: &Context, mlflow: &MlflowClient, id: Uuid) -> Result<(), Logged> {
+/// The job's run: found (an earlier attempt's) or created, then filled, linked to the job's
+/// trace when MLflow receives traces, and ended.
+async fn log_job(
+    ctx: &Context,
+    mlflow: &MlflowClient,
+    id: Uuid,
+    attempt: u32,
+) -> Result<(), Logged> {
     let Some(job) = ctx.store.get(id).await? else {
         return Err(Logged::Hopeless(format!("job {id} no longer exists")));
     };
@@ -160,12 +168,57 @@ async fn log_job(ctx: &Context, mlflow: &MlflowClient, id: Uuid) -> Result<(), L
             )
             .await?;
     }
+    let trace_id = job.traceparent.as_deref().and_then(telemetry::trace_id);
+    if let Some(trace_id) = trace_id.filter(|_| ctx.settings.mlflow_receives_traces)
+        && let Err(e) = attach_trace(mlflow, &run.run_id, trace_id, &job).await
+    {
+        // The worker's spans reach MLflow a few seconds after the job ends.
+        if attempt < TRACE_WAIT_ATTEMPTS {
+            return Err(Logged::Failed(format!(
+                "the job's trace is not in MLflow yet: {e}"
+            )));
+        }
+        tracing::warn!(error = %e, "the run is logged without its trace");
+    }
     let status = match job.status {
         JobStatus::Succeeded => "FINISHED",
         JobStatus::Canceled => "KILLED",
         _ => "FAILED",
     };
     mlflow.end_run(&run.run_id, status, end).await?;
+    Ok(())
+}
+
+/// Links the job's trace to its run and attaches the judge's verdict to the trace: each score
+/// as a feedback assessment, or the judge's error.
+async fn attach_trace(
+    mlflow: &MlflowClient,
+    run_id: &str,
+    trace_id: &str,
+    job: &Job,
+) -> Result<(), MlflowError> {
+    mlflow.link_trace(run_id, trace_id).await?;
+    let Some(quality) = job.result.as_ref().and_then(|r| r.quality.as_ref()) else {
+        return Ok(());
+    };
+    let judge = format!("storyforge:/{}", quality.model);
+    if let Some(error) = &quality.error {
+        let verdict = Err((error.code.as_str(), error.message.as_str()));
+        return mlflow
+            .assess(trace_id, "judge", verdict, &judge, run_id)
+            .await;
+    }
+    for (name, score) in [
+        ("relevance", quality.relevance),
+        ("coverage", quality.coverage),
+        ("clarity", quality.clarity),
+    ] {
+        if let Some(score) = score {
+            mlflow
+                .assess(trace_id, name, Ok(score), &judge, run_id)
+                .await?;
+        }
+    }
     Ok(())
 }
 
@@ -313,6 +366,9 @@ fn job_data(ctx: &Context, job: &Job) -> RunData {
         }
     }
     data.tag("storyforge.job_id", job.id);
+    if let Some(trace_id) = job.traceparent.as_deref().and_then(telemetry::trace_id) {
+        data.tag("storyforge.trace_id", trace_id);
+    }
     data.tag("storyforge.status", job.status.as_str());
     if let Some(story_id) = &job.story_id {
         data.tag("storyforge.story_id", story_id);

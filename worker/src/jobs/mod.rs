@@ -22,7 +22,8 @@ use async_trait::async_trait;
 use rand::Rng;
 use storyforge_shared::job::Stage;
 use storyforge_shared::metrics::Metrics;
-use storyforge_shared::store::{Claim, Lease, LeaseState, StoreError, Ticket, Work};
+use storyforge_shared::store::{Claim, Lease, LeaseState, StoreError, Subject, Ticket, Work};
+use storyforge_shared::telemetry;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -77,13 +78,23 @@ pub async fn run_ticket(
             return Ok(());
         }
     };
-    let span = tracing::info_span!(
-        "work",
-        work.kind = ticket.kind.as_str(),
-        work.id = %ticket.id,
-        work.attempt = lease.attempt,
-        worker = %ctx.worker_name
-    );
+    let span = match &lease.work {
+        Work::Generation { .. } => {
+            tracing::info_span!("job.generate", work.kind = "generation", work.id = %ticket.id, work.attempt = lease.attempt, worker = %ctx.worker_name, trace_id = tracing::field::Empty)
+        }
+        Work::WebhookDelivery(_) => {
+            tracing::info_span!("webhook.deliver", work.kind = "webhook_delivery", work.id = %ticket.id, work.attempt = lease.attempt, worker = %ctx.worker_name, trace_id = tracing::field::Empty)
+        }
+        Work::MlflowRun(_) => {
+            tracing::info_span!("mlflow.log_run", work.kind = "mlflow_run", work.id = %ticket.id, work.attempt = lease.attempt, worker = %ctx.worker_name, trace_id = tracing::field::Empty)
+        }
+    };
+    if let Some(traceparent) = job_traceparent(&ctx, &lease.work).await {
+        telemetry::continue_trace(&span, &traceparent);
+        if let Some(trace_id) = telemetry::trace_id(&traceparent) {
+            span.record("trace_id", trace_id);
+        }
+    }
     let run = async {
         match lease.work.clone() {
             Work::Generation { spec, spent, .. } => {
@@ -109,6 +120,20 @@ pub async fn run_ticket(
         }
     };
     run.instrument(span).await
+}
+
+/// The trace the work continues: its job's, when the job was submitted with traces on.
+async fn job_traceparent(ctx: &Context, work: &Work) -> Option<String> {
+    match work {
+        Work::Generation { spec, .. } => spec.traceparent.clone(),
+        Work::WebhookDelivery(delivery) => delivery
+            .data
+            .as_ref()
+            .and_then(|job| job["traceparent"].as_str())
+            .map(str::to_string),
+        Work::MlflowRun(Subject::Job(id)) => ctx.store.get(*id).await.ok()??.traceparent,
+        Work::MlflowRun(Subject::Batch(_)) => None,
+    }
 }
 
 /// Counts a job in `storyforge_jobs_in_flight` while it lives, however its run ends.
