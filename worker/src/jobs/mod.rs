@@ -80,7 +80,7 @@ pub async fn run_ticket(
     };
     let span = match &lease.work {
         Work::Generation { .. } => {
-            tracing::info_span!("job.generate", work.kind = "generation", work.id = %ticket.id, work.attempt = lease.attempt, worker = %ctx.worker_name, trace_id = tracing::field::Empty)
+            tracing::info_span!("job.generate", work.kind = "generation", work.id = %ticket.id, work.attempt = lease.attempt, worker = %ctx.worker_name, trace_id = tracing::field::Empty, stage = "generating")
         }
         Work::WebhookDelivery(_) => {
             tracing::info_span!("webhook.deliver", work.kind = "webhook_delivery", work.id = %ticket.id, work.attempt = lease.attempt, worker = %ctx.worker_name, trace_id = tracing::field::Empty)
@@ -158,11 +158,14 @@ struct LeaseKeeper<'a> {
     lease: &'a Lease,
     /// Set when the lease is lost or the job canceled.
     state: watch::Sender<LeaseState>,
+    /// The work's span: every log line of the job carries its current stage.
+    span: tracing::Span,
 }
 
 #[async_trait]
 impl StageSink for LeaseKeeper<'_> {
     async fn enter(&self, stage: Stage) {
+        self.span.record("stage", stage.as_str());
         match self.ctx.store.touch(self.lease, Some(stage)).await {
             Ok(state) => {
                 self.state.send_if_modified(|s| {
@@ -207,6 +210,7 @@ async fn run_leased<J: BackgroundJob>(
         ctx,
         lease,
         state: state_tx,
+        span: tracing::Span::current(),
     };
     tracing::info!("started");
 
