@@ -11,7 +11,7 @@ use storyforge_shared::store::redis::{RedisJobStore, connect};
 use storyforge_shared::store::sqlite::SqliteJobStore;
 use storyforge_shared::store::{
     AttemptReport, CancelOutcome, Claim, DeliveryNext, DeliveryOutcome, JobStore, LeaseState,
-    ListQuery, StoreError, StorePolicy, Subject, Ticket, Work, WorkKind,
+    ListQuery, RunNext, StoreError, StorePolicy, Subject, Ticket, Work, WorkKind,
 };
 use storyforge_tests::app::TestStore;
 use storyforge_tests::redis_server::{RedisServer, unique_namespace};
@@ -513,4 +513,110 @@ async fn work_queued_by_the_earlier_redis_key_layout_is_taken_over_on_upgrade() 
         store.take_due(10, 100).await.unwrap(),
         vec![Ticket::generation(job.id)]
     );
+}
+
+#[tokio::test]
+async fn a_tracked_job_leaves_one_mlflow_run_item_that_a_worker_logs_once() {
+    let store = store().await;
+    let tracked = JobSpec {
+        tracked: true,
+        ..spec("As a user, I want X")
+    };
+    let job = store.create(&tracked, None).await.unwrap().job;
+    let untracked = store.create(&spec("untracked"), None).await.unwrap().job;
+    for id in [job.id, untracked.id] {
+        let lease = granted(claim(&store, id, "w").await);
+        let failure = JobError::new("llm_invalid_request", "refused");
+        assert_eq!(
+            store.fail(&lease, &failure).await.unwrap(),
+            LeaseState::Held
+        );
+    }
+    assert_eq!(store.stats().await.unwrap().mlflow_backlog, 1);
+
+    let run = Ticket {
+        kind: WorkKind::MlflowRun,
+        id: format!("job-{}", job.id),
+    };
+    let due = store.take_due(10, 100).await.unwrap();
+    assert_eq!(
+        due,
+        vec![run.clone()],
+        "only the tracked job has a run item"
+    );
+    let Claim::Granted(lease) = store.claim(&run, "w").await.unwrap() else {
+        panic!("the run item is claimable");
+    };
+    assert!(matches!(lease.work, Work::MlflowRun(Subject::Job(id)) if id == job.id));
+    let retry = RunNext::RetryAfter {
+        delay: Duration::ZERO,
+        error: "MLflow is down".into(),
+    };
+    assert_eq!(
+        store.record_run(&lease, &retry).await.unwrap(),
+        LeaseState::Held
+    );
+    assert_eq!(
+        store.stats().await.unwrap().mlflow_backlog,
+        1,
+        "still waiting"
+    );
+    let lease = granted(store.claim(&run, "w").await.unwrap());
+    assert_eq!(lease.attempt, 2);
+    let logged = store.record_run(&lease, &RunNext::Logged).await.unwrap();
+    assert_eq!(logged, LeaseState::Held);
+    assert_eq!(store.stats().await.unwrap().mlflow_backlog, 0);
+    assert!(matches!(
+        store.claim(&run, "w").await.unwrap(),
+        Claim::Stale
+    ));
+    assert_eq!(
+        store.record_run(&lease, &RunNext::Logged).await.unwrap(),
+        LeaseState::Lost,
+        "a finished item is not written twice"
+    );
+}
+
+#[tokio::test]
+async fn racing_workers_agree_on_one_parent_run_per_batch() {
+    let store = store().await;
+    let batch = uuid::Uuid::now_v7();
+    let (a, b) = tokio::join!(
+        store.batch_run(batch, "run-a"),
+        store.batch_run(batch, "run-b")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "both get the winner");
+    assert!(a == "run-a" || a == "run-b");
+    assert_eq!(store.batch_run(batch, "run-c").await.unwrap(), a);
+}
+
+#[tokio::test]
+async fn an_embedded_store_of_schema_version_1_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = SqliteJobStore::open(dir.path(), policy(Duration::from_secs(30), 3))
+            .await
+            .unwrap();
+        store.create(&spec("kept"), None).await.unwrap().job.id
+    };
+    // Make the file what version 1 wrote: no table for the batches' MLflow runs.
+    let path = dir
+        .path()
+        .join(storyforge_shared::store::sqlite::STORE_FILE);
+    let pool = storyforge_shared::store::sqlite::open_pool(&path)
+        .await
+        .unwrap();
+    sqlx::raw_sql("DROP TABLE mlflow_runs; PRAGMA user_version = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let store = SqliteJobStore::open(dir.path(), policy(Duration::from_secs(30), 3))
+        .await
+        .unwrap();
+    assert_eq!(store.get(id).await.unwrap().unwrap().story, "kept");
+    let batch = uuid::Uuid::now_v7();
+    assert_eq!(store.batch_run(batch, "run-1").await.unwrap(), "run-1");
 }
