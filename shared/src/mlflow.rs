@@ -36,6 +36,10 @@ impl MlflowError {
     }
 }
 
+/// A judge's verdict on one dimension: the score, or the error (code, message) the judge ended
+/// with.
+pub type Verdict<'a> = Result<f64, (&'a str, &'a str)>;
+
 /// A run as the server describes it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RunInfo {
@@ -294,13 +298,41 @@ impl MlflowClient {
         .map(drop)
     }
 
+    /// The names of the assessments on trace `tr-<trace id>` that came from `run_id`; an error
+    /// while the trace has not reached MLflow.
+    pub async fn assessments_from(
+        &self,
+        trace_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<String>, MlflowError> {
+        let url = format!("{}/api/3.0/mlflow/traces/get", self.uri);
+        let response = self
+            .http
+            .get(url)
+            .query(&[("trace_id", format!("tr-{trace_id}"))])
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let reply = self.reply("reading a trace", response).await?;
+        let assessments = reply
+            .pointer("/trace/trace_info/assessments")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        Ok(assessments
+            .iter()
+            .filter(|a| a["metadata"]["mlflow.assessment.sourceRunId"] == run_id)
+            .filter_map(|a| a["assessment_name"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// Attaches a judge's verdict to the trace as a feedback assessment: `Ok(score)` or the
     /// error the judge ended with (never a score standing in for a failure).
     pub async fn assess(
         &self,
         trace_id: &str,
         name: &str,
-        verdict: Result<f64, (&str, &str)>,
+        verdict: Verdict<'_>,
         judge: &str,
         run_id: &str,
     ) -> Result<(), MlflowError> {

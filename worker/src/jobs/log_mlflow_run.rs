@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use storyforge_shared::batch::{Batch, BatchStatus};
 use storyforge_shared::job::{Job, JobStatus, Usage};
-use storyforge_shared::mlflow::{MlflowClient, MlflowError, RunData, RunInfo, now_ms};
+use storyforge_shared::mlflow::{MlflowClient, MlflowError, RunData, RunInfo, Verdict, now_ms};
 use storyforge_shared::store::{Lease, LeaseState, ListQuery, RunNext, StoreError, Subject};
 use storyforge_shared::{gherkin, telemetry};
 use uuid::Uuid;
@@ -190,32 +190,35 @@ async fn log_job(
 }
 
 /// Links the job's trace to its run and attaches the judge's verdict to the trace: each score
-/// as a feedback assessment, or the judge's error.
+/// as a feedback assessment, or the judge's error. An assessment an earlier attempt attached is
+/// not attached again.
 async fn attach_trace(
     mlflow: &MlflowClient,
     run_id: &str,
     trace_id: &str,
     job: &Job,
 ) -> Result<(), MlflowError> {
+    let attached = mlflow.assessments_from(trace_id, run_id).await?;
     mlflow.link_trace(run_id, trace_id).await?;
     let Some(quality) = job.result.as_ref().and_then(|r| r.quality.as_ref()) else {
         return Ok(());
     };
     let judge = format!("storyforge:/{}", quality.model);
-    if let Some(error) = &quality.error {
-        let verdict = Err((error.code.as_str(), error.message.as_str()));
-        return mlflow
-            .assess(trace_id, "judge", verdict, &judge, run_id)
-            .await;
-    }
-    for (name, score) in [
-        ("relevance", quality.relevance),
-        ("coverage", quality.coverage),
-        ("clarity", quality.clarity),
-    ] {
-        if let Some(score) = score {
+    let verdicts: Vec<(&str, Verdict)> = match &quality.error {
+        Some(error) => vec![("judge", Err((error.code.as_str(), error.message.as_str())))],
+        None => [
+            ("relevance", quality.relevance),
+            ("coverage", quality.coverage),
+            ("clarity", quality.clarity),
+        ]
+        .into_iter()
+        .filter_map(|(name, score)| Some((name, Ok(score?))))
+        .collect(),
+    };
+    for (name, verdict) in verdicts {
+        if !attached.iter().any(|a| a == name) {
             mlflow
-                .assess(trace_id, name, Ok(score), &judge, run_id)
+                .assess(trace_id, name, verdict, &judge, run_id)
                 .await?;
         }
     }
