@@ -152,88 +152,88 @@ impl Metrics {
         let m = &metrics;
         registry.register(
             "storyforge_http_requests",
-            "HTTP requests answered by this process, by route pattern and status.",
+            "HTTP requests answered by this process, by route pattern and status",
             m.http_requests.clone(),
         );
         registry.register(
             "storyforge_jobs_submitted",
-            "Jobs created through this API (batch jobs included).",
+            "Jobs created through this API (batch jobs included)",
             m.jobs_submitted.clone(),
         );
         registry.register(
             "storyforge_jobs_finished",
-            "Jobs this worker finished, by final status.",
+            "Jobs this worker finished, by final status",
             m.jobs_finished.clone(),
         );
         registry.register(
             "storyforge_job_duration_seconds",
-            "Time one attempt at a job took in this worker, claim to commit.",
+            "Time one attempt at a job took in this worker, claim to commit",
             m.job_duration.clone(),
         );
         registry.register(
             "storyforge_queue_wait_seconds",
-            "Time a job waited from due to claimed by this worker.",
+            "Time a job waited from due to claimed by this worker",
             m.queue_wait.clone(),
         );
         registry.register(
             "storyforge_jobs_in_flight",
-            "Jobs this worker is running now.",
+            "Jobs this worker is running now",
             m.jobs_in_flight.clone(),
         );
         registry.register(
             "storyforge_llm_request_duration_seconds",
-            "Answered LLM calls by provider, model and purpose.",
+            "Answered LLM calls by provider, model and purpose",
             m.llm_request_duration.clone(),
         );
         registry.register(
             "storyforge_llm_tokens",
-            "Tokens the LLM providers reported, by provider, model and kind.",
+            "Tokens the LLM providers reported, by provider, model and kind",
             m.llm_tokens.clone(),
         );
         registry.register(
             "storyforge_llm_errors",
-            "Failed LLM calls by provider and error code.",
+            "Failed LLM calls by provider and error code",
             m.llm_errors.clone(),
         );
         registry.register(
             "storyforge_repairs",
             "Follow-up rounds of finished jobs by purpose (repair, more_cases, criteria, \
-             negative_cases, replacements, continuation).",
+             negative_cases, replacements, continuation)",
             m.repairs.clone(),
         );
         registry.register(
             "storyforge_judge_score",
-            "The judge's scores of finished jobs, by dimension.",
+            "The judge's scores of finished jobs, by dimension",
             m.judge_scores.clone(),
         );
         registry.register(
             "storyforge_webhook_deliveries",
-            "Webhook delivery attempts by outcome.",
+            "Webhook delivery attempts by outcome",
             m.webhook_deliveries.clone(),
         );
         registry.register(
             "storyforge_jobs",
-            "Jobs in the store by status.",
+            "Jobs in the store by status",
             m.store_jobs.clone(),
         );
         registry.register(
             "storyforge_queue_depth",
-            "Work items due or dispatched and not yet claimed by a worker.",
+            "Work items due or dispatched and not yet claimed by a worker",
             m.queue_depth.clone(),
         );
         registry.register(
             "storyforge_mlflow_backlog",
-            "Finished jobs and batches whose MLflow run is not written yet.",
+            "Finished jobs and batches whose MLflow run is not written yet",
             m.mlflow_backlog.clone(),
         );
         registry.register(
             "storyforge_live_workers",
-            "Workers that sent a heartbeat in the last 30 seconds.",
+            "Workers that sent a heartbeat in the last 30 seconds",
             m.live_workers.clone(),
         );
         registry.register(
             "storyforge_store_up",
-            "1 when the job store answered this scrape.",
+            "1 when the job store answered this scrape",
             m.store_up.clone(),
         );
         Metrics {

@@ -28,7 +28,15 @@ async fn scrape(env: &TestEnv, url: &str) -> String {
         "{:?}",
         response.headers()
     );
-    response.text().await.unwrap()
+    let text = response.text().await.unwrap();
+    let doubled = text
+        .lines()
+        .find(|l| l.starts_with("# HELP") && l.ends_with(".."));
+    assert_eq!(
+        doubled, None,
+        "the exposition ends each help text with one period"
+    );
+    text
 }
 
 #[tokio::test(flavor = "multi_thread")]
