@@ -115,6 +115,8 @@ async fn one_trace_crosses_the_queue_into_mlflow() {
         .filter(|(name, _)| name != "llm.call")
         .collect();
     parents.sort();
+    // A retried write (the job's spans had not reached MLflow yet) is one span per attempt.
+    parents.dedup();
     let expected = [
         ("job.enqueue", Some("request")),
         ("job.generate", Some("job.enqueue")),
