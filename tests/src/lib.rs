@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod fake_llm;
+pub mod metrics_text;
 pub mod mlflow_server;
 pub mod process;
 pub mod redis_server;

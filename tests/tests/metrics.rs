@@ -7,16 +7,11 @@ use std::time::Duration;
 use serde_json::json;
 use storyforge_tests::app::TestEnv;
 use storyforge_tests::fake_llm::{FakeLlm, Reply, judge_json, valid_cases_json};
+use storyforge_tests::metrics_text::sample;
 use storyforge_tests::process::{free_port, wait_until};
 use storyforge_tests::webhook_receiver::{Answer, WebhookReceiver};
 
 /// The value of the sample named exactly `sample` (name and labels), if present.
-fn sample(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
-
 async fn scrape(env: &TestEnv, url: &str) -> String {
     let response = env.http.get(url).send().await.expect("GET /metrics");
     assert_eq!(response.status(), 200);

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use storyforge_tests::app::{Running, TestEnv};
 use storyforge_tests::fake_llm::{FakeLlm, Reply, judge_json, valid_cases_json};
+use storyforge_tests::metrics_text::scrape_sample;
 use storyforge_tests::mlflow_server::{MlflowApi, MlflowServer, pairs, tag};
 use storyforge_tests::process::wait_until;
 use storyforge_tests::redis_server::unique_namespace;
@@ -66,18 +67,8 @@ async fn wait_batch_done(env: &TestEnv, api: &Running, id: &str) -> Value {
 
 /// `storyforge_mlflow_backlog` on the API's `/metrics`.
 async fn backlog(env: &TestEnv, api: &Running) -> Option<f64> {
-    let text = env
-        .http
-        .get(format!("{}/metrics", api.base_url))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("storyforge_mlflow_backlog "))
-        .and_then(|v| v.trim().parse().ok())
+    let url = format!("{}/metrics", api.base_url);
+    scrape_sample(&env.http, &url, "storyforge_mlflow_backlog").await
 }
 
 /// The runs by kind: the batches' parent runs, and job runs by job id.

@@ -26,6 +26,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use storyforge_tests::app::{TestEnv, workspace_root};
 use storyforge_tests::fake_llm::{FakeLlm, Reply, judge_json, valid_cases_json};
+use storyforge_tests::metrics_text::scrape_sample;
 use storyforge_tests::process::{ChildProcess, free_port, wait_healthy, wait_until};
 use storyforge_tests::redis_server::RedisServer;
 use storyforge_worker::pipeline::parse::parse_test_cases;
@@ -339,21 +340,8 @@ async fn worker_memory(store: Store, redis: &RedisServer) -> Row {
         Duration::from_secs(120),
         "2,000 jobs are in flight",
         || async {
-            let text = deployment
-                .http
-                .get(&metrics)
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let in_flight: f64 = text
-                .lines()
-                .find_map(|l| l.strip_prefix("storyforge_jobs_in_flight "))?
-                .trim()
-                .parse()
-                .ok()?;
+            let in_flight =
+                scrape_sample(&deployment.http, &metrics, "storyforge_jobs_in_flight").await?;
             (in_flight >= 2_000.0).then_some(())
         },
     )
