@@ -51,16 +51,21 @@ fn assert_recall_recomputable(report: &Value) {
             (stated - hits as f64 / phrases.len() as f64).abs() < 1e-9,
             "{item:#}"
         );
-        for m in phrases.iter().filter(|m| m["matched_case"].is_string()) {
-            let case = m["matched_case"].as_str().unwrap();
+        let cases = item["test_cases"].as_array().unwrap();
+        for m in phrases {
+            let (case, lacks) = match m["matched_case"].as_str() {
+                Some(case) => (case, 0),
+                None => match m["nearest_case"].as_str() {
+                    // A miss names the nearest case with the words it lacks, or no case at all.
+                    Some(nearest) => (nearest, m["lacks"].as_array().map_or(0, Vec::len)),
+                    None => continue,
+                },
+            };
             assert!(
-                item["test_cases"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|c| c["id"] == case),
+                cases.iter().any(|c| c["id"] == case),
                 "{case} is one of the item's cases"
             );
+            assert_eq!(m["matched_case"].is_null(), lacks > 0, "{m}");
         }
         matched += hits;
         total += phrases.len();

@@ -10,7 +10,7 @@ use anyhow::{Context as _, anyhow};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::run::{ItemResult, JudgeScores};
+use super::run::{CoverMatch, ItemResult, JudgeScores};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -249,7 +249,7 @@ pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
         }
         md.push('\n');
     }
-    md.push_str("\n## Must-cover matches\n\nA phrase is covered by the case holding at least two thirds of its content words (stemmed, a few synonym groups; `cli/src/eval/must_cover.rs`).\n\n| id | must cover | case | title | score |\n|---|---|---|---|---|\n");
+    md.push_str("\n## Must-cover matches\n\nA phrase is covered by a case holding every one of its content words but generic outcome words such as \"successful\" (stemmed, a few synonym groups; `cli/src/eval/must_cover.rs`). A missed phrase names the nearest case and the words it lacks.\n\n| id | must cover | case | title | score |\n|---|---|---|---|---|\n");
     for item in &report.items {
         for m in &item.must_cover {
             let _ = writeln!(
@@ -257,13 +257,22 @@ pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
                 "| {} | {} | {} | {} | {} |",
                 item.id,
                 m.item,
-                m.matched_case.as_deref().unwrap_or("missed"),
+                outcome(m),
                 m.title.as_deref().unwrap_or("").replace('|', "\\|"),
                 figure(m.score, 2),
             );
         }
     }
     md
+}
+
+/// The matched case, or "missed" with the nearest case and the words it lacks.
+fn outcome(m: &CoverMatch) -> String {
+    match (&m.matched_case, &m.nearest_case) {
+        (Some(case), _) => case.clone(),
+        (None, Some(nearest)) => format!("missed ({nearest} lacks: {})", m.lacks.join(", ")),
+        (None, None) => "missed".to_string(),
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -354,7 +363,7 @@ pub fn html(report: &Report, compare: Option<&Report>) -> String {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&item.id),
                 escape(&m.item),
-                escape(m.matched_case.as_deref().unwrap_or("missed")),
+                escape(&outcome(m)),
                 escape(m.title.as_deref().unwrap_or("")),
                 escape(m.excerpt.as_deref().unwrap_or("")),
             );

@@ -34,6 +34,12 @@ pub struct CoverMatch {
     pub excerpt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
+    /// For a missed phrase, the case holding most of its words and the words it lacks, so that
+    /// a person can judge whether it covers the phrase in other words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nearest_case: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lacks: Vec<String>,
 }
 
 /// The judge's scores of one job (0–1), when it judged.
@@ -161,6 +167,8 @@ pub fn measure(item: &EvalItem, job: Job) -> ItemResult {
             title: outcome.covered_by.as_ref().map(|m| m.title.clone()),
             excerpt: outcome.covered_by.as_ref().map(|m| m.excerpt.clone()),
             score: outcome.covered_by.as_ref().map(|m| m.score),
+            nearest_case: outcome.nearest.as_ref().map(|m| m.case_id.clone()),
+            lacks: outcome.nearest.map(|m| m.missing).unwrap_or_default(),
         })
         .collect();
     let usage = job
