@@ -19,24 +19,25 @@
 //!    - "not" ~ "non" ~ "no": negation;
 //!    - "mail" ~ "email" ("e-mail" splits into "e" and "mail").
 //! 4. **Match.** A case matches an item when it holds every one of the item's content tokens
-//!    (distinct, after steps 1–3) except generic outcome words ([`GENERIC_WORDS`]: "successful",
+//!    (distinct, after steps 1–3) but generic outcome words ([`GENERIC_WORDS`]: "successful",
 //!    "valid", "shown", "displayed", "appears", "present"), which a happy-path case rarely
-//!    repeats — except that a case saying something fails or is invalid (it holds "fail" or
-//!    "invalid" after step 3) must repeat "successful" and "valid": an expired-card case does not
-//!    cover "successful card payment". An item made only of generic words needs all of them.
-//!    The case's score is the share of the item's tokens found.
+//!    repeats. A case about a failure (it holds "fail" or "invalid" after step 3) must repeat
+//!    "successful" and "valid" too: an expired-card case does not cover "successful card
+//!    payment". An item made only of generic words needs all of them. The case's score is the
+//!    share of the item's tokens found.
 //! 5. **Best case.** Among matching cases the one with the highest score; a tie goes to the
 //!    earlier case. An item with no content tokens matches nothing.
 //!
 //! The rule is a proxy for a reviewer's judgement, strict on purpose: a word that names the
 //! scenario ("lockout" in "lockout email sent", "21" in "21 email addresses", "over" in "file
 //! over 10 mb") must be there, so a case about something else that shares the item's other
-//! words does not count. It misses a case that covers the item in other words ("third wrong
-//! code" for "a wrong code three times", "file size limit" for "a 20 MB photo"; "the seller
-//! succeeds" does not stem to "success"), and it can still credit a case that uses the words for
-//! something else: cases restate the story, so an item made of the story's words ("no results
-//! in range" for a story about a price range) matches any case saying "not" and "range". Per-item
-//! results name the case so that a person can check.
+//! words does not count. It misses a case that covers the item in other words (one saying "a
+//! wrong code 3 times" for "third wrong code", "documents are transferred" for "documents moved
+//! to manager"), and it can still credit a case that uses the words for something else: cases
+//! restate the story, so an item made of the story's words ("no results in range" for a story
+//! about a price range) matches any case saying "not" and "range". Per-item results name the
+//! matching case, or for a miss the [`nearest_miss`] and the words it lacks, so that a person
+//! can check.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
