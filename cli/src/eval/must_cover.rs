@@ -36,8 +36,8 @@
 //! to manager"), and it can still credit a case that uses the words for something else: cases
 //! restate the story, so an item made of the story's words ("no results in range" for a story
 //! about a price range) matches any case saying "not" and "range". Per-item results name the
-//! matching case, or for a miss the [`nearest_miss`] and the words it lacks, so that a person
-//! can check.
+//! matching case, or for a miss the nearest case (the one holding most of the item's words) and
+//! the words it lacks, so that a person can check.
 
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -97,7 +97,8 @@ pub struct CaseMatch {
 pub struct ItemOutcome {
     pub item: String,
     pub covered_by: Option<CaseMatch>,
-    /// When no case covers the item, the [`nearest_miss`].
+    /// When no case covers the item, the case holding most of its tokens: what it lacks is what a
+    /// reviewer checks to decide whether the case covers the item in other words.
     pub nearest: Option<CaseMatch>,
 }
 
@@ -105,12 +106,6 @@ pub struct ItemOutcome {
 /// module documentation for the rule).
 pub fn best_match(item: &str, cases: &[TestCase]) -> Option<CaseMatch> {
     highest(partial_matches(item, cases).filter(CaseMatch::covers))
-}
-
-/// For an item no case matches, the case holding most of its tokens: what it lacks is what a
-/// reviewer checks to decide whether the case covers the item in other words.
-pub fn nearest_miss(item: &str, cases: &[TestCase]) -> Option<CaseMatch> {
-    highest(partial_matches(item, cases))
 }
 
 impl CaseMatch {
@@ -163,10 +158,11 @@ pub fn match_items<S: AsRef<str>>(items: &[S], cases: &[TestCase]) -> Vec<ItemOu
     items
         .iter()
         .map(|item| {
-            let covered_by = best_match(item.as_ref(), cases);
+            let matches: Vec<CaseMatch> = partial_matches(item.as_ref(), cases).collect();
+            let covered_by = highest(matches.iter().filter(|m| m.covers()).cloned());
             let nearest = match covered_by {
                 Some(_) => None,
-                None => nearest_miss(item.as_ref(), cases),
+                None => highest(matches.into_iter()),
             };
             ItemOutcome {
                 item: item.as_ref().to_string(),
