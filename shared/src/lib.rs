@@ -17,6 +17,7 @@
 //! - [`telemetry`]: logging and OpenTelemetry set-up.
 //! - [`webhook`]: Standard Webhooks signatures and the rule for which addresses a webhook may
 //!   reach.
+//! - [`words`]: the words of a text as matching rules compare them (stemmed, synonyms grouped).
 
 pub mod batch;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod store;
 pub mod telemetry;
 pub mod transport;
 pub mod webhook;
+pub mod words;
 
 /// The version reported by `/status` and the binaries.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

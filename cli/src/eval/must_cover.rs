@@ -40,21 +40,9 @@
 //! the words it lacks, so that a person can check.
 
 use std::collections::HashSet;
-use std::sync::LazyLock;
-
-use rust_stemmers::{Algorithm, Stemmer};
 
 use storyforge_shared::job::TestCase;
-
-/// Words dropped before matching: they carry no test-design meaning.
-pub const STOP_WORDS: &[&str] = &[
-    "about", "after", "all", "an", "and", "any", "are", "as", "at", "be", "been", "being", "but",
-    "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her",
-    "his", "if", "in", "into", "is", "it", "its", "me", "my", "of", "on", "or", "our", "she",
-    "should", "so", "some", "such", "than", "that", "the", "their", "them", "there", "these",
-    "they", "this", "those", "to", "us", "was", "we", "were", "which", "while", "who", "will",
-    "with", "would", "you", "your",
-];
+pub use storyforge_shared::words::{STOP_WORDS, canonical, content_tokens, stem};
 
 /// Stemmed words an item may name that a covering case need not repeat: they say how the
 /// scenario ends well or what is observed, not which scenario it is.
@@ -193,41 +181,9 @@ pub fn case_text(case: &TestCase) -> String {
     .join("\n")
 }
 
-/// The distinct normalised content tokens of `text`, in order of first appearance: words
-/// lower-cased, one-letter words and [`STOP_WORDS`] dropped, [`stem`]med, [`canonical`]ised.
-pub fn content_tokens(text: &str) -> Vec<String> {
-    let lower = text.to_lowercase();
-    let mut seen = HashSet::new();
-    lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() > 1 && !STOP_WORDS.contains(w))
-        .map(|w| canonical(&stem(w)).to_string())
-        .filter(|t| seen.insert(t.clone()))
-        .collect()
-}
-
-/// A lower-case word's Snowball English stem.
-pub fn stem(word: &str) -> String {
-    static ENGLISH: LazyLock<Stemmer> = LazyLock::new(|| Stemmer::create(Algorithm::English));
-    ENGLISH.stem(word).into_owned()
-}
-
 /// Whether a normalised token is one of [`GENERIC_WORDS`].
 pub fn is_generic(token: &str) -> bool {
     GENERIC_WORDS.contains(&token)
-}
-
-/// The group representative of a stemmed word, or the word itself (see the module
-/// documentation for the groups).
-pub fn canonical(stemmed: &str) -> &str {
-    match stemmed {
-        "invalid" | "incorrect" | "wrong" | "malform" => "invalid",
-        "fail" | "failur" | "error" | "reject" | "refus" | "deni" | "block" | "forbid"
-        | "forbidden" => "fail",
-        "not" | "non" | "no" => "not",
-        "mail" | "email" => "email",
-        other => other,
-    }
 }
 
 /// The part of `case` holding most of `found`, cut to [`EXCERPT_CHARS`].
@@ -264,6 +220,8 @@ mod tests {
             when: when.to_string(),
             then: then.to_string(),
             covers: Vec::new(),
+            condition: None,
+            origin: None,
         }
     }
 
