@@ -1,5 +1,5 @@
 # One image for every StoryForge binary (storyforge-api, storyforge-worker, storyforge);
-# docker-compose.yml and deploy/kubernetes/ pick the command. Prompts and few-shot examples are
+# docker-compose.yml and deploy/kubernetes/ pick the command. The prompt templates are
 # compiled into the binaries, so the image holds nothing else of the repository.
 FROM rust:1-bookworm AS build
 WORKDIR /src

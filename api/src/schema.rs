@@ -101,6 +101,9 @@ pub(crate) struct OptionsSchema {
     model: Option<String>,
     /// Fail with `too_few_cases` rather than succeed with fewer than `min_cases`.
     strict: Option<bool>,
+    /// `false` generates afresh even when an identical story has a cached result (default: the
+    /// deployment's `STORYFORGE_CACHE`).
+    cache: Option<bool>,
 }
 
 #[derive(ToSchema)]
@@ -132,6 +135,9 @@ pub(crate) struct JobResultSchema {
     /// description (under an "Acceptance criteria" heading, or Given/When/Then scenarios) when
     /// none were submitted. Absent when there are none.
     acceptance_criteria: Option<Vec<CriterionSchema>>,
+    /// The test conditions the story yields by classic test design, each with the case that
+    /// tests it (`null` when none does; `validation.issues` says why).
+    conditions: Vec<ConditionSchema>,
     validation: ValidationSchema,
     /// `null` when the judge is off.
     quality: Option<QualitySchema>,
@@ -169,8 +175,58 @@ pub(crate) struct TestCaseSchema {
     given: String,
     when: String,
     then: String,
-    /// Acceptance criteria (`AC1`, …) the case exercises; absent without criteria.
+    /// Acceptance criteria (`AC1`, …) the case's text tests; absent without criteria.
     covers: Option<Vec<String>>,
+    /// The test condition (`C3`) the case was written for.
+    condition: Option<String>,
+    /// Who wrote the case.
+    origin: Option<OriginSchema>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Origin, rename_all = "snake_case")]
+pub(crate) enum OriginSchema {
+    /// A model.
+    Llm,
+    /// The built-in test designer: offline, or for a condition no model case passed.
+    Designer,
+}
+
+/// One thing the story's criteria call to be tested.
+#[derive(ToSchema)]
+#[schema(as = Condition)]
+pub(crate) struct ConditionSchema {
+    /// `C1`, `C2`, …
+    id: String,
+    /// The criterion (`AC2`) it belongs to; `null` for the story as a whole.
+    criterion: Option<String>,
+    technique: TechniqueSchema,
+    /// What to test, concretely: "21 email addresses, just over the limit of 20".
+    text: String,
+    expect: ExpectSchema,
+    /// The test case that tests it; `null` when none does.
+    case: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Technique, rename_all = "snake_case")]
+pub(crate) enum TechniqueSchema {
+    Clause,
+    Violation,
+    Boundary,
+    Time,
+    Role,
+    Repeat,
+    Branch,
+    Risk,
+}
+
+#[derive(ToSchema)]
+#[schema(as = Expect, rename_all = "snake_case")]
+pub(crate) enum ExpectSchema {
+    Accepted,
+    Refused,
+    Other,
 }
 
 #[derive(ToSchema)]
@@ -178,16 +234,18 @@ pub(crate) struct TestCaseSchema {
 pub(crate) struct ValidationSchema {
     /// Every case passed structural validation (invalid ones are repaired or dropped).
     structure_valid: bool,
-    /// At least `min_cases` valid cases. `false` for a partial result: the rounds ended with
-    /// fewer (at least one), and `issues` names the shortfall. With `options.strict` such a job
-    /// fails with `too_few_cases` instead.
+    /// At least `min_cases` valid cases and a case for every acceptance criterion. `false` for
+    /// a partial result, and `issues` names the shortfall. With `options.strict` such a job fails
+    /// with `too_few_cases` instead.
     complete: bool,
     count: usize,
-    /// Follow-up LLM rounds after the first generation call.
+    /// LLM rounds after the generation calls (a repair of the cases that failed their checks,
+    /// a resample of conditions still without a good case).
     repairs: u32,
-    /// What the rounds found and did: the shortfall, cases dropped and why (invalid,
-    /// near-duplicates, beyond `max_cases`), `covers` values dropped because they are not the
-    /// story's criteria, criteria found in the description, a shortened description.
+    /// What the rounds found and did: conditions without a case and why (beyond `max_cases`,
+    /// no model case passed), cases the built-in designer wrote, `covers` claims dropped because
+    /// the case's text does not test the criterion, criteria found in the description, a
+    /// shortened description.
     issues: Vec<String>,
 }
 
@@ -244,8 +302,7 @@ pub(crate) struct UsageSchema {
 #[derive(ToSchema)]
 #[schema(as = CallUsage)]
 pub(crate) struct CallUsageSchema {
-    /// `generation`; a follow-up round's `repair`, `more_cases`, `continuation`, `criteria`,
-    /// `negative_cases` or `replacements`; `judge` or `judge_retry`.
+    /// `risks`, `generation`, `repair`, `resample`, `judge` or `judge_retry`.
     purpose: String,
     provider: String,
     model: String,
@@ -310,10 +367,20 @@ mod tests {
                     when: "w".into(),
                     then: "t".into(),
                     covers: vec!["AC1".into()],
+                    condition: Some("C1".into()),
+                    origin: Some(Origin::Llm),
                 }],
                 acceptance_criteria: vec![Criterion {
                     id: "AC1".into(),
                     text: "ac".into(),
+                }],
+                conditions: vec![Condition {
+                    id: "C1".into(),
+                    criterion: Some("AC1".into()),
+                    technique: Technique::Boundary,
+                    text: "21 recipients, just over the limit of 20".into(),
+                    expect: Expect::Refused,
+                    case: Some("TC_001".into()),
                 }],
                 validation: Validation {
                     structure_valid: true,

@@ -99,6 +99,10 @@ pub struct OptionsRequest {
     /// (`validation.complete: false`). Default false.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
+    /// `false` generates afresh even when an identical story has a cached result (default: the
+    /// deployment's `STORYFORGE_CACHE`). Evaluations turn it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 /// Where the job's final event is POSTed.
@@ -126,6 +130,7 @@ impl OptionsRequest {
             judge: self.judge,
             model: self.model,
             strict: self.strict,
+            cache: self.cache,
         }
     }
 }
@@ -429,7 +434,14 @@ impl Checker {
         let mut map = self.object(
             "/options",
             value,
-            &["min_cases", "max_cases", "judge", "model", "strict"],
+            &[
+                "min_cases",
+                "max_cases",
+                "judge",
+                "model",
+                "strict",
+                "cache",
+            ],
         )?;
         let min_cases = optional(map.remove("min_cases"), |v| {
             self.case_count("/options/min_cases", v)
@@ -439,6 +451,7 @@ impl Checker {
         });
         let judge = optional(map.remove("judge"), |v| self.boolean("/options/judge", v));
         let strict = optional(map.remove("strict"), |v| self.boolean("/options/strict", v));
+        let cache = optional(map.remove("cache"), |v| self.boolean("/options/cache", v));
         let model = optional(map.remove("model"), |v| {
             self.text("/options/model", v, MAX_NAME_CHARS)
         });
@@ -470,6 +483,7 @@ impl Checker {
             judge: judge?,
             model: model?,
             strict: strict?,
+            cache: cache?,
         })
     }
 

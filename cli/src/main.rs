@@ -12,6 +12,7 @@ use storyforge_cli::submit::{self, Submit};
 use storyforge_cli::up::Place;
 use storyforge_cli::{results, status};
 use storyforge_shared::config::Settings;
+use storyforge_shared::llm::{ProviderKind, ProviderSettings};
 use storyforge_shared::mlflow::MlflowClient;
 
 #[derive(Parser)]
@@ -82,6 +83,19 @@ enum Command {
         /// An earlier report.json to set beside this run.
         #[arg(long)]
         compare: Option<PathBuf>,
+        /// Measure the cases of this earlier report.json again (strict rule and judge) instead
+        /// of generating.
+        #[arg(long, conflicts_with_all = ["url", "local"])]
+        rejudge: Option<PathBuf>,
+        /// Stories in flight at once (1 for a model server that answers one request at a time,
+        /// so that each job's processing time is its own).
+        #[arg(long, default_value_t = eval::run::IN_FLIGHT)]
+        concurrency: usize,
+        #[command(flatten)]
+        judge: JudgeArgs,
+        /// Hand labels (TSV: id, must_cover, …, read_by_hand) to measure the judge against.
+        #[arg(long)]
+        labels: Option<PathBuf>,
     },
     /// Write a finished job's or batch's results to a file.
     Results {
@@ -94,6 +108,51 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+}
+
+/// The judge of the judged must-cover check; each overrides `STORYFORGE_EVAL_JUDGE_*`.
+#[derive(clap::Args)]
+struct JudgeArgs {
+    /// openai, ollama or anthropic.
+    #[arg(long = "judge-provider")]
+    provider: Option<String>,
+    #[arg(long = "judge-base-url")]
+    base_url: Option<String>,
+    #[arg(long = "judge-model")]
+    model: Option<String>,
+}
+
+impl JudgeArgs {
+    /// The judge's settings: the configured ones with the flags over them; `None` when neither
+    /// names one.
+    fn settings(
+        self,
+        configured: Option<ProviderSettings>,
+    ) -> anyhow::Result<Option<ProviderSettings>> {
+        let mut settings = match (configured, &self.provider) {
+            (Some(settings), None) => settings,
+            (configured, Some(provider)) => {
+                let kind: ProviderKind = provider
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--judge-provider {provider}: {e}"))?;
+                match configured {
+                    Some(settings) if settings.kind == kind => settings,
+                    _ => ProviderSettings::new(kind),
+                }
+            }
+            (None, None) if self.base_url.is_some() || self.model.is_some() => {
+                ProviderSettings::new(ProviderKind::OpenAi)
+            }
+            (None, None) => return Ok(None),
+        };
+        if let Some(url) = self.base_url {
+            settings.base_url = url;
+        }
+        if let Some(model) = self.model {
+            settings.model = model;
+        }
+        Ok(Some(settings))
+    }
 }
 
 #[derive(clap::Args)]
@@ -145,6 +204,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             local,
             out,
             compare,
+            rejudge,
+            concurrency,
+            judge,
+            labels,
         } => {
             let settings =
                 Settings::load(args.config.as_deref()).context("loading configuration")?;
@@ -152,8 +215,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .mlflow_tracking_uri
                 .as_deref()
                 .map(|uri| MlflowClient::new(uri, &settings.mlflow_experiment));
+            let judge = judge
+                .settings(settings.eval_judge_llm.clone())?
+                .map(eval::judged::CoverJudge::new)
+                .transpose()?;
             let mut _telemetry = None;
-            let target = if local {
+            let target = if let Some(earlier) = rejudge {
+                Target::Rejudge(Box::new(eval::report::Report::load(&earlier)?))
+            } else if local {
                 // Progress lines say what happens; the deployment's own logs only when asked.
                 _telemetry = Some(storyforge_shared::telemetry::init(
                     "storyforge",
@@ -170,6 +239,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 target,
                 out: &out,
                 compare: compare.as_deref(),
+                concurrency,
+                judge,
+                labels: labels.as_deref(),
             };
             eval::eval(evaluation).await
         }

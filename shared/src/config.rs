@@ -63,6 +63,10 @@ pub struct Settings {
     pub breaker: BreakerSettings,
     /// The judge's provider (defaults to the generation primary).
     pub judge_llm: ProviderSettings,
+    /// The model `storyforge eval` asks whether a case covers a must-cover phrase
+    /// (`STORYFORGE_EVAL_JUDGE_*`); `None` when none is configured, and the evaluation reports
+    /// the strict rule alone.
+    pub eval_judge_llm: Option<ProviderSettings>,
     pub judge_enabled: bool,
     /// Relevance at or above which the judge's verdict passes.
     pub judge_pass_threshold: f64,
@@ -109,14 +113,13 @@ pub struct Settings {
     pub prompts_dir: Option<PathBuf>,
     /// Which template set to use.
     pub prompt_set: String,
-    /// Most tokens the generation prompt may take; a long story is shortened, then few-shot
-    /// examples are dropped to fit.
+    /// Most tokens a generation prompt may take; a long story is shortened to fit.
     pub prompt_token_budget: u64,
-    /// Where the few-shot examples live (`<dir>/examples/user_stories.json`); `None` uses the
-    /// built-in ones.
-    pub data_dir: Option<PathBuf>,
     /// Serve identical submissions from the result cache.
     pub cache_enabled: bool,
+    /// For measuring what each step of the generation pipeline adds: the steps to stop after
+    /// (`STORYFORGE_ABLATION`); `None` runs them all, as production does.
+    pub ablation: Option<Ablation>,
     /// USD per million tokens, by model: (input, output).
     pub pricing: HashMap<String, (f64, f64)>,
     pub log_format: LogFormat,
@@ -275,6 +278,12 @@ impl Settings {
         let llm_configured =
             src.get("llm_provider", &[]).is_some() || src.get("llm_base_url", &[]).is_some();
         let judge_llm = judge_provider(src, &llm[0])?;
+        let eval_judge_llm = match src.get("eval_judge_provider", &[]).is_some()
+            || src.get("eval_judge_base_url", &[]).is_some()
+        {
+            true => Some(provider(src, "eval_judge", None)?),
+            false => None,
+        };
         let log_format = match src.string("log_format", &[]).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -304,6 +313,7 @@ impl Settings {
             llm,
             llm_configured,
             judge_llm,
+            eval_judge_llm,
             breaker: BreakerSettings {
                 failure_threshold: src.parse("llm_breaker_failures", 3)?,
                 cool_down: src.duration("llm_breaker_cool_down", Duration::from_secs(30))?,
@@ -333,10 +343,15 @@ impl Settings {
             max_output_tokens: src.parse("max_output_tokens", 2_000)?,
             temperature: src.parse("temperature", 0.2)?,
             prompts_dir: src.string("prompts_dir", &[]).map(PathBuf::from),
-            prompt_set: src.string("prompt_set", &[]).unwrap_or_else(|| "v1".into()),
+            prompt_set: src.string("prompt_set", &[]).unwrap_or_else(|| "v2".into()),
             prompt_token_budget: src.parse("prompt_token_budget", 2_000)?,
-            data_dir: src.string("data_dir", &[]).map(PathBuf::from),
             cache_enabled: src.flag("cache", true)?,
+            ablation: match src.get("ablation", &[]) {
+                None => None,
+                Some((variable, value)) => {
+                    Some(value.parse().map_err(|e| invalid(&variable, &value, e))?)
+                }
+            },
             pricing: pricing(src)?,
             log_format,
             worker_metrics_addr: src
@@ -691,5 +706,32 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sf-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+}
+
+/// How far the generation pipeline runs, to measure what each step adds (`STORYFORGE_ABLATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ablation {
+    /// The test conditions alone: the built-in designer writes every case, no model is asked.
+    Conditions,
+    /// A model writes one case per condition, kept as written: no checks against the condition,
+    /// no repair, no resample, no designer for what is missing.
+    Cases,
+    /// The checks, the repair and the resample, but no designer for what is still missing.
+    Checked,
+}
+
+impl std::str::FromStr for Ablation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Ablation, String> {
+        match s {
+            "conditions" => Ok(Ablation::Conditions),
+            "cases" => Ok(Ablation::Cases),
+            "checked" => Ok(Ablation::Checked),
+            other => Err(format!(
+                "expected conditions, cases or checked, not {other:?}"
+            )),
+        }
     }
 }

@@ -105,6 +105,10 @@ pub struct GenerationOptions {
     /// Fail with `too_few_cases` rather than succeed with fewer than `min_cases` (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strict: Option<bool>,
+    /// `false` generates afresh even when an identical story has a cached result (default: the
+    /// deployment's `STORYFORGE_CACHE`); evaluations turn it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 impl GenerationOptions {
@@ -176,9 +180,102 @@ pub struct TestCase {
     pub given: String,
     pub when: String,
     pub then: String,
-    /// Acceptance criteria (`AC1`, …) this case exercises; empty when the story has none.
+    /// Acceptance criteria (`AC1`, …) this case exercises; empty when the story has none. Only
+    /// criteria the case's text supports are kept, whatever a model claimed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub covers: Vec<String>,
+    /// The test condition (`C3`, …) this case was written for, when it was written for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// Who wrote the case: a model, or the built-in designer (offline, or as the backfill for a
+    /// condition no model answered well).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Who wrote a test case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Llm,
+    Designer,
+}
+
+/// A test condition: one thing a story's criteria call to be tested, derived by classic test
+/// design before any case is written, so that every case answers one of them and the
+/// traceability matrix reaches down to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    /// `C1`, `C2`, … in the order they were derived.
+    pub id: String,
+    /// The criterion (`AC2`) it belongs to; `None` for one about the story as a whole.
+    pub criterion: Option<String>,
+    pub technique: Technique,
+    /// What to test, concretely: "21 email addresses, one over the limit of 20".
+    pub text: String,
+    /// The kind of outcome the criterion calls for.
+    pub expect: Expect,
+    /// The test case that tests it; `None` when no case does (the result says why).
+    pub case: Option<String>,
+}
+
+/// The test-design technique a condition comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Technique {
+    /// One clause of a criterion, met.
+    Clause,
+    /// A criterion broken.
+    Violation,
+    /// At a stated limit, or just past it.
+    Boundary,
+    /// Just before or just after a stated time limit.
+    Time,
+    /// The action tried by an actor without the role it needs.
+    Role,
+    /// Something allowed once, done twice.
+    Repeat,
+    /// The other branch of an "if", "unless", "otherwise" or "fallback".
+    Branch,
+    /// A domain risk the criteria do not state (not found, expired, concurrent change, …).
+    Risk,
+}
+
+impl Technique {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Technique::Clause => "clause",
+            Technique::Violation => "violation",
+            Technique::Boundary => "boundary",
+            Technique::Time => "time",
+            Technique::Role => "role",
+            Technique::Repeat => "repeat",
+            Technique::Branch => "branch",
+            Technique::Risk => "risk",
+        }
+    }
+}
+
+/// The kind of outcome a condition expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    /// The action succeeds.
+    Accepted,
+    /// The action is refused, and the user is told.
+    Refused,
+    /// Something else the criterion names happens (a fallback, a warning, a different path).
+    Other,
+}
+
+impl Expect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expect::Accepted => "accepted",
+            Expect::Refused => "refused",
+            Expect::Other => "other",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -217,13 +314,13 @@ pub struct Validation {
     /// Every kept case passed structural validation (always true for a stored result: invalid
     /// cases are repaired or dropped, never kept).
     pub structure_valid: bool,
-    /// At least `min_cases` valid cases were reached. False for an honest partial result: the
-    /// rounds ended with fewer, and `issues` names the shortfall.
+    /// At least `min_cases` valid cases were reached and every acceptance criterion has a case
+    /// that tests it. False for an honest partial result: `issues` names the shortfall.
     #[serde(default = "complete_by_default")]
     pub complete: bool,
     pub count: usize,
-    /// LLM rounds after the first generation call (repairs, more cases, criteria, negative
-    /// cases, replacements), judge calls not counted.
+    /// LLM rounds after the generation calls (repairs and resamples of cases that failed their
+    /// checks), judge calls not counted.
     pub repairs: u32,
     /// What the rounds found and did: shortfalls, dropped cases and why, normalisation notes.
     pub issues: Vec<String>,
@@ -289,11 +386,10 @@ pub struct Coverage {
 /// One LLM call of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallUsage {
-    /// `generation`; a follow-up round's `repair` (invalid cases, or a reply with none),
-    /// `more_cases` (too few valid cases), `continuation` (the rest of a reply cut off at the token
-    /// limit), `criteria` (uncovered acceptance criteria), `negative_cases` (only happy paths) or
-    /// `replacements` (for near-duplicates dropped); `judge`, `judge_retry` (a verdict cut off at
-    /// the token limit, asked again with a larger limit).
+    /// `risks` (domain risks the criteria do not state), `generation` (cases for a few test
+    /// conditions), `repair` (cases that failed their checks, handed back with their problems),
+    /// `resample` (conditions still without a good case, asked afresh); `judge`, `judge_retry` (a
+    /// verdict cut off at the token limit, asked again with a larger limit).
     pub purpose: String,
     pub provider: String,
     pub model: String,
@@ -330,6 +426,9 @@ pub struct JobResult {
     /// ones found in the story's description when none were. Absent when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acceptance_criteria: Vec<Criterion>,
+    /// The test conditions the story yields, each with the case that tests it.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
     pub validation: Validation,
     pub quality: Option<Quality>,
     pub coverage: Coverage,

@@ -44,7 +44,7 @@ pub struct StatusLabels {
 pub struct CallLabels {
     pub provider: String,
     pub model: String,
-    /// `generation`, a follow-up round's purpose (`repair`, `more_cases`, …), `judge`, …
+    /// `risks`, `generation`, `repair`, `resample`, `judge`, `judge_retry`.
     pub purpose: String,
 }
 
@@ -197,8 +197,7 @@ impl Metrics {
         );
         registry.register(
             "storyforge_repairs",
-            "Follow-up rounds of finished jobs by purpose (repair, more_cases, criteria, \
-             negative_cases, replacements, continuation)",
+            "Rounds after the generation calls of finished jobs by purpose (repair, resample)",
             m.repairs.clone(),
         );
         registry.register(
@@ -347,7 +346,7 @@ impl Metrics {
             .usage
             .calls
             .iter()
-            .filter(|c| !["generation", "judge", "judge_retry"].contains(&c.purpose.as_str()));
+            .filter(|c| ["repair", "resample"].contains(&c.purpose.as_str()));
         for call in follow_ups {
             self.repairs
                 .get_or_create(&PurposeLabels {

@@ -111,10 +111,6 @@ impl TestEnv {
                 "STORYFORGE_PROMPTS_DIR",
                 root.join("prompts").display().to_string(),
             ),
-            (
-                "STORYFORGE_DATA_DIR",
-                root.join("data").display().to_string(),
-            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -891,3 +891,109 @@ pub fn judge_json(relevance: u8, coverage: u8, clarity: u8) -> String {
     })
     .to_string()
 }
+
+/// A model that does what each request asks, read from its schema and prompt the way a real
+/// model reads them: the domain risks asked for (`risks`), one test case per test condition the
+/// prompt lists (pinned by the schema's `prefixItems`), a judge's verdict, or the evaluation
+/// judge's pick among the cases shown. Its cases name their condition's value in the action
+/// and state the expected outcome, so they pass the pipeline's checks; any other request gets
+/// [`valid_cases_json`]`(3)`.
+pub fn answer(request: &RecordedRequest) -> Reply {
+    let Some(schema) = request.json_schema() else {
+        return Reply::text(valid_cases_json(3));
+    };
+    let properties = &schema["properties"];
+    if properties.get("risks").is_some() {
+        let count = properties["risks"]["minItems"].as_u64().unwrap_or(2) as usize;
+        return Reply::text(risks_json(count));
+    }
+    if properties.get("relevance_score").is_some() {
+        return Reply::text(judge_json(9, 8, 9));
+    }
+    if let Some(choices) = properties["case"]["enum"].as_array() {
+        return Reply::text(json!({ "case": choices[0] }).to_string());
+    }
+    match properties["test_cases"]["prefixItems"].as_array() {
+        Some(items) => Reply::text(condition_cases_json(items, &request.last_user_message())),
+        None => Reply::text(valid_cases_json(3)),
+    }
+}
+
+/// `count` domain risks, none tied to a criterion.
+pub fn risks_json(count: usize) -> String {
+    const RISKS: [(&str, &str, &str); 3] = [
+        (
+            "the same request is sent twice by a double click",
+            "other",
+            "only one result is created and the second request is answered without a duplicate",
+        ),
+        (
+            "the record was deleted by someone else a moment before",
+            "refused",
+            "a not-found message is shown and nothing is changed",
+        ),
+        (
+            "the session has expired when the request is sent",
+            "refused",
+            "the user is asked to sign in again and nothing is lost",
+        ),
+    ];
+    let risks: Vec<Value> = (0..count)
+        .map(|i| {
+            let (situation, expect, outcome) = RISKS[i % RISKS.len()];
+            json!({"situation": situation, "expect": expect, "outcome": outcome, "criterion": "none"})
+        })
+        .collect();
+    json!({ "risks": risks }).to_string()
+}
+
+/// One case per pinned schema item, for the condition the prompt lists under that item's id
+/// (`C3: <text> -> expected outcome: <expected>`).
+pub fn condition_cases_json(items: &[Value], prompt: &str) -> String {
+    let cases: Vec<Value> = items
+        .iter()
+        .map(|item| {
+            let id = item["properties"]["condition"]["const"]
+                .as_str()
+                .unwrap_or_default();
+            let criterion = item["properties"]["covers"]["prefixItems"][0]["const"].as_str();
+            let (text, expected) = prompt
+                .lines()
+                .find_map(|line| {
+                    let rest = line.strip_prefix(id)?;
+                    let rest = rest.trim_start_matches(|c: char| c != ':').strip_prefix(':')?;
+                    let (text, expected) = rest.split_once(" -> expected outcome: ")?;
+                    Some((text.trim().to_owned(), expected.trim().to_owned()))
+                })
+                .unwrap_or_else(|| (format!("condition {id}"), "accepted".to_owned()));
+            let then = match expected.as_str() {
+                "refused" => "The request is refused and a message explains why".to_owned(),
+                "accepted" => "The request succeeds and the result is shown to the user".to_owned(),
+                other => format!("The system behaves {other}: {text}"),
+            };
+            let title: String = format!("Tests {text}").chars().take(190).collect();
+            let mut case = json!({
+                "condition": id,
+                "title": title,
+                "priority": "high",
+                "given": "A signed-in user with the data the condition needs",
+                "when": format!("The user tries it with {text}").chars().take(490).collect::<String>(),
+                "then": then.chars().take(490).collect::<String>(),
+            });
+            if let Some(criterion) = criterion {
+                case["covers"] = json!([criterion]);
+            }
+            case
+        })
+        .collect();
+    json!({ "test_cases": cases }).to_string()
+}
+
+/// A responder whose first `n` chat requests get `failure` and every later one [`answer`].
+pub fn failing_first(n: usize, failure: Reply) -> impl Fn(&RecordedRequest) -> Reply {
+    let seen = AtomicUsize::new(0);
+    move |request| match seen.fetch_add(1, Ordering::SeqCst) < n {
+        true => failure.clone(),
+        false => answer(request),
+    }
+}

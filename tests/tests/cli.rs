@@ -7,18 +7,17 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use storyforge_tests::app::TestEnv;
-use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
+use storyforge_tests::fake_llm::{FakeLlm, Reply, answer};
 use storyforge_tests::process::{ChildProcess, free_port, wait_healthy, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The deployment's settings for a `storyforge up` child, without the repository's prompt and
-/// data folders (the binary must not need them), listening on a free port.
+/// The deployment's settings for a `storyforge up` child, without the repository's prompt
+/// folder (the binary must not need it), listening on a free port.
 fn up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
     let port = free_port();
     let mut vars = env.env_map();
     vars.remove("STORYFORGE_PROMPTS_DIR");
-    vars.remove("STORYFORGE_DATA_DIR");
     vars.insert("STORYFORGE_API_ADDR".into(), format!("127.0.0.1:{port}"));
     (
         vars.into_iter().collect(),
@@ -50,8 +49,7 @@ fn pairs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
-    let env =
-        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     let (vars, base) = up_env(&env);
     let empty = tempfile::tempdir().expect("an empty directory");
     let _up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
@@ -71,12 +69,12 @@ async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
     let job = wait_finished(&http, &base, &id).await;
 
     assert_eq!(job["status"], "succeeded", "{job:#}");
-    assert_eq!(job["result"]["test_cases"].as_array().unwrap().len(), 3);
+    assert!(job["result"]["test_cases"].as_array().unwrap().len() >= 3);
     assert!(
         job["result"]["prompt_version"]
             .as_str()
             .unwrap()
-            .starts_with("v1@"),
+            .starts_with("v2@"),
         "the built-in prompt set answered"
     );
 }
@@ -114,8 +112,7 @@ async fn storyforge(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_wait_shows_progress_and_writes_the_results() {
-    let env =
-        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
     let dir = tempfile::tempdir().unwrap();
@@ -151,7 +148,10 @@ async fn submit_wait_shows_progress_and_writes_the_results() {
     );
     let mut reader = csv::Reader::from_path(&written).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert_eq!(rows.len(), 6, "three cases for each of two stories");
+    assert!(
+        rows.len() >= 6,
+        "at least three cases for each of two stories"
+    );
     assert!(rows.iter().any(|r| &r[0] == "AUTH-1"));
 
     let (ok, said) = storyforge(dir.path(), &["status", &batch_id, "--api", &api.base_url]).await;
@@ -186,8 +186,7 @@ async fn submit_wait_shows_progress_and_writes_the_results() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_names_the_file_row_and_column_of_a_malformed_backlog() {
-    let env =
-        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     let api = env.start_api().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

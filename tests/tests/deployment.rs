@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use storyforge_shared::config::{Settings, parse_duration};
 use storyforge_tests::app::{TestEnv, workspace_root};
-use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
+use storyforge_tests::fake_llm::{FakeLlm, answer};
 use storyforge_tests::process::binary_path;
 
 const BINARIES: [&str; 3] = ["storyforge-api", "storyforge-worker", "storyforge"];
@@ -293,8 +293,7 @@ fn the_kubernetes_manifests_match_the_code() {
 /// The paths and the metric the deployment files rely on, asked of a running API.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_health_paths_and_the_scaling_metric_exist() {
-    let env =
-        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     let api = env.start_api().await;
     for path in ["/health", "/ready"] {
         let response = env

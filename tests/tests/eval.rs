@@ -1,15 +1,16 @@
 //! `storyforge eval` as a user runs it: an evaluation set through the real pipeline, `--local`
 //! (an embedded deployment in the process, the built-in designer when no provider is configured)
 //! or against a running API; reports whose recall can be recomputed from the matches they list;
-//! `--compare`; the evaluation as an MLflow run on a real MLflow server; a malformed set named by
-//! item and field.
+//! `--compare`; the judged must-cover check with its own judge model, recall by category and the
+//! judge's agreement with hand labels, also on an earlier report's cases (`--rejudge`); the
+//! evaluation as an MLflow run on a real MLflow server; a malformed set named by item and field.
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 use storyforge_tests::app::{TestEnv, workspace_root};
-use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
+use storyforge_tests::fake_llm::{FakeLlm, RecordedRequest, answer};
 use storyforge_tests::mlflow_server::{MlflowApi, MlflowServer, pairs, tag};
 use storyforge_tests::process::ChildProcess;
 use storyforge_tests::redis_server::unique_namespace;
@@ -107,8 +108,7 @@ async fn eval_local_with_nothing_configured_uses_the_builtin_designer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn eval_against_a_running_api_compares_with_an_earlier_report() {
-    let env =
-        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(4))).await).await;
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
     let dir = tempfile::tempdir().unwrap();
@@ -121,8 +121,13 @@ async fn eval_against_a_running_api_compares_with_an_earlier_report() {
     assert_eq!(before["model"], "fake-model");
     assert_eq!(before["summary"]["succeeded"], 3);
     assert_recall_recomputable(&before);
+    assert_eq!(
+        before["summary"]["cache"], false,
+        "evaluations run uncached"
+    );
     for item in before["items"].as_array().unwrap() {
-        assert_eq!(item["count"], 4);
+        assert!(item["count"].as_u64().unwrap() >= 3, "{item:#}");
+        assert!(item["llm_calls"].as_u64().unwrap() >= 2, "{item:#}");
         let job = env.get_job(&api, item["job_id"].as_str().unwrap()).await;
         assert_eq!(job["story_id"], item["id"], "each story ran as its own job");
     }
@@ -177,6 +182,118 @@ async fn eval_against_a_running_api_compares_with_an_earlier_report() {
         );
     }
     assert!(md.contains("| earlier run |"));
+}
+
+/// Whether a request is the evaluation judge's question about one phrase.
+fn asks_which_case(request: &RecordedRequest) -> bool {
+    request
+        .json_schema()
+        .is_some_and(|s| s["properties"].get("case").is_some())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_separately_configured_judge_reports_judged_recall_by_category_and_its_agreement() {
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    // The judge finds every phrase covered by the first case it is shown.
+    let judge = FakeLlm::with_responder(answer).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2);
+    let labels = dir.path().join("labels.tsv");
+    std::fs::write(
+        &labels,
+        "id\tmust_cover\tstrict_rule_matched\tread_by_hand\n\
+         eval_001\tsuccessful password reset\tyes\tcovered\n\
+         eval_001\tinvalid email\tno\tabsent\n\
+         eval_002\tsuccessful upload\tyes\tcovered_other_words\n",
+    )
+    .unwrap();
+    let judge_url = judge.openai_base_url();
+    let labels_arg = labels.display().to_string();
+    let args = [
+        "eval",
+        &data,
+        "--api",
+        &api.base_url,
+        "--out",
+        "judged",
+        "--concurrency",
+        "1",
+        "--judge-base-url",
+        &judge_url,
+        "--judge-model",
+        "judge-model",
+        "--labels",
+        &labels_arg,
+    ];
+
+    let (ok, said) = storyforge(dir.path(), &args, &[]).await;
+
+    assert!(ok, "{said}");
+    let judged = report(&dir.path().join("judged"));
+    assert_eq!(judged["judge_model"], "judge-model");
+    let phrases: usize = judged["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["must_cover"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        judge
+            .requests()
+            .iter()
+            .filter(|r| asks_which_case(r))
+            .count(),
+        phrases,
+        "one question per phrase, to the judge's own server"
+    );
+    assert!(
+        !env.llm.requests().iter().any(asks_which_case),
+        "the generator is never asked to judge"
+    );
+    let summary = &judged["summary"];
+    assert_eq!(summary["must_cover_recall_judged"], 1.0, "{summary:#}");
+    for item in judged["items"].as_array().unwrap() {
+        for m in item["must_cover"].as_array().unwrap() {
+            assert!(m["judged_case"].is_string(), "{m:#}");
+            assert!(m["category"].is_string(), "{m:#}");
+        }
+    }
+    let categories = summary["by_category"].as_object().unwrap();
+    assert!(categories.contains_key("HAPPY"), "{summary:#}");
+    assert_eq!(categories["HAPPY"]["judged"], 1.0);
+    let agreement = &summary["agreement"];
+    assert_eq!(agreement["phrases"], 3, "{agreement:#}");
+    assert_eq!(agreement["covered_by_hand"], 2);
+    assert_eq!(agreement["covered_judged"], 3);
+    assert!(said.contains("Cohen's kappa"), "{said}");
+    let md = std::fs::read_to_string(dir.path().join("judged/report.md")).unwrap();
+    assert!(md.contains("## Recall by category"), "{md}");
+    assert!(md.contains("must-cover recall, judged"), "{md}");
+
+    // The same cases judged again, without generating anything.
+    let asked = env.llm.request_count();
+    let earlier = dir.path().join("judged/report.json").display().to_string();
+    let args = [
+        "eval",
+        &data,
+        "--rejudge",
+        &earlier,
+        "--out",
+        "again",
+        "--judge-base-url",
+        &judge_url,
+    ];
+    let (ok, said) = storyforge(dir.path(), &args, &[]).await;
+    assert!(ok, "{said}");
+    assert_eq!(env.llm.request_count(), asked, "nothing was generated");
+    let again = report(&dir.path().join("again"));
+    assert_eq!(
+        again["items"][0]["test_cases"],
+        judged["items"][0]["test_cases"]
+    );
+    assert_eq!(again["summary"]["must_cover_recall_judged"], 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

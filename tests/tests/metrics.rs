@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use storyforge_tests::app::TestEnv;
-use storyforge_tests::fake_llm::{FakeLlm, Reply, judge_json, valid_cases_json};
+use storyforge_tests::fake_llm::{FakeLlm, Reply, answer, judge_json};
 use storyforge_tests::metrics_text::sample;
 use storyforge_tests::process::{free_port, wait_until};
 use storyforge_tests::webhook_receiver::{Answer, WebhookReceiver};
@@ -41,7 +41,7 @@ async fn a_workers_metrics_move_as_jobs_run() {
         if request.last_user_message().contains("broken") {
             Reply::status(400)
         } else {
-            Reply::text(valid_cases_json(3))
+            answer(request)
         }
     })
     .await;
@@ -122,9 +122,14 @@ async fn a_workers_metrics_move_as_jobs_run() {
     );
     expect("storyforge_judge_score_count{dimension=\"relevance\"}", 2.0);
     expect(
-        "storyforge_llm_request_duration_seconds_count{provider=\"openai\",model=\"fake-model\",purpose=\"generation\"}",
+        "storyforge_llm_request_duration_seconds_count{provider=\"openai\",model=\"fake-model\",purpose=\"risks\"}",
         2.0,
     );
+    let generation = sample(
+        &text,
+        "storyforge_llm_request_duration_seconds_count{provider=\"openai\",model=\"fake-model\",purpose=\"generation\"}",
+    );
+    assert!(generation.is_some_and(|n| n >= 2.0), "{text}");
     let refused = sample(
         &text,
         "storyforge_llm_errors_total{provider=\"openai\",code=\"llm_invalid_request\"}",

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use storyforge_tests::app::{Running, TestEnv};
-use storyforge_tests::fake_llm::{FakeLlm, Reply, judge_json, valid_cases_json};
+use storyforge_tests::fake_llm::{FakeLlm, Reply, answer, judge_json};
 use storyforge_tests::metrics_text::scrape_sample;
 use storyforge_tests::mlflow_server::{MlflowApi, MlflowServer, pairs, tag};
 use storyforge_tests::process::wait_until;
@@ -22,7 +22,7 @@ const WEBHOOK_SECRET: &str = "whsec_bmV2ZXItaW4tbWxmbG93";
 /// A deployment logging to `mlflow` in an experiment of its own, with the judge on (its fake
 /// server, returned last, must outlive the deployment).
 async fn deployment(mlflow: &str) -> (TestEnv, String, FakeLlm) {
-    let llm = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(4))).await;
+    let llm = FakeLlm::with_responder(answer).await;
     let judge = FakeLlm::with_responder(|_| Reply::text(judge_json(9, 8, 7))).await;
     let experiment = unique_namespace("sf-mlflow");
     let mut env = TestEnv::new(llm).await;
@@ -134,7 +134,6 @@ async fn every_finished_job_is_a_run_and_a_batch_a_parent_run() {
     assert_eq!(aggregates["succeeded"], 10.0);
     let relevance = aggregates["relevance/mean"].as_f64().unwrap();
     assert!((relevance - 0.9).abs() < 1e-9, "relevance/mean {relevance}");
-    assert_eq!(aggregates["test_case_count/mean"], 4.0);
     assert_eq!(
         mlflow.artifact_names(parent).await,
         BTreeSet::from(["batch.json".to_string()])
@@ -149,6 +148,15 @@ async fn every_finished_job_is_a_run_and_a_batch_a_parent_run() {
         .filter(|r| tag(r, "mlflow.parentRunId").as_deref() == Some(parent_id))
         .collect();
     assert_eq!(children.len(), 10);
+    let counts: Vec<f64> = children
+        .iter()
+        .map(|c| pairs(c, "metrics")["test_case_count"].as_f64().unwrap())
+        .collect();
+    let mean = counts.iter().sum::<f64>() / counts.len() as f64;
+    assert!(
+        (aggregates["test_case_count/mean"].as_f64().unwrap() - mean).abs() < 1e-9,
+        "the parent's mean is its children's: {aggregates:?} {counts:?}"
+    );
     for child in &children {
         assert_eq!(
             tag(child, "storyforge.batch_id").as_deref(),
@@ -197,7 +205,10 @@ async fn every_finished_job_is_a_run_and_a_batch_a_parent_run() {
         usage["completion_tokens"].as_f64().unwrap()
     );
     assert_eq!(metrics["latency_ms"], usage["latency_ms"].as_f64().unwrap());
-    assert_eq!(metrics["test_case_count"], 4.0);
+    assert_eq!(
+        metrics["test_case_count"],
+        job["result"]["validation"]["count"].as_f64().unwrap()
+    );
     assert_eq!(metrics["structure_valid"], 1.0);
     assert_eq!(
         metrics["repairs"],
@@ -225,7 +236,10 @@ async fn every_finished_job_is_a_run_and_a_batch_a_parent_run() {
         feature.contains("@SEC-1\nFeature: As an admin"),
         "{feature}"
     );
-    assert_eq!(feature.matches("Scenario:").count(), 4);
+    assert_eq!(
+        feature.matches("Scenario:").count(),
+        job["result"]["validation"]["count"].as_u64().unwrap() as usize
+    );
 
     // Nothing secret anywhere: params, metrics, tags, or the artifacts.
     let mut everything = serde_json::to_string(&runs).unwrap();

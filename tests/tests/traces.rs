@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use storyforge_tests::app::TestEnv;
-use storyforge_tests::fake_llm::{FakeLlm, Reply, judge_json, valid_cases_json};
+use storyforge_tests::fake_llm::{FakeLlm, Reply, answer, judge_json};
 use storyforge_tests::mlflow_server::{MlflowApi, MlflowServer, tag};
 use storyforge_tests::process::{ChildProcess, free_port, wait_healthy, wait_until};
 use storyforge_tests::redis_server::unique_namespace;
@@ -21,7 +21,7 @@ async fn one_trace_crosses_the_queue_into_mlflow() {
     let mlflow = MlflowApi::new(&server.uri());
     let experiment = unique_namespace("sf-traces");
     let experiment_id = mlflow.create_experiment(&experiment).await;
-    let llm = FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await;
+    let llm = FakeLlm::with_responder(answer).await;
     let judge = FakeLlm::with_responder(|_| Reply::text(judge_json(9, 8, 7))).await;
     let mut env = TestEnv::new(llm).await;
     let port = free_port();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use storyforge_tests::app::{Running, TestEnv};
-use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
+use storyforge_tests::fake_llm::{FakeLlm, Reply, answer};
 use storyforge_tests::process::wait_until;
 use storyforge_tests::webhook_receiver::{Answer, WebhookReceiver};
 
@@ -16,8 +16,7 @@ const SECRET: &str = "whsec_c3Rvcnlmb3JnZS10ZXN0LXNlY3JldA==";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn env() -> TestEnv {
-    let mut env =
-        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
+    let mut env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     env.set("webhook_allow_private", "true")
         .set("webhook_retry_base", "100ms");
     env
@@ -90,13 +89,12 @@ async fn a_receiver_that_fails_three_times_gets_the_event_once_with_valid_signat
         assert_eq!(body["type"], "job.succeeded");
         assert_eq!(body["data"]["id"], id);
         assert_eq!(body["data"]["status"], "succeeded");
+        let result = &body["data"]["result"];
         assert_eq!(
-            body["data"]["result"]["test_cases"]
-                .as_array()
-                .unwrap()
-                .len(),
-            3
+            result["test_cases"].as_array().unwrap().len(),
+            result["validation"]["count"].as_u64().unwrap() as usize
         );
+        assert!(!result["conditions"].as_array().unwrap().is_empty());
         assert!(
             body["data"]["webhook"].get("secret").is_none(),
             "the secret is never sent"
@@ -260,8 +258,7 @@ async fn a_canceled_job_sends_its_canceled_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_into_the_network_are_refused_at_submission() {
-    let env =
-        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(3))).await).await;
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     let api = env.start_api().await;
     for url in [
         "http://127.0.0.1:9000/hook",

@@ -57,7 +57,6 @@ pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
     let prompts = Prompts::load(
         settings.prompts_dir.as_deref(),
         &settings.prompt_set,
-        settings.data_dir.as_deref(),
         settings.prompt_token_budget,
     )?;
     let mlflow = settings

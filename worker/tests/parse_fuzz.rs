@@ -143,6 +143,7 @@ fn generated_cases() -> impl Strategy<Value = Vec<DraftCase>> {
                     when,
                     then,
                     covers,
+                    condition: None,
                 }
             })
             .collect()

@@ -1,12 +1,26 @@
 //! Reading an evaluation set: a JSON array of `{"id", "user_story", "acceptance_criteria"?,
-//! "expected_test_count"?, "expected_priorities"?, "must_cover": [str]}` (CONTRACT.md; other
-//! fields, such as `domain`, are kept out of the way). A malformed set is refused with the item
+//! "expected_test_count"?, "expected_priorities"?, "must_cover": [str],
+//! "must_cover_categories"?: [str]}` (CONTRACT.md; other fields, such as `domain`, are kept out
+//! of the way). A malformed set is refused with the item
 //! and field named.
 
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
+
+/// The categories a must-cover phrase may have.
+pub const CATEGORIES: [&str; 9] = [
+    "HAPPY",
+    "RULE",
+    "VIOLATION",
+    "BOUNDARY",
+    "LIMIT",
+    "ERROR",
+    "ROLE",
+    "NFR",
+    "DOMAIN",
+];
 
 /// One story of an evaluation set.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +31,8 @@ pub struct EvalItem {
     pub expected_test_count: Option<u64>,
     pub expected_priorities: Vec<String>,
     pub must_cover: Vec<String>,
+    /// A category per phrase (HAPPY, RULE, VIOLATION, …), when the dataset tags them.
+    pub must_cover_categories: Vec<String>,
 }
 
 /// Reads and checks the evaluation set at `path`.
@@ -84,6 +100,23 @@ fn item(entry: &Value) -> anyhow::Result<EvalItem> {
     if must_cover.is_empty() {
         bail!("field must_cover: needs at least one phrase");
     }
+    let must_cover_categories = strings("must_cover_categories", false)?;
+    if !must_cover_categories.is_empty() && must_cover_categories.len() != must_cover.len() {
+        bail!(
+            "field must_cover_categories: has {} categories for {} phrases",
+            must_cover_categories.len(),
+            must_cover.len()
+        );
+    }
+    if let Some(unknown) = must_cover_categories
+        .iter()
+        .find(|c| !CATEGORIES.contains(&c.as_str()))
+    {
+        bail!(
+            "field must_cover_categories: {unknown:?} is not one of {}",
+            CATEGORIES.join(", ")
+        );
+    }
     let expected_test_count = match &entry["expected_test_count"] {
         Value::Null => None,
         value => Some(value.as_u64().filter(|n| *n > 0).ok_or_else(|| {
@@ -97,6 +130,7 @@ fn item(entry: &Value) -> anyhow::Result<EvalItem> {
         expected_test_count,
         expected_priorities: strings("expected_priorities", false)?,
         must_cover,
+        must_cover_categories,
     })
 }
 

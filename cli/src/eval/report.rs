@@ -10,6 +10,11 @@ use anyhow::{Context as _, anyhow};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use storyforge_shared::job::Origin;
+
+use super::judged::Agreement;
 use super::run::{CoverMatch, ItemResult, JudgeScores};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +25,9 @@ pub struct Report {
     pub provider: String,
     pub model: String,
     pub prompt_version: String,
+    /// The model of the judged must-cover check, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_model: Option<String>,
     pub summary: Summary,
     pub items: Vec<ItemResult>,
 }
@@ -36,11 +44,63 @@ pub struct Summary {
     pub must_cover_matched: usize,
     /// Matched must-cover phrases ÷ all phrases of all items.
     pub must_cover_recall: f64,
+    /// By the judged check: phrases found covered ÷ phrases the judge answered for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub must_cover_recall_judged: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub must_cover_judged_matched: Option<usize>,
+    /// Judged recall counting only cases a model wrote, not the designer's backfill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub must_cover_recall_judged_model_cases: Option<f64>,
+    /// Phrases the judge could not answer for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub judge_errors: usize,
+    /// Recall per phrase category, when the dataset tags its phrases.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_category: BTreeMap<String, CategoryRecall>,
+    /// The judged check against a reading by hand, when labels were given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<Agreement>,
+    /// False when no job was served from the result cache.
+    #[serde(default)]
+    pub cache: bool,
     pub mean_latency_ms: f64,
+    /// Per story: LLM calls (all, and those that wrote cases or risks) and processing time
+    /// (the calls' own time), from each job's usage.
+    #[serde(default)]
+    pub mean_llm_calls: f64,
+    #[serde(default)]
+    pub mean_generation_calls: f64,
+    #[serde(default)]
+    pub mean_processing_ms: f64,
     pub tokens: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
     pub judge: JudgeMeans,
+}
+
+/// Recall of the phrases of one category.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CategoryRecall {
+    pub items: usize,
+    pub strict: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged: Option<f64>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Share of `matches` covered, `covered` telling which are; `None` for none.
+fn share<'a>(
+    matches: impl Iterator<Item = &'a CoverMatch>,
+    covered: impl Fn(&CoverMatch) -> bool,
+) -> Option<f64> {
+    let (hit, all) = matches.fold((0usize, 0usize), |(hit, all), m| {
+        (hit + usize::from(covered(m)), all + 1)
+    });
+    (all > 0).then(|| hit as f64 / all as f64)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -71,7 +131,49 @@ impl Summary {
             .sum();
         let judged: Vec<_> = items.iter().filter_map(|i| i.judge.as_ref()).collect();
         let costs: Vec<f64> = items.iter().filter_map(|i| i.cost_usd).collect();
+        let all = || items.iter().flat_map(|i| i.must_cover.iter());
+        let answered = || all().filter(|m| m.judged_case.is_some());
+        let judged_covered = |m: &CoverMatch| matches!(m.judged_case, Some(Some(_)));
+        let by_model = |m: &CoverMatch, item: &ItemResult| {
+            matches!(&m.judged_case, Some(Some(id)) if item
+                .test_cases
+                .iter()
+                .any(|c| &c.id == id && c.origin != Some(Origin::Designer)))
+        };
+        let model_cases = {
+            let (hit, n) = items
+                .iter()
+                .flat_map(|i| i.must_cover.iter().map(move |m| (i, m)))
+                .filter(|(_, m)| m.judged_case.is_some())
+                .fold((0, 0), |(hit, n), (i, m)| {
+                    (hit + usize::from(by_model(m, i)), n + 1)
+                });
+            (n > 0).then(|| hit as f64 / n as f64)
+        };
+        let mut by_category = BTreeMap::new();
+        for category in all().filter_map(|m| m.category.clone()) {
+            by_category.entry(category.clone()).or_insert_with(|| {
+                let of = || all().filter(|m| m.category.as_deref() == Some(category.as_str()));
+                CategoryRecall {
+                    items: of().count(),
+                    strict: share(of(), |m| m.matched_case.is_some()).unwrap_or(0.0),
+                    judged: share(of().filter(|m| m.judged_case.is_some()), judged_covered),
+                }
+            });
+        }
         Summary {
+            must_cover_recall_judged: share(answered(), judged_covered),
+            must_cover_judged_matched: (answered().count() > 0)
+                .then(|| answered().filter(|m| judged_covered(m)).count()),
+            must_cover_recall_judged_model_cases: model_cases,
+            judge_errors: all().filter(|m| m.judge_error.is_some()).count(),
+            by_category,
+            agreement: None,
+            cache: items.iter().any(|i| i.cached),
+            mean_llm_calls: mean(items.iter().map(|i| i.llm_calls as f64)).unwrap_or(0.0),
+            mean_generation_calls: mean(items.iter().map(|i| i.generation_calls as f64))
+                .unwrap_or(0.0),
+            mean_processing_ms: mean(items.iter().map(|i| i.processing_ms as f64)).unwrap_or(0.0),
             items: items.len(),
             succeeded: items.iter().filter(|i| i.status == "succeeded").count(),
             structure_valid: items.iter().filter(|i| i.structure_valid).count(),
@@ -105,7 +207,7 @@ impl Summary {
 impl Report {
     /// The report of `items` run from `dataset`; provider, model and prompt version are the
     /// ones most jobs answered with.
-    pub fn new(dataset: &Path, items: Vec<ItemResult>) -> Report {
+    pub fn new(dataset: &Path, items: Vec<ItemResult>, judge_model: Option<String>) -> Report {
         let most = |field: fn(&ItemResult) -> Option<&String>| -> String {
             let mut counts: Vec<(String, usize)> = Vec::new();
             for value in items.iter().filter_map(field) {
@@ -127,6 +229,7 @@ impl Report {
             provider: most(|i| i.provider.as_ref()),
             model: most(|i| i.model.as_ref()),
             prompt_version: most(|i| i.prompt_version.as_ref()),
+            judge_model,
             summary: Summary::of(&items),
             items,
         }
@@ -179,13 +282,61 @@ fn summary_rows(report: &Report) -> Vec<(&'static str, String)> {
         ("structure valid", s.structure_valid.to_string()),
         ("count ≥ expected", s.count_met.to_string()),
         (
-            "must-cover recall",
+            "must-cover recall, strict rule",
             format!(
                 "{:.2} ({} of {})",
                 s.must_cover_recall, s.must_cover_matched, s.must_cover_items
             ),
         ),
+        (
+            "must-cover recall, judged",
+            match (s.must_cover_recall_judged, s.must_cover_judged_matched) {
+                (Some(recall), Some(matched)) => format!(
+                    "{recall:.2} ({matched} of {}{})",
+                    s.must_cover_items - s.judge_errors,
+                    if s.judge_errors > 0 {
+                        format!("; {} not answered", s.judge_errors)
+                    } else {
+                        String::new()
+                    }
+                ),
+                _ => "-".to_string(),
+            },
+        ),
+        (
+            "judged recall, model-written cases only",
+            figure(s.must_cover_recall_judged_model_cases, 2),
+        ),
+        (
+            "judge model",
+            report.judge_model.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "judge agreement with hand labels (Cohen's κ)",
+            s.agreement.as_ref().map_or_else(
+                || "-".to_string(),
+                |a| {
+                    format!(
+                        "{:.2} over {} phrases (strict rule: {:.2})",
+                        a.kappa, a.phrases, a.strict_kappa
+                    )
+                },
+            ),
+        ),
+        (
+            "result cache",
+            if s.cache { "used".into() } else { "off".into() },
+        ),
         ("mean latency (ms)", format!("{:.0}", s.mean_latency_ms)),
+        (
+            "per story: LLM calls (writing cases) / processing",
+            format!(
+                "{:.1} ({:.1}) / {:.1} min",
+                s.mean_llm_calls,
+                s.mean_generation_calls,
+                s.mean_processing_ms / 60_000.0
+            ),
+        ),
         ("tokens", s.tokens.to_string()),
         ("cost (USD)", figure(s.cost_usd, 4)),
         ("judged", s.judge.judged.to_string()),
@@ -212,6 +363,31 @@ pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
             for (name, value) in summary_rows(report) {
                 let _ = writeln!(md, "| {name} | {value} |");
             }
+        }
+    }
+    if !report.summary.by_category.is_empty() {
+        md.push_str("\n## Recall by category\n\n| category | phrases | strict | judged |\n|---|---|---|---|\n");
+        for (category, recall) in &report.summary.by_category {
+            let _ = writeln!(
+                md,
+                "| {category} | {} | {:.2} | {} |",
+                recall.items,
+                recall.strict,
+                figure(recall.judged, 2)
+            );
+        }
+    }
+    let disagreements = disagreements(report);
+    if !disagreements.is_empty() {
+        md.push_str("\n## Where the strict rule and the judge disagree\n\n| id | must cover | strict | judged |\n|---|---|---|---|\n");
+        for (id, m) in disagreements {
+            let _ = writeln!(
+                md,
+                "| {id} | {} | {} | {} |",
+                m.item,
+                m.matched_case.as_deref().unwrap_or("missed"),
+                judged_text(m)
+            );
         }
     }
     md.push_str("\n## Stories\n\n| id | status | cases (expected) | must-cover | recall | latency (ms) | tokens | judge relevance |");
@@ -249,21 +425,46 @@ pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
         }
         md.push('\n');
     }
-    md.push_str("\n## Must-cover matches\n\nA phrase is covered by a case holding every one of its content words but generic outcome words such as \"successful\" (stemmed, a few synonym groups; `cli/src/eval/must_cover.rs`). A missed phrase names the nearest case and the words it lacks.\n\n| id | must cover | case | title | score |\n|---|---|---|---|---|\n");
+    md.push_str("\n## Must-cover matches\n\nStrict rule: a phrase is covered by a case holding every one of its content words but generic outcome words such as \"successful\" (stemmed, a few synonym groups; `cli/src/eval/must_cover.rs`); a missed phrase names the nearest case and the words it lacks. Judged: the case a judge model found to test the phrase (`cli/src/eval/judged.rs`).\n\n| id | category | must cover | strict | title | score | judged |\n|---|---|---|---|---|---|---|\n");
     for item in &report.items {
         for m in &item.must_cover {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 item.id,
+                m.category.as_deref().unwrap_or("-"),
                 m.item,
                 outcome(m),
                 m.title.as_deref().unwrap_or("").replace('|', "\\|"),
                 figure(m.score, 2),
+                judged_text(m),
             );
         }
     }
     md
+}
+
+/// The phrases where the strict rule and the judge disagree about whether any case covers them.
+fn disagreements(report: &Report) -> Vec<(&str, &CoverMatch)> {
+    report
+        .items
+        .iter()
+        .flat_map(|i| i.must_cover.iter().map(move |m| (i.id.as_str(), m)))
+        .filter(|(_, m)| match &m.judged_case {
+            Some(judged) => judged.is_some() != m.matched_case.is_some(),
+            None => false,
+        })
+        .collect()
+}
+
+/// The judged check's answer for a phrase, in words.
+fn judged_text(m: &CoverMatch) -> String {
+    match (&m.judged_case, &m.judge_error) {
+        (Some(Some(case)), _) => case.clone(),
+        (Some(None), _) => "none".to_string(),
+        (None, Some(_)) => "no answer".to_string(),
+        (None, None) => "-".to_string(),
+    }
 }
 
 /// The matched case, or "missed" with the nearest case and the words it lacks.
@@ -355,17 +556,33 @@ pub fn html(report: &Report, compare: Option<&Report>) -> String {
         .collect();
     let slowest = latency.iter().map(|(_, v)| *v).fold(0.0, f64::max);
     page.push_str(&bar_chart("Latency per story", &latency, slowest, " s"));
-    page.push_str("<h2>Must-cover matches</h2><table><tr><th>id</th><th>must cover</th><th>case</th><th>title</th><th>words matched</th></tr>");
+    if !report.summary.by_category.is_empty() {
+        page.push_str("<h2>Recall by category</h2><table><tr><th>category</th><th>phrases</th><th>strict</th><th>judged</th></tr>");
+        for (category, recall) in &report.summary.by_category {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
+                escape(category),
+                recall.items,
+                recall.strict,
+                figure(recall.judged, 2)
+            );
+        }
+        page.push_str("</table>");
+    }
+    page.push_str("<h2>Must-cover matches</h2><table><tr><th>id</th><th>category</th><th>must cover</th><th>strict</th><th>title</th><th>words matched</th><th>judged</th></tr>");
     for item in &report.items {
         for m in &item.must_cover {
             let _ = write!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&item.id),
+                escape(m.category.as_deref().unwrap_or("-")),
                 escape(&m.item),
                 escape(&outcome(m)),
                 escape(m.title.as_deref().unwrap_or("")),
                 escape(m.excerpt.as_deref().unwrap_or("")),
+                escape(&judged_text(m)),
             );
         }
     }

@@ -1,7 +1,8 @@
 //! Running an evaluation set through a StoryForge API: each story is submitted as a job (its id
-//! as `story_id`), a few at a time, and waited for; each finished job is measured against its
-//! item — structure, count against expectation, must-cover matches, judge scores, latency,
-//! tokens, cost.
+//! as `story_id`, the result cache off), a few at a time, and waited for; each finished job is
+//! measured against its item — structure, count against expectation, must-cover matches by the
+//! strict rule and, with a judge, by meaning; judge scores, latency, calls, tokens, processing
+//! time and cost from the job's own usage.
 
 use std::time::Duration;
 
@@ -12,11 +13,14 @@ use serde_json::json;
 use storyforge_shared::job::{Job, JobStatus, TestCase};
 
 use super::dataset::EvalItem;
+use super::judged::CoverJudge;
 use super::must_cover;
 use crate::client::{self, Api};
 
-/// Jobs in flight at once: enough to keep a pool busy, few enough not to crowd out other work.
-const IN_FLIGHT: usize = 4;
+/// Jobs in flight at once unless told otherwise: enough to keep a pool busy, few enough not to
+/// crowd out other work. A model server that answers one request at a time wants 1, so that a
+/// call's latency is its processing and not its wait.
+pub const IN_FLIGHT: usize = 4;
 /// How often a job is polled while it runs.
 const POLL: Duration = Duration::from_millis(250);
 /// How long one job may take before the evaluation gives up on it.
@@ -40,6 +44,25 @@ pub struct CoverMatch {
     pub nearest_case: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lacks: Vec<String>,
+    /// The phrase's category, when the dataset tags its phrases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// The case the judged check found to cover the phrase: absent when no judge ran, `null`
+    /// when it found none.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "judged"
+    )]
+    pub judged_case: Option<Option<String>>,
+    /// Why the judge gave no answer for this phrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_error: Option<String>,
+}
+
+/// `judged_case` as written: a present `null` is "judged, none covers it".
+fn judged<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// The judge's scores of one job (0–1), when it judged.
@@ -70,6 +93,20 @@ pub struct ItemResult {
     pub must_cover: Vec<CoverMatch>,
     /// Matched phrases ÷ phrases.
     pub must_cover_recall: f64,
+    /// Phrases the judged check found covered ÷ phrases it answered for; absent without a judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub must_cover_recall_judged: Option<f64>,
+    /// LLM calls of the job, judge calls included, and those that wrote cases or risks.
+    #[serde(default)]
+    pub llm_calls: u32,
+    #[serde(default)]
+    pub generation_calls: u32,
+    /// Time the job's LLM calls took, summed: its processing, not its wait in the queue.
+    #[serde(default)]
+    pub processing_ms: u64,
+    /// The result came from the duplicate-story cache.
+    #[serde(default)]
+    pub cached: bool,
     /// Created to finished, as the API recorded it.
     pub latency_ms: u64,
     pub tokens: u64,
@@ -90,11 +127,19 @@ pub struct ItemResult {
 pub async fn run_all(
     api: &Api,
     items: &[EvalItem],
+    in_flight: usize,
+    judge: Option<&CoverJudge>,
     on_done: impl Fn(&ItemResult),
 ) -> anyhow::Result<Vec<ItemResult>> {
     let mut results: Vec<(usize, ItemResult)> = futures::stream::iter(items.iter().enumerate())
-        .map(|(index, item)| async move { run_one(api, item).await.map(|r| (index, r)) })
-        .buffer_unordered(IN_FLIGHT)
+        .map(|(index, item)| async move {
+            let mut result = run_one(api, item).await?;
+            if let Some(judge) = judge {
+                judge_matches(judge, item, &mut result).await;
+            }
+            Ok::<_, anyhow::Error>((index, result))
+        })
+        .buffer_unordered(in_flight.max(1))
         .map(|result| {
             if let Ok((_, item)) = &result {
                 on_done(item);
@@ -114,6 +159,7 @@ async fn run_one(api: &Api, item: &EvalItem) -> anyhow::Result<ItemResult> {
         "story": item.user_story,
         "story_id": item.id,
         "acceptance_criteria": item.acceptance_criteria,
+        "options": {"cache": false},
     });
     let answer = api
         .post("/v1/jobs", "application/json", serde_json::to_vec(&body)?)
@@ -146,6 +192,26 @@ async fn run_one(api: &Api, item: &EvalItem) -> anyhow::Result<ItemResult> {
     Ok(measure(item, job))
 }
 
+/// The strict rule's outcomes as the report lists them, with the item's categories.
+fn cover_matches(item: &EvalItem, outcomes: Vec<must_cover::ItemOutcome>) -> Vec<CoverMatch> {
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| CoverMatch {
+            category: item.must_cover_categories.get(index).cloned(),
+            judged_case: None,
+            judge_error: None,
+            item: outcome.item,
+            matched_case: outcome.covered_by.as_ref().map(|m| m.case_id.clone()),
+            title: outcome.covered_by.as_ref().map(|m| m.title.clone()),
+            excerpt: outcome.covered_by.as_ref().map(|m| m.excerpt.clone()),
+            score: outcome.covered_by.as_ref().map(|m| m.score),
+            nearest_case: outcome.nearest.as_ref().map(|m| m.case_id.clone()),
+            lacks: outcome.nearest.map(|m| m.missing).unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// Measures a finished job against its item.
 pub fn measure(item: &EvalItem, job: Job) -> ItemResult {
     let latency_ms = job
@@ -159,18 +225,7 @@ pub fn measure(item: &EvalItem, job: Job) -> ItemResult {
         .unwrap_or_default();
     let outcomes = must_cover::match_items(&item.must_cover, &cases);
     let must_cover_recall = must_cover::recall(&outcomes).unwrap_or(0.0);
-    let must_cover = outcomes
-        .into_iter()
-        .map(|outcome| CoverMatch {
-            item: outcome.item,
-            matched_case: outcome.covered_by.as_ref().map(|m| m.case_id.clone()),
-            title: outcome.covered_by.as_ref().map(|m| m.title.clone()),
-            excerpt: outcome.covered_by.as_ref().map(|m| m.excerpt.clone()),
-            score: outcome.covered_by.as_ref().map(|m| m.score),
-            nearest_case: outcome.nearest.as_ref().map(|m| m.case_id.clone()),
-            lacks: outcome.nearest.map(|m| m.missing).unwrap_or_default(),
-        })
-        .collect();
+    let must_cover = cover_matches(item, outcomes);
     let usage = job
         .result
         .as_ref()
@@ -193,6 +248,16 @@ pub fn measure(item: &EvalItem, job: Job) -> ItemResult {
         expected_test_count: item.expected_test_count,
         must_cover,
         must_cover_recall,
+        must_cover_recall_judged: None,
+        llm_calls: usage.map_or(0, |u| u.llm_calls),
+        generation_calls: usage.map_or(0, |u| {
+            u.calls
+                .iter()
+                .filter(|c| !c.purpose.starts_with("judge"))
+                .count() as u32
+        }),
+        processing_ms: usage.map_or(0, |u| u.latency_ms),
+        cached: usage.is_some_and(|u| u.cached),
         latency_ms,
         tokens: usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens),
         cost_usd: usage.and_then(|u| u.cost_usd),
@@ -210,5 +275,44 @@ pub fn measure(item: &EvalItem, job: Job) -> ItemResult {
         model: usage.map(|u| u.model.clone()).filter(|m| !m.is_empty()),
         prompt_version: job.result.as_ref().map(|r| r.prompt_version.clone()),
         test_cases: cases,
+    }
+}
+
+/// Asks `judge` about each of the item's must-cover phrases and records its answers and the
+/// judged recall (over the phrases it answered for).
+pub async fn judge_matches(judge: &CoverJudge, item: &EvalItem, result: &mut ItemResult) {
+    for m in &mut result.must_cover {
+        match judge
+            .judge(&item.user_story, &m.item, &result.test_cases)
+            .await
+        {
+            Ok(case) => m.judged_case = Some(case),
+            Err(error) => m.judge_error = Some(error),
+        }
+    }
+    let answered: Vec<&CoverMatch> = result
+        .must_cover
+        .iter()
+        .filter(|m| m.judged_case.is_some())
+        .collect();
+    result.must_cover_recall_judged = (!answered.is_empty()).then(|| {
+        answered
+            .iter()
+            .filter(|m| matches!(m.judged_case, Some(Some(_))))
+            .count() as f64
+            / answered.len() as f64
+    });
+}
+
+/// An earlier result measured again by the strict rule as it stands, against `item`'s phrases
+/// and categories; the judged answers are cleared.
+pub fn remeasure(item: &EvalItem, before: &ItemResult) -> ItemResult {
+    let outcomes = must_cover::match_items(&item.must_cover, &before.test_cases);
+    let must_cover_recall = must_cover::recall(&outcomes).unwrap_or(0.0);
+    ItemResult {
+        must_cover: cover_matches(item, outcomes),
+        must_cover_recall,
+        must_cover_recall_judged: None,
+        ..before.clone()
     }
 }

@@ -29,7 +29,24 @@ pub async fn log_evaluation(
     data.metric("structure_valid", s.structure_valid as f64);
     data.metric("count_met", s.count_met as f64);
     data.metric("mean_latency_ms", s.mean_latency_ms);
+    data.metric("mean_llm_calls", s.mean_llm_calls);
+    data.metric("mean_processing_ms", s.mean_processing_ms);
     data.metric("tokens", s.tokens as f64);
+    if let Some(judge_model) = &report.judge_model {
+        data.param("judge_model", judge_model);
+    }
+    if let Some(recall) = s.must_cover_recall_judged {
+        data.metric("must_cover_recall_judged", recall);
+    }
+    for (category, recall) in &s.by_category {
+        data.metric(&format!("strict/{category}"), recall.strict);
+        if let Some(judged) = recall.judged {
+            data.metric(&format!("judged/{category}"), judged);
+        }
+    }
+    if let Some(agreement) = &s.agreement {
+        data.metric("judge_kappa", agreement.kappa);
+    }
     if let Some(cost) = s.cost_usd {
         data.metric("cost_usd", cost);
     }

@@ -9,7 +9,9 @@
 //! (default `target/devset`). Nothing is asserted: these are figures for notes.
 //!
 //! Per job it reads only the Job document the API returns, so the same harness measures any
-//! version of the pipeline. A story's criteria are the ones given separately or, when none are,
+//! version of the pipeline: whether it is complete (a case for every criterion and
+//! `min_cases`), whether a case tests a condition that expects a refusal, how many cases the
+//! built-in designer wrote, calls and tokens. A story's criteria are the ones given separately or, when none are,
 //! the dataset's `criteria_in_description` count: criteria coverage is the share of those the
 //! result traces to a test case.
 
@@ -142,6 +144,15 @@ fn measure(item: &Value, job: &Value) -> Value {
                 .is_some_and(|d| !d.is_empty())
             || criteria_covered < expected_criteria);
     let judge_coverage = result["quality"]["coverage"].as_f64();
+    // A case written for a condition that expects a refusal.
+    let refused_conditions: Vec<&Value> = result["conditions"]
+        .as_array()
+        .map(|all| all.iter().filter(|c| c["expect"] == "refused").collect())
+        .unwrap_or_default();
+    let refused_case = refused_conditions.iter().any(|c| c["case"].is_string());
+    let designer_cases = result["test_cases"].as_array().map_or(0, |cases| {
+        cases.iter().filter(|c| c["origin"] == "designer").count()
+    });
     json!({
         "id": item["id"],
         "status": job["status"],
@@ -150,6 +161,8 @@ fn measure(item: &Value, job: &Value) -> Value {
         "complete": result["validation"]["complete"],
         "full_success": job["status"] == "succeeded" && cases >= MIN_CASES,
         "has_negative": coverage["has_negative_cases"] == true,
+        "refused_case": refused_case,
+        "designer_cases": designer_cases,
         "expected_criteria": expected_criteria,
         "criteria_seen": criteria_seen,
         "criteria_covered": criteria_covered.min(expected_criteria),
@@ -180,6 +193,10 @@ fn summarise(rows: &[&Value]) -> Value {
         "succeeded": count(&|r| r["status"] == "succeeded"),
         "full_success": count(&|r| r["full_success"] == true),
         "full_success_share": count(&|r| r["full_success"] == true) as f64 / n,
+        "complete": count(&|r| r["complete"] == true),
+        "with_refused_case": count(&|r| r["refused_case"] == true),
+        "with_refused_case_share": count(&|r| r["refused_case"] == true) as f64 / n,
+        "designer_cases": sum("designer_cases"),
         "with_negative_case": count(&|r| r["has_negative"] == true),
         "with_negative_case_share": count(&|r| r["has_negative"] == true) as f64 / n,
         "criteria_expected": sum("expected_criteria"),

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use storyforge_tests::app::{TestEnv, workspace_root};
-use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
+use storyforge_tests::fake_llm::{FakeLlm, answer};
 use storyforge_tests::process::ChildProcess;
 
 #[tokio::main]
@@ -24,8 +24,7 @@ async fn main() {
     let out = args
         .next()
         .unwrap_or_else(|| root.join("target/eval-fake").display().to_string());
-    let env =
-        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(6))).await).await;
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
     let args = ["eval", &dataset, "--api", &api.base_url, "--out", &out];

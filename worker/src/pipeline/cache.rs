@@ -22,6 +22,7 @@ pub fn key(ctx: &Context, spec: &JobSpec) -> String {
         "providers": ctx.settings.llm.iter().map(|p| p.label()).collect::<Vec<_>>(),
         "judge": judge_on.then(|| ctx.settings.judge_llm.label()),
         "prompt_version": ctx.prompts.version(),
+        "ablation": ctx.settings.ablation.map(|a| format!("{a:?}")),
     });
     hex::encode(Sha256::digest(identity.to_string().as_bytes()))
 }

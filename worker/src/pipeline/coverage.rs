@@ -5,9 +5,9 @@
 //! failing or absent (see [`NEGATIVE_MARKERS`]); every other case is *positive*. The score follows
 //! seed 000: 0.4 for enough cases, 0.3 for at least two priorities, 0.15 each for positive and
 //! negative cases; it passes at 0.7. Two cases are near-duplicates — the same test twice — when
-//! the word sets of their action and expected outcome (`when` and `then`) overlap by at least
-//! [`NEAR_DUPLICATE_JACCARD`]: a shared precondition or title wording alone does not make two
-//! tests the same (a valid and an expired card share almost every word but the outcome).
+//! the word sets of their situation, action and expected outcome (`given`, `when`, `then`)
+//! overlap by at least [`NEAR_DUPLICATE_JACCARD`] and neither outcome negates the other: title
+//! wording does not make two tests the same, nor does "is sent" against "is not sent".
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -64,9 +64,9 @@ pub fn reads_negative(title: &str, when: &str, then: &str) -> bool {
     NEGATIVE_MARKERS.iter().any(|marker| text.contains(marker))
 }
 
-/// The words of a case's action and expected outcome.
+/// The words of a case's situation, action and expected outcome.
 fn words(case: &TestCase) -> HashSet<String> {
-    format!("{} {}", case.when, case.then)
+    format!("{} {} {}", case.given, case.when, case.then)
         .to_lowercase()
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
@@ -74,9 +74,20 @@ fn words(case: &TestCase) -> HashSet<String> {
         .collect()
 }
 
-/// Whether two cases say nearly the same thing.
+/// Whether two cases say nearly the same thing: their action and outcome share most words, and
+/// one outcome is not the negation of the other ("is sent" against "is not sent").
 pub fn near_duplicate(a: &TestCase, b: &TestCase) -> bool {
-    jaccard(&words(a), &words(b)) >= NEAR_DUPLICATE_JACCARD
+    negated(&a.then) == negated(&b.then) && jaccard(&words(a), &words(b)) >= NEAR_DUPLICATE_JACCARD
+}
+
+/// Whether an outcome says something does not happen.
+fn negated(then: &str) -> bool {
+    then.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .any(|w| {
+            matches!(w, "not" | "no" | "never" | "nothing" | "cannot" | "none")
+                || w.ends_with("n't")
+        })
 }
 
 fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f64 {
@@ -172,6 +183,8 @@ mod tests {
             when: "The shopper checks out".into(),
             then: then.into(),
             covers: covers.iter().map(|s| s.to_string()).collect(),
+            condition: None,
+            origin: None,
         }
     }
 

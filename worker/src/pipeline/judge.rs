@@ -263,6 +263,8 @@ mod tests {
             when: "The shopper pays".into(),
             then: "The order is placed".into(),
             covers: vec!["AC1".into()],
+            condition: None,
+            origin: None,
         };
         let cases = [case("TC_001"), case("TC_002")];
         let coverage = Coverage {

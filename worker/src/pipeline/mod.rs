@@ -1,19 +1,22 @@
 //! The generation pipeline, one module per stage:
-//! [`story`] (markup to plain text, criteria found in the description, shortening) → [`prompt`]
-//! → LLM call (the provider chain in `storyforge_shared::llm`, with the schema [`validate`]
-//! derives from its rules) → [`parse`] and [`validate`] case by case into the [`collect`]ion →
-//! follow-up rounds the deterministic checks call for (repairs, more cases, uncovered criteria,
-//! negative cases, replacements for near-duplicates) → [`judge`] → [`coverage`], with [`usage`]
-//! metering every call.
+//! [`story`] (markup to plain text, criteria found in the description, shortening) →
+//! [`conditions`] (the test conditions the criteria yield, plus a model's domain risks) →
+//! [`prompt`] → one LLM call per few conditions (the provider chain in
+//! `storyforge_shared::llm`, with a schema [`validate`] pins to one case per condition) →
+//! [`parse`], [`validate`] and [`check`] case by case into the [`collect`]ion → one repair
+//! round for cases that failed their checks and one resample → the [`designer`] for what is
+//! still open → [`judge`] → [`coverage`], with [`usage`] metering every call.
 //!
 //! [`run`] returns a [`JobResult`] or a [`Failure`] that says whether trying again could help:
-//! LLM timeouts, 429s, 5xx and connection errors are transient; an invalid request, replies with
-//! no valid case after the rounds, or `too_few_cases` under `options.strict` are permanent. A job
-//! whose rounds end with at least one valid case but fewer than `min_cases` succeeds with
-//! `validation.complete: false`. A failure carries the usage of the calls made before it.
+//! LLM timeouts, 429s, 5xx and connection errors are transient; an invalid request or
+//! `too_few_cases` under `options.strict` are permanent. A job whose cases miss a criterion or
+//! number fewer than `min_cases` succeeds with `validation.complete: false`. A failure carries
+//! the usage of the calls made before it.
 
 pub mod cache;
+pub mod check;
 pub mod collect;
+pub mod conditions;
 pub mod coverage;
 pub mod designer;
 pub mod judge;
@@ -26,12 +29,15 @@ pub mod validate;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use storyforge_shared::config::Ablation;
 use storyforge_shared::job::{JobError, JobResult, JobSpec, Stage, Usage, Validation};
 use storyforge_shared::llm::{ChatMessage, ChatRequest, FinishReason, LlmError, ProviderKind};
 
 pub use crate::context::Context;
 use collect::Collection;
+use conditions::risks;
 use story::PreparedStory;
+use storyforge_shared::job::Origin;
 use usage::{Meter, Purpose, metered_call};
 
 /// Why a job could not produce a result this attempt.
@@ -84,7 +90,7 @@ pub async fn run(
     spent: Option<Usage>,
     stages: &dyn StageSink,
 ) -> Result<JobResult, Failure> {
-    if !ctx.settings.cache_enabled {
+    if !ctx.settings.cache_enabled || spec.options.cache == Some(false) {
         return generate(ctx, spec, spent, stages).await;
     }
     let key = cache::key(ctx, spec);
@@ -125,26 +131,29 @@ struct Reply {
     cut_off: bool,
 }
 
-/// How much warmer a follow-up round is for each round before it that added nothing: a small
-/// model asked the same thing at a low temperature tends to write the same repeat again.
-const STALLED_ROUND_WARMING: f32 = 0.3;
+/// How much warmer a resample is than the first ask: a small model asked the same thing at a
+/// low temperature tends to write the same case again.
+const RESAMPLE_WARMING: f32 = 0.3;
 
 /// Asks the generation chain with `messages` for a reply following `schema`, at the configured
-/// temperature warmed by `stalled` rounds that added nothing.
+/// temperature warmed `warmed` steps of [`RESAMPLE_WARMING`].
 async fn ask(
     ctx: &Context,
     spec: &JobSpec,
     messages: Vec<ChatMessage>,
     schema: serde_json::Value,
     purpose: Purpose,
-    stalled: u32,
+    warmed: u32,
     meter: &mut Meter,
 ) -> Result<Reply, LlmError> {
-    let warmed = ctx.settings.temperature + STALLED_ROUND_WARMING * stalled as f32;
+    let warmed = ctx.settings.temperature + RESAMPLE_WARMING * warmed as f32;
     let request = ChatRequest {
         messages,
         json_schema: Some(schema),
-        schema_name: "test_cases".into(),
+        schema_name: match purpose {
+            Purpose::Risks => "risks".into(),
+            _ => "test_cases".into(),
+        },
         max_tokens: ctx.settings.max_output_tokens,
         temperature: warmed.min(1.0).max(ctx.settings.temperature),
         model: spec.options.model.clone(),
@@ -168,35 +177,55 @@ async fn generate_metered(
         ctx.prompts.story_budget_chars(),
     );
     let (min, max) = (spec.options.min_cases(), spec.options.max_cases());
-    let mut collection = Collection::new(story.criteria.clone(), min, max);
-
-    let (rounds, ended) = if designer_is_primary(ctx) {
-        design_into(&story, &mut collection, max);
-        (0, Ended::Done)
+    let ablation = ctx.settings.ablation;
+    let mut collection = Collection::new(&story, conditions::derive(&story), min, max)
+        .with_example_words(ctx.prompts.example_words());
+    if ablation == Some(Ablation::Cases) {
+        collection = collection.without_checks();
+    }
+    let mut issues = story.notes.clone();
+    let mut rounds = 0;
+    let designed_all = if designer_is_primary(ctx) || ablation == Some(Ablation::Conditions) {
+        true
     } else {
         match ask_the_llms(ctx, spec, stages, &story, &mut collection, meter).await {
+            Ok(asked) => {
+                rounds = asked.rounds;
+                issues.extend(asked.notes);
+                false
+            }
             Err(failure) if designer_is_fallback(ctx) && failure.error.code.starts_with("llm_") => {
                 tracing::warn!(error = %failure.error.message, "every LLM failed; the built-in designer writes the cases");
-                design_into(&story, &mut collection, max);
-                (0, Ended::Designed(failure.error.message))
+                issues.push(format!(
+                    "every LLM failed ({}), so the built-in test designer wrote the cases",
+                    failure.error.message
+                ));
+                true
             }
-            outcome => outcome?,
+            Err(failure) => return Err(failure),
         }
     };
-    let collected = collection.finish(rounds, ended.reason().as_deref());
+    let backfilled = match ablation {
+        Some(Ablation::Cases | Ablation::Checked) => Vec::new(),
+        _ => backfill(&story, &mut collection),
+    };
+    if !designed_all && !backfilled.is_empty() {
+        issues.push(format!(
+            "the built-in test designer wrote the case for {}: no model case for {} passed its checks",
+            backfilled.join(", "),
+            if backfilled.len() == 1 { "it" } else { "them" }
+        ));
+    }
+    let collected = collection.finish();
     if let Some((code, message)) = collected.nothing_because {
-        let code = match ended {
-            Ended::Budget(_) => "token_budget_exhausted",
-            _ => code,
-        };
         return Err(Failure::permanent(code, message));
     }
     if !collected.complete && spec.options.strict() {
         return Err(Failure::permanent(
             "too_few_cases",
             format!(
-                "only {} valid test case(s) of the {min} required (min_cases), and options.strict is set",
-                collected.cases.len()
+                "the cases are incomplete ({}), and options.strict is set",
+                collected.shortfall.join("; ")
             ),
         ));
     }
@@ -211,13 +240,9 @@ async fn generate_metered(
     } else {
         None
     };
-    let mut issues = story.notes.clone();
-    if let Ended::Designed(_) = &ended {
-        issues.extend(ended.reason());
-    }
     issues.extend(collected.notes);
     let mut usage = meter.usage();
-    if usage.llm_calls == 0 && (designer_is_primary(ctx) || matches!(ended, Ended::Designed(_))) {
+    if usage.llm_calls == 0 && designed_all {
         usage.provider = ProviderKind::Builtin.as_str().to_string();
         usage.model = ProviderKind::Builtin.default_model().to_string();
     }
@@ -231,6 +256,7 @@ async fn generate_metered(
         },
         test_cases: cases,
         acceptance_criteria: story.criteria,
+        conditions: collected.conditions,
         quality,
         coverage,
         usage,
@@ -238,7 +264,22 @@ async fn generate_metered(
     })
 }
 
-/// The first generation call and the follow-up rounds the checks call for.
+/// Most generation calls a job makes for its conditions; with the risks call, a repair and a
+/// resample, a job makes at most seven calls before the judge.
+const MAX_CASE_CALLS: usize = 4;
+
+/// What asking the models did beyond the cases: the rounds after the generation calls, and
+/// what the result should say about them.
+struct Asked {
+    rounds: u32,
+    notes: Vec<String>,
+}
+
+/// The risks call, one generation call per group of conditions, then one repair round for the
+/// cases that failed their checks and one resample for conditions still without a good case,
+/// within `STORYFORGE_MAX_ROUNDS` and the job's token budget. A transient failure of a
+/// generation call retries the job; of a later round, it ends the rounds (the designer fills
+/// in).
 async fn ask_the_llms(
     ctx: &Context,
     spec: &JobSpec,
@@ -246,14 +287,184 @@ async fn ask_the_llms(
     story: &PreparedStory,
     collection: &mut Collection,
     meter: &mut Meter,
-) -> Result<(u32, Ended), Failure> {
-    let (min, max) = (spec.options.min_cases(), spec.options.max_cases());
-    let messages = ctx.prompts.generation(story, min..=max)?;
-    let schema = collection.schema(min..=max);
-    let reply = ask(ctx, spec, messages, schema, Purpose::Generation, 0, meter).await?;
-    stages.enter(Stage::Validating).await;
-    collection.take(&reply.text, reply.cut_off, None);
-    follow_up_rounds(ctx, spec, stages, story, collection, meter).await
+) -> Result<Asked, Failure> {
+    let mut notes = Vec::new();
+    let spent = |meter: &Meter| {
+        ctx.settings
+            .job_token_budget
+            .filter(|budget| meter.total_tokens() >= *budget)
+    };
+    let risks = risks::wanted(story.criteria.len()) as u32;
+    let views = collection.views(&(0..collection.slots().len()).collect::<Vec<_>>());
+    let messages = ctx.prompts.risks(story, risks, &views)?;
+    let schema = risks::schema(risks, &story.criteria);
+    let reply = ask(ctx, spec, messages, schema, Purpose::Risks, 0, meter).await?;
+    match model_risks(&reply.text, &story.criteria) {
+        Some(found) => {
+            let mut conditions = collection.conditions().to_vec();
+            conditions::add_risks(&mut conditions, found);
+            collection.plan(conditions);
+        }
+        None => notes
+            .push("the model's domain risks could not be read; the derived ones are kept".into()),
+    }
+
+    for group in groups(collection) {
+        if let Some(budget) = spent(meter) {
+            notes.push(format!(
+                "the job's token budget ({budget} tokens) was spent"
+            ));
+            return Ok(Asked { rounds: 0, notes });
+        }
+        stages.enter(Stage::Generating).await;
+        let messages = ctx.prompts.cases(story, &collection.views(&group))?;
+        let reply = ask(
+            ctx,
+            spec,
+            messages,
+            collection.schema(&group),
+            Purpose::Generation,
+            0,
+            meter,
+        )
+        .await?;
+        stages.enter(Stage::Validating).await;
+        if reply.cut_off {
+            notes.push(format!(
+                "a generation reply was cut off at the token limit ({} tokens)",
+                ctx.settings.max_output_tokens
+            ));
+        }
+        if let Some(problem) = collection.take(&reply.text, &group) {
+            notes.push(format!("a generation reply was unusable: {problem}"));
+        }
+    }
+
+    let mut rounds = 0;
+    let rounds_wanted = match ctx.settings.ablation {
+        Some(Ablation::Cases) => &[][..],
+        _ => &[Purpose::Repair, Purpose::Resample][..],
+    };
+    for &purpose in rounds_wanted {
+        let slots = match purpose {
+            Purpose::Repair => collection.failing(),
+            _ => collection.open(),
+        };
+        if slots.is_empty() {
+            continue;
+        }
+        if rounds >= ctx.settings.max_rounds {
+            notes.push(format!(
+                "the round limit ({}) was reached",
+                ctx.settings.max_rounds
+            ));
+            break;
+        }
+        if let Some(budget) = spent(meter) {
+            notes.push(format!(
+                "the job's token budget ({budget} tokens) was spent"
+            ));
+            break;
+        }
+        rounds += 1;
+        stages.enter(Stage::Repairing).await;
+        let (messages, warmed) = match purpose {
+            Purpose::Repair => (
+                ctx.prompts
+                    .repair(story, &collection.repair_items(&slots))?,
+                0,
+            ),
+            _ => (ctx.prompts.cases(story, &collection.views(&slots))?, 1),
+        };
+        let reply = match ask(
+            ctx,
+            spec,
+            messages,
+            collection.schema(&slots),
+            purpose,
+            warmed,
+            meter,
+        )
+        .await
+        {
+            Ok(reply) => reply,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, purpose = purpose.as_str(), "round failed; the designer fills in");
+                notes.push(format!("the {} round failed: {e}", purpose.as_str()));
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        stages.enter(Stage::Validating).await;
+        if let Some(problem) = collection.take(&reply.text, &slots) {
+            notes.push(format!(
+                "the {} reply was unusable: {problem}",
+                purpose.as_str()
+            ));
+        }
+    }
+    Ok(Asked { rounds, notes })
+}
+
+/// The risks of a risks reply, or `None` when it cannot be read.
+fn model_risks(
+    reply: &str,
+    criteria: &[storyforge_shared::job::Criterion],
+) -> Option<Vec<risks::Risk>> {
+    parse::extract_json_values(reply)
+        .into_iter()
+        .find_map(|value| serde_json::from_value::<risks::RiskReply>(value).ok())
+        .map(|found| found.risks(criteria))
+}
+
+/// The open slots in at most [`MAX_CASE_CALLS`] calls of as few conditions each as that
+/// allows: the conditions of one criterion together where they fit (the story's own ones as one
+/// more criterion), a criterion with more than a call's share split across calls, neighbouring
+/// small ones sharing a call. A small model keeps to its conditions over two or three cases;
+/// over five it starts to give later ones the first one's steps.
+fn groups(collection: &Collection) -> Vec<Vec<usize>> {
+    let open = collection.open();
+    let share = open.len().div_ceil(MAX_CASE_CALLS).max(1);
+    let mut by_criterion: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+    for slot in open {
+        let criterion = collection.slots()[slot].condition.criterion.clone();
+        match by_criterion.iter_mut().find(|(c, _)| *c == criterion) {
+            Some((_, members)) => members.push(slot),
+            None => by_criterion.push((criterion, vec![slot])),
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (_, members) in by_criterion {
+        for chunk in members.chunks(share) {
+            match groups.last_mut() {
+                Some(last) if last.len() + chunk.len() <= share => last.extend(chunk),
+                _ => groups.push(chunk.to_vec()),
+            }
+        }
+    }
+    while groups.len() > MAX_CASE_CALLS {
+        let smallest = (0..groups.len() - 1)
+            .min_by_key(|&i| groups[i].len() + groups[i + 1].len())
+            .unwrap_or(0);
+        let next = groups.remove(smallest + 1);
+        groups[smallest].extend(next);
+    }
+    groups
+}
+
+/// The built-in designer writes the case of every open slot; returns their condition ids.
+fn backfill(story: &PreparedStory, collection: &mut Collection) -> Vec<String> {
+    let parts = story::parts(&story.text);
+    let mut written = Vec::new();
+    for slot in collection.open() {
+        let condition = collection.slots()[slot].condition.clone();
+        let draft = designer::write(&condition, &parts, "TC_001");
+        collection.put(slot, draft, Origin::Designer);
+        if collection.slots()[slot].case.is_some() {
+            written.push(condition.id);
+        }
+    }
+    written
 }
 
 /// The built-in test designer is the configured generation provider.
@@ -272,91 +483,4 @@ fn designer_is_fallback(ctx: &Context) -> bool {
             .llm
             .last()
             .is_some_and(|p| p.kind == ProviderKind::Builtin)
-}
-
-/// The built-in designer's cases, read and checked exactly like a model's reply.
-fn design_into(story: &PreparedStory, collection: &mut Collection, max: u32) {
-    let drafts = designer::design(&story.text, &story.criteria, max as usize);
-    let reply = serde_json::json!({ "test_cases": drafts }).to_string();
-    collection.take(&reply, false, None);
-}
-
-/// Why the follow-up rounds ended.
-enum Ended {
-    /// The checks found nothing left to ask for.
-    Done,
-    RoundLimit(u32),
-    Budget(u64),
-    /// A round's LLM call failed transiently after the job had reached `min_cases`.
-    RoundFailed(String),
-    /// Every LLM failed (the message says how) and the built-in designer wrote the cases.
-    Designed(String),
-}
-
-impl Ended {
-    /// Why the rounds ended early, in words; `None` when they did not.
-    fn reason(&self) -> Option<String> {
-        match self {
-            Ended::Done => None,
-            Ended::RoundLimit(limit) => Some(format!("the round limit ({limit}) was reached")),
-            Ended::Budget(budget) => Some(format!(
-                "the job's token budget ({budget} tokens) was spent"
-            )),
-            Ended::RoundFailed(why) => Some(why.clone()),
-            Ended::Designed(why) => Some(format!(
-                "every LLM failed ({why}), so the built-in test designer wrote the cases"
-            )),
-        }
-    }
-}
-
-/// Asks for what the checks find missing until nothing is, the round limit is reached or the
-/// token budget is spent. A transient LLM failure in a round ends the rounds when the job already
-/// has `min_cases`; otherwise the whole job is retried.
-async fn follow_up_rounds(
-    ctx: &Context,
-    spec: &JobSpec,
-    stages: &dyn StageSink,
-    story: &PreparedStory,
-    collection: &mut Collection,
-    meter: &mut Meter,
-) -> Result<(u32, Ended), Failure> {
-    let mut rounds = 0;
-    let mut stalled = 0;
-    while let Some(round) = collection.next_round() {
-        if rounds >= ctx.settings.max_rounds {
-            return Ok((rounds, Ended::RoundLimit(ctx.settings.max_rounds)));
-        }
-        if let Some(budget) = ctx.settings.job_token_budget
-            && meter.total_tokens() >= budget
-        {
-            return Ok((rounds, Ended::Budget(budget)));
-        }
-        rounds += 1;
-        stages.enter(Stage::Repairing).await;
-        let count = collection.count(&round);
-        let asked = *count.start();
-        let purpose = round.purpose();
-        let messages =
-            ctx.prompts
-                .follow_up(story, count.clone(), &collection.follow_up(&round))?;
-        let schema = collection.schema(count);
-        let reply = match ask(ctx, spec, messages, schema, purpose, stalled, meter).await {
-            Ok(reply) => reply,
-            Err(e) if e.is_transient() && collection.len() >= spec.options.min_cases() as usize => {
-                tracing::warn!(error = %e, purpose = purpose.as_str(), "follow-up round failed; keeping the cases so far");
-                let why = format!("the {} round failed: {e}", purpose.as_str());
-                return Ok((rounds, Ended::RoundFailed(why)));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        stages.enter(Stage::Validating).await;
-        collection.take(&reply.text, reply.cut_off, Some(asked));
-        stalled = if collection.added() == 0 {
-            stalled + 1
-        } else {
-            0
-        };
-    }
-    Ok((rounds, Ended::Done))
 }

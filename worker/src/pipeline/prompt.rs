@@ -1,47 +1,49 @@
-//! Prompt rendering from the versioned template files in `prompts/<set>/` and the few-shot
-//! examples in `data/examples/user_stories.json`.
+//! Prompt rendering from the versioned template files in `prompts/<set>/`.
 //!
-//! Every call is a fresh conversation of a system and a user message: the first asks for the
-//! cases (`generate.j2`), each later round states what is already there and what is still wanted
-//! (`follow_up.j2`), and the judge gets its own pair. A small model's context never fills with
-//! earlier rounds.
+//! Every call is a fresh conversation of a system and a user message. Generation-side calls —
+//! the domain risks of a story (`risks.j2`), test cases for a few conditions (`cases.j2`) and
+//! their repair (`repair.j2`) — share one system prompt and start their user message with the
+//! same story and criteria (`story.j2`); only what the call asks comes last. Servers that reuse
+//! a prompt prefix between requests (llama.cpp, Ollama, vLLM) then evaluate the story once per
+//! job, not once per call. The system prompt ends with two worked examples from an unrelated
+//! story (`examples.j2`); the words the template names as distinctive of that story are kept,
+//! so that a case copying the example is caught. The judge gets its own pair.
 //!
-//! The templates of set `v1` and the examples are compiled into the binaries, so every binary runs
-//! from any directory; `STORYFORGE_PROMPTS_DIR` and `STORYFORGE_DATA_DIR` override them with files.
-//! The prompt version is the set's name plus the first 12 hex digits of a SHA-256 over every
-//! template and the examples, so two results carry the same version exactly when they were made
-//! from the same prompt text, wherever it was read from. The generation prompt stays within the token budget (estimated at
-//! four characters a token): the story is shortened first to [`Prompts::story_budget_chars`]
-//! (`story.rs`), then few-shot examples are dropped, last first, until it fits.
+//! The templates of set `v2` are compiled into the binaries, so every binary runs from any
+//! directory; `STORYFORGE_PROMPTS_DIR` overrides them with files. The prompt version is the set's
+//! name plus the first 12 hex digits of a SHA-256 over every template, so two results carry the
+//! same version exactly when they were made from the same prompt text, wherever it was read
+//! from. The story is shortened to [`Prompts::story_budget_chars`] (`story.rs`) so that a call's
+//! prompt stays within the token budget (estimated at four characters a token).
 
-use std::ops::RangeInclusive;
 use std::path::Path;
 
 use minijinja::{Environment, context};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
-use storyforge_shared::job::Criterion;
 use storyforge_shared::llm::ChatMessage;
+use storyforge_shared::words::content_tokens;
 
+use storyforge_shared::job::{Expect, Technique};
+
+use super::conditions::TestCondition;
 use super::story::PreparedStory;
 
 /// The template set compiled into the binaries, and its templates by name.
-const BUILT_IN_SET: &str = "v1";
-const BUILT_IN: [(&str, &str); 5] = [
-    ("system", include_str!("../../../prompts/v1/system.j2")),
-    ("generate", include_str!("../../../prompts/v1/generate.j2")),
-    (
-        "follow_up",
-        include_str!("../../../prompts/v1/follow_up.j2"),
-    ),
+const BUILT_IN_SET: &str = "v2";
+const BUILT_IN: [(&str, &str); 8] = [
+    ("system", include_str!("../../../prompts/v2/system.j2")),
+    ("examples", include_str!("../../../prompts/v2/examples.j2")),
+    ("story", include_str!("../../../prompts/v2/story.j2")),
+    ("cases", include_str!("../../../prompts/v2/cases.j2")),
+    ("risks", include_str!("../../../prompts/v2/risks.j2")),
+    ("repair", include_str!("../../../prompts/v2/repair.j2")),
     (
         "judge_system",
-        include_str!("../../../prompts/v1/judge_system.j2"),
+        include_str!("../../../prompts/v2/judge_system.j2"),
     ),
-    ("judge", include_str!("../../../prompts/v1/judge.j2")),
+    ("judge", include_str!("../../../prompts/v2/judge.j2")),
 ];
-/// The few-shot examples compiled into the binaries.
-const BUILT_IN_EXAMPLES: &str = include_str!("../../../data/examples/user_stories.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -50,8 +52,6 @@ pub enum PromptError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot read few-shot examples {path}: {reason}")]
-    Examples { path: String, reason: String },
     #[error(
         "the prompt set {set:?} is not built in (only {BUILT_IN_SET:?} is); set STORYFORGE_PROMPTS_DIR to the folder that holds it"
     )]
@@ -63,48 +63,81 @@ pub enum PromptError {
     },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-struct ExampleFile {
-    examples: Vec<Example>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct Example {
-    user_story: String,
-    test_cases: serde_json::Value,
-}
-
-/// What a follow-up round asks for; `follow_up.j2` renders it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FollowUp {
-    /// `repair`, `unusable`, `cut_off`, `short`, `criteria`, `negative` or `duplicates`.
-    pub reason: &'static str,
-    /// The cases kept so far, as `TC_001: title`, so the model does not repeat them.
-    pub titles: Vec<String>,
-    /// Fewest new cases wanted.
-    pub needed: u32,
-    /// The id the first new case takes.
-    pub next_id: String,
-    /// `short`: what the kept cases still lack ("a negative case", "a case for AC2").
-    pub missing: Vec<String>,
-    /// `unusable`: why the last reply could not be used.
-    pub problem: String,
-    /// `repair`: the cases to correct, each as JSON with its problems.
-    pub invalid: Vec<InvalidCase>,
-    /// `criteria`: the criteria no case covers yet.
-    pub focus: Vec<Criterion>,
-    /// `duplicates`: titles of the cases dropped as repeats, owed a replacement.
-    pub dropped: Vec<String>,
-    /// Any reason: titles of the cases earlier replies repeated (at most the last ten), not to be
-    /// written again.
-    pub repeated: Vec<String>,
-}
-
-/// A case a repair round asks the model to correct.
+/// A condition as the templates show it.
 #[derive(Debug, Clone, Serialize)]
-pub struct InvalidCase {
+pub struct ConditionView {
+    pub id: String,
+    pub criterion: Option<String>,
+    pub text: String,
+    /// The expected outcome in a few words: "refused", "accepted", "as AC2 says", or what the
+    /// other path is.
+    pub expected: String,
+}
+
+impl From<&TestCondition> for ConditionView {
+    fn from(c: &TestCondition) -> ConditionView {
+        let expected = match (c.technique, c.expect, &c.criterion) {
+            (Technique::Clause, _, Some(criterion)) => format!("as {criterion} says"),
+            (_, Expect::Refused, _) => "refused".to_string(),
+            (_, Expect::Accepted, _) => "accepted".to_string(),
+            (_, Expect::Other, _) => c.outcome.clone(),
+        };
+        ConditionView {
+            id: c.id.clone(),
+            criterion: c.criterion.clone(),
+            text: c.text.clone(),
+            expected,
+        }
+    }
+}
+
+/// The conditions of one criterion (or of the story as a whole) in a cases prompt.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConditionGroup {
+    pub criterion: Option<String>,
+    /// The criterion's text.
+    pub text: String,
+    pub conditions: Vec<ConditionView>,
+}
+
+/// `conditions` under their criteria, in order of first appearance.
+fn grouped(story: &PreparedStory, conditions: &[ConditionView]) -> Vec<ConditionGroup> {
+    let mut groups: Vec<ConditionGroup> = Vec::new();
+    for c in conditions {
+        match groups.iter_mut().find(|g| g.criterion == c.criterion) {
+            Some(group) => group.conditions.push(c.clone()),
+            None => groups.push(ConditionGroup {
+                criterion: c.criterion.clone(),
+                text: story
+                    .criteria
+                    .iter()
+                    .find(|k| Some(&k.id) == c.criterion.as_ref())
+                    .map(|k| k.text.clone())
+                    .unwrap_or_default(),
+                conditions: vec![c.clone()],
+            }),
+        }
+    }
+    groups
+}
+
+/// A case a repair round hands back: its condition, the case as JSON and its problems.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairItem {
+    pub condition: ConditionView,
     pub json: String,
     pub problems: Vec<String>,
+}
+
+/// The words the examples template names as its own in a `{# distinctive: a, b, … #}` comment:
+/// words of the examples' story that a case of another story has no reason to use.
+fn distinctive_words(source: &str) -> Vec<String> {
+    source
+        .split("{#")
+        .filter_map(|comment| comment.split("#}").next())
+        .filter_map(|comment| comment.trim().strip_prefix("distinctive:"))
+        .flat_map(content_tokens)
+        .collect()
 }
 
 /// Rough token count used for budgets: four characters a token.
@@ -115,11 +148,12 @@ pub fn estimate_tokens(text: &str) -> u64 {
 /// The loaded prompt set; built once per worker.
 pub struct Prompts {
     env: Environment<'static>,
-    examples: Vec<(String, String)>,
     version: String,
-    token_budget: u64,
-    /// Characters left for the story and its criteria once the rest of the generation prompt
-    /// (without examples) is counted.
+    /// Words of the system prompt's worked examples that its instructions do not use: a case
+    /// holding several of them that its own story does not copies the example.
+    example_words: Vec<String>,
+    /// Characters left for the story and its criteria once the rest of a cases prompt is
+    /// counted.
     story_budget_chars: usize,
 }
 
@@ -131,13 +165,15 @@ impl std::fmt::Debug for Prompts {
     }
 }
 
+/// How many conditions a cases prompt is sized for when the story budget is worked out.
+const BUDGETED_CONDITIONS: usize = 5;
+
 impl Prompts {
-    /// Loads set `set` from `prompts_dir/<set>/*.j2` (or the built-in set when no folder is
-    /// given) and the examples from `data_dir/examples/user_stories.json` (or the built-in ones).
+    /// Loads set `set` from `prompts_dir/<set>/*.j2`, or the built-in set when no folder is
+    /// given.
     pub fn load(
         prompts_dir: Option<&Path>,
         set: &str,
-        data_dir: Option<&Path>,
         token_budget: u64,
     ) -> Result<Prompts, PromptError> {
         let mut env = Environment::new();
@@ -163,44 +199,32 @@ impl Prompts {
                     source,
                 })?;
         }
-        let (examples_path, text) = match data_dir {
-            Some(dir) => {
-                let path = dir.join("examples").join("user_stories.json");
-                let text = std::fs::read_to_string(&path).map_err(|e| PromptError::Examples {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                (path, text)
-            }
-            None => (
-                std::path::PathBuf::from("data/examples/user_stories.json (built in)"),
-                BUILT_IN_EXAMPLES.to_owned(),
-            ),
-        };
-        hasher.update(text.as_bytes());
-        let file: ExampleFile = serde_json::from_str(&text).map_err(|e| PromptError::Examples {
-            path: examples_path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let examples = file
-            .examples
-            .into_iter()
-            .map(|e| {
-                let cases = serde_json::json!({ "test_cases": e.test_cases });
-                (e.user_story, cases.to_string())
-            })
-            .collect();
         let digest = hex::encode(hasher.finalize());
         let mut prompts = Prompts {
             env,
-            examples,
             version: format!("{set}@{}", &digest[..12]),
-            token_budget,
+            example_words: Vec::new(),
             story_budget_chars: 0,
         };
-        let empty = PreparedStory::default();
+        prompts.example_words = distinctive_words(
+            prompts
+                .env
+                .get_template("examples")
+                .map(|t| t.source().to_string())
+                .unwrap_or_default()
+                .as_str(),
+        );
+        let placeholder = ConditionView {
+            id: "C10".into(),
+            criterion: Some("AC10".into()),
+            text: "x".repeat(80),
+            expected: "x".repeat(40),
+        };
         let overhead: usize = prompts
-            .render_generation(&empty, &(1..=1), 0)?
+            .cases(
+                &PreparedStory::default(),
+                &vec![placeholder; BUDGETED_CONDITIONS],
+            )?
             .iter()
             .map(|m| m.content.chars().count())
             .sum();
@@ -210,6 +234,11 @@ impl Prompts {
 
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// Words only the worked examples use (see [`check::copies_example`](super::check)).
+    pub fn example_words(&self) -> &[String] {
+        &self.example_words
     }
 
     fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String, PromptError> {
@@ -222,79 +251,58 @@ impl Prompts {
             })
     }
 
-    /// Characters the story text and its criteria may take in the generation prompt.
+    /// Characters the story text and its criteria may take in a prompt.
     pub fn story_budget_chars(&self) -> usize {
         self.story_budget_chars
     }
 
-    fn system(
+    /// The shared system prompt and a user message of `template` after the story.
+    fn generation_side(
         &self,
+        template: &str,
         story: &PreparedStory,
-        cases: &RangeInclusive<u32>,
-    ) -> Result<String, PromptError> {
-        self.render(
-            "system",
-            context! {
-                min_cases => cases.start(),
-                max_cases => cases.end(),
-                has_criteria => !story.criteria.is_empty(),
-            },
-        )
-    }
-
-    fn render_generation(
-        &self,
-        story: &PreparedStory,
-        cases: &RangeInclusive<u32>,
-        shots: usize,
-    ) -> Result<Vec<ChatMessage>, PromptError> {
-        let examples: Vec<_> = self.examples[..shots.min(self.examples.len())]
-            .iter()
-            .map(|(user_story, test_cases)| context! { user_story, test_cases })
-            .collect();
-        let user = self.render(
-            "generate",
-            context! { story => story.text, criteria => story.criteria, examples },
-        )?;
-        Ok(vec![
-            ChatMessage::system(self.system(story, cases)?),
-            ChatMessage::user(user),
-        ])
-    }
-
-    /// The system and user messages asking for `cases` test cases, with as many few-shot
-    /// examples (at most two) as the token budget leaves room for.
-    pub fn generation(
-        &self,
-        story: &PreparedStory,
-        cases: RangeInclusive<u32>,
-    ) -> Result<Vec<ChatMessage>, PromptError> {
-        let mut shots = self.examples.len().min(2);
-        loop {
-            let messages = self.render_generation(story, &cases, shots)?;
-            let tokens: u64 = messages.iter().map(|m| estimate_tokens(&m.content)).sum();
-            if shots == 0 || tokens <= self.token_budget {
-                return Ok(messages);
-            }
-            shots -= 1;
-        }
-    }
-
-    /// The system and user messages of a follow-up round asking for `cases` more cases.
-    pub fn follow_up(
-        &self,
-        story: &PreparedStory,
-        cases: RangeInclusive<u32>,
-        ask: &FollowUp,
+        ctx: minijinja::Value,
     ) -> Result<Vec<ChatMessage>, PromptError> {
         let user = self.render(
-            "follow_up",
-            context! { story => story.text, criteria => story.criteria, ..minijinja::Value::from_serialize(ask) },
+            template,
+            context! { story => story.text, criteria => story.criteria, ..ctx },
         )?;
-        Ok(vec![
-            ChatMessage::system(self.system(story, &cases)?),
-            ChatMessage::user(user),
-        ])
+        let system = format!(
+            "{}\n{}",
+            self.render("system", context! {})?,
+            self.render("examples", context! {})?
+        );
+        Ok(vec![ChatMessage::system(system), ChatMessage::user(user)])
+    }
+
+    /// Asks for one test case per condition, in order, the conditions under their criteria.
+    pub fn cases(
+        &self,
+        story: &PreparedStory,
+        conditions: &[ConditionView],
+    ) -> Result<Vec<ChatMessage>, PromptError> {
+        let groups = grouped(story, conditions);
+        let count = conditions.len();
+        self.generation_side("cases", story, context! { groups, count })
+    }
+
+    /// Asks for `count` domain risks the planned `conditions` do not state.
+    pub fn risks(
+        &self,
+        story: &PreparedStory,
+        count: u32,
+        conditions: &[ConditionView],
+    ) -> Result<Vec<ChatMessage>, PromptError> {
+        self.generation_side("risks", story, context! { count, conditions })
+    }
+
+    /// Hands cases that failed their checks back, each with its condition and problems.
+    pub fn repair(
+        &self,
+        story: &PreparedStory,
+        items: &[RepairItem],
+    ) -> Result<Vec<ChatMessage>, PromptError> {
+        self.generation_side("repair", story, context! { items })
     }
 
     /// The judge's system and user messages: the story, the cases as text, what the
@@ -320,21 +328,15 @@ mod tests {
     use super::*;
 
     fn prompts(budget: u64) -> Prompts {
-        Prompts::load(None, "v1", None, budget).unwrap()
+        Prompts::load(None, "v2", budget).unwrap()
     }
 
     #[test]
     fn the_built_in_set_is_the_repository_s_files() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let from_files = Prompts::load(
-            Some(&root.join("prompts")),
-            "v1",
-            Some(&root.join("data")),
-            3000,
-        )
-        .unwrap();
+        let from_files = Prompts::load(Some(&root.join("prompts")), "v2", 3000).unwrap();
         assert_eq!(from_files.version(), prompts(3000).version());
-        let missing = Prompts::load(None, "v2", None, 3000).unwrap_err();
+        let missing = Prompts::load(None, "v3", 3000).unwrap_err();
         assert!(
             missing.to_string().contains("set STORYFORGE_PROMPTS_DIR"),
             "{missing}"
@@ -344,8 +346,8 @@ mod tests {
     #[test]
     fn version_names_the_set_and_hashes_the_content() {
         let p = prompts(3000);
-        assert!(p.version().starts_with("v1@"), "{}", p.version());
-        assert_eq!(p.version().len(), "v1@".len() + 12);
+        assert!(p.version().starts_with("v2@"), "{}", p.version());
+        assert_eq!(p.version().len(), "v2@".len() + 12);
     }
 
     fn story(text: &str, criteria: &[&str]) -> PreparedStory {
@@ -353,31 +355,93 @@ mod tests {
         super::super::story::prepare(text, &criteria, 10_000)
     }
 
-    #[test]
-    fn criteria_are_numbered_in_the_prompt() {
-        let messages = prompts(3000)
-            .generation(
-                &story(
-                    "As a user, I want to log in",
-                    &["Valid login works", "Lockout after 5 tries"],
-                ),
-                3..=10,
-            )
-            .unwrap();
-        assert!(messages[0].content.contains("\"covers\""));
-        assert!(messages[0].content.contains("Write 3 to 10 test cases"));
-        assert!(messages[1].content.contains("AC1: Valid login works"));
-        assert!(messages[1].content.contains("AC2: Lockout after 5 tries"));
+    fn condition(id: &str, text: &str, expect: Expect) -> ConditionView {
+        ConditionView::from(&TestCondition {
+            id: id.into(),
+            criterion: Some("AC2".into()),
+            technique: Technique::Boundary,
+            text: text.into(),
+            expect,
+            outcome: "it is refused with a message naming the limit of 5 tries".into(),
+            setup: None,
+            action: "tries it".into(),
+            actor: None,
+            values: vec![],
+            key_words: vec![],
+            tier: 1,
+        })
     }
 
     #[test]
-    fn examples_are_dropped_to_fit_the_budget() {
-        let login = story("As a user, I want to log in", &[]);
-        let roomy = prompts(10_000).generation(&login, 3..=10).unwrap();
-        let tight = prompts(300).generation(&login, 3..=10).unwrap();
-        assert!(roomy[1].content.contains("Examples of good test cases"));
-        assert!(!tight[1].content.contains("Examples of good test cases"));
-        assert!(tight[1].content.contains("As a user, I want to log in"));
+    fn every_generation_call_starts_with_the_same_system_prompt_and_story() {
+        let p = prompts(3000);
+        let login = story(
+            "As a user, I want to log in",
+            &["Valid login works", "Lockout after 5 tries"],
+        );
+        let cases = p
+            .cases(
+                &login,
+                &[condition(
+                    "C3",
+                    "6 tries, one over the limit of 5",
+                    Expect::Refused,
+                )],
+            )
+            .unwrap();
+        let risks = p
+            .risks(
+                &login,
+                2,
+                &[condition("C1", "Valid login", Expect::Accepted)],
+            )
+            .unwrap();
+        assert_eq!(cases[0].content, risks[0].content, "one system prompt");
+        let prefix = "User story:\nAs a user, I want to log in\n\nAcceptance criteria:\nAC1: Valid login works\nAC2: Lockout after 5 tries\n";
+        assert!(cases[1].content.starts_with(prefix), "{}", cases[1].content);
+        assert!(risks[1].content.starts_with(prefix), "{}", risks[1].content);
+        assert!(cases[1].content.contains("AC2: Lockout after 5 tries\nC3: 6 tries, one over the limit of 5 -> expected outcome: refused"), "{}", cases[1].content);
+        assert!(
+            cases[1].content.contains("only: 1 test case, each"),
+            "{}",
+            cases[1].content
+        );
+        assert!(risks[1].content.contains("Name 2 such risks"));
+    }
+
+    #[test]
+    fn a_repair_names_each_condition_and_problem() {
+        let p = prompts(3000);
+        let login = story("As a user, I want to log in", &["Lockout after 5 tries"]);
+        let item = RepairItem {
+            condition: condition("C2", "6 tries, one over the limit of 5", Expect::Refused),
+            json: "{\"title\": \"Login works\"}".into(),
+            problems: vec!["the case does not state the value 6".into()],
+        };
+        let messages = p.repair(&login, &[item]).unwrap();
+        let user = &messages[1].content;
+        assert!(
+            user.contains(
+                "C2 (AC2): 6 tries, one over the limit of 5 -> expected outcome: refused"
+            ),
+            "{user}"
+        );
+        assert!(
+            user.contains("- the case does not state the value 6"),
+            "{user}"
+        );
+        assert!(
+            user.contains("Write a corrected test case for each of these 1 condition,"),
+            "{user}"
+        );
+    }
+
+    #[test]
+    fn the_examples_name_their_distinctive_words() {
+        let words = prompts(3000).example_words().to_vec();
+        assert!(words.contains(&"book".to_string()), "{words:?}");
+        assert!(words.contains(&"loan".to_string()), "{words:?}");
+        assert!(!words.contains(&"email".to_string()), "{words:?}");
     }
 
     #[test]
@@ -386,29 +450,5 @@ mod tests {
         let large = prompts(2_000).story_budget_chars();
         assert_eq!(large - small, 4_000, "four characters a token");
         assert!(small > 0 && small < 4_000);
-    }
-
-    #[test]
-    fn a_follow_up_shows_the_kept_titles_and_asks_for_the_rest() {
-        let ask = FollowUp {
-            reason: "short",
-            titles: vec!["TC_001: Login succeeds with valid credentials".into()],
-            needed: 2,
-            next_id: "TC_002".into(),
-            missing: vec!["a negative case (invalid input, a refusal or a failure)".into()],
-            ..FollowUp::default()
-        };
-        let messages = prompts(3000)
-            .follow_up(&story("As a user, I want to log in", &[]), 2..=2, &ask)
-            .unwrap();
-        assert!(messages[0].content.contains("Write exactly 2 test cases"));
-        let user = &messages[1].content;
-        assert!(
-            user.contains("- TC_001: Login succeeds with valid credentials"),
-            "{user}"
-        );
-        assert!(user.contains("Write 2 additional test cases"), "{user}");
-        assert!(user.contains("Still missing: a negative case"), "{user}");
-        assert!(user.contains("from TC_002"), "{user}");
     }
 }

@@ -11,13 +11,14 @@ use crate::context::Context;
 /// Why a call was made; `CallUsage::purpose` documents each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose {
+    /// Domain risks the criteria do not state.
+    Risks,
+    /// Test cases for a few conditions.
     Generation,
+    /// Cases that failed their checks, handed back with their problems.
     Repair,
-    MoreCases,
-    Continuation,
-    Criteria,
-    NegativeCases,
-    Replacements,
+    /// Conditions still without a good case, asked afresh at a warmer temperature.
+    Resample,
     Judge,
     JudgeRetry,
 }
@@ -25,13 +26,10 @@ pub enum Purpose {
 impl Purpose {
     pub fn as_str(self) -> &'static str {
         match self {
+            Purpose::Risks => "risks",
             Purpose::Generation => "generation",
             Purpose::Repair => "repair",
-            Purpose::MoreCases => "more_cases",
-            Purpose::Continuation => "continuation",
-            Purpose::Criteria => "criteria",
-            Purpose::NegativeCases => "negative_cases",
-            Purpose::Replacements => "replacements",
+            Purpose::Resample => "resample",
             Purpose::Judge => "judge",
             Purpose::JudgeRetry => "judge_retry",
         }

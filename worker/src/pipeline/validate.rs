@@ -8,8 +8,8 @@
 //! whole Given/When/Then scenario crammed into one field (small models copy criteria so). These
 //! two a JSON schema cannot state; everything else it does. `covers`
 //! may only name the story's own criterion ids; others are not a reason to reject a case — the
-//! collector drops them and notes it. How many cases a job needs is the collector's business
-//! (`collect.rs`); the schema states it per call. Each problem is one sentence naming the case
+//! collector drops them and notes it. The schema pins each call's cases to its conditions
+//! (`collect.rs` decides which), one item each. Each problem is one sentence naming the case
 //! and the field, so a repair round can hand it straight back to the model.
 
 use std::ops::RangeInclusive;
@@ -25,6 +25,10 @@ use super::parse::DraftCase;
 pub const ID_PATTERN: &str = "^TC_[0-9]{3,}$";
 pub const TITLE_CHARS: RangeInclusive<usize> = 10..=200;
 pub const STEP_CHARS: RangeInclusive<usize> = 10..=500;
+/// Longest step the schema asks a model for: shorter than the validator accepts, because a
+/// small model given room for 500 characters tends to loop ("… and the user is informed …, and
+/// the user is redirected …, and …") until it is cut off.
+pub const SCHEMA_STEP_CHARS: usize = 300;
 pub const PRIORITIES: [&str; 4] = ["critical", "high", "medium", "low"];
 
 static ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(ID_PATTERN).expect("valid regex"));
@@ -53,39 +57,49 @@ impl CaseRules {
         &self.criteria
     }
 
-    /// The structured-output schema for a reply of `count` cases. Properties are in the order a
-    /// model should write them; `covers` is there only when the story has criteria.
-    pub fn schema(&self, count: RangeInclusive<u32>) -> Value {
-        let step = || json!({"type": "string", "minLength": STEP_CHARS.start(), "maxLength": STEP_CHARS.end()});
-        let mut properties = json!({
-            "id": {"type": "string", "pattern": ID_PATTERN},
-            "title": {"type": "string", "minLength": TITLE_CHARS.start(), "maxLength": TITLE_CHARS.end()},
-            "priority": {"type": "string", "enum": PRIORITIES},
-            "given": step(),
-            "when": step(),
-            "then": step(),
-        });
-        let mut required = vec!["id", "title", "priority", "given", "when", "then"];
-        if !self.criteria.is_empty() {
-            properties["covers"] = json!({
-                "type": "array",
-                "items": {"type": "string", "enum": self.criteria},
-            });
-            required.push("covers");
-        }
+    /// The structured-output schema for a reply of one case per condition, in order: each
+    /// item's `condition` is pinned to its condition's id and its `covers` to that condition's
+    /// criterion (absent for a condition of the story as a whole). Properties are in the order
+    /// a model should write them.
+    pub fn schema(&self, conditions: &[(&str, Option<&str>)]) -> Value {
+        let step = || json!({"type": "string", "minLength": STEP_CHARS.start(), "maxLength": SCHEMA_STEP_CHARS});
+        let items: Vec<Value> = conditions
+            .iter()
+            .map(|(id, criterion)| {
+                let mut properties = json!({
+                    "condition": {"type": "string", "const": id},
+                    "title": {"type": "string", "minLength": TITLE_CHARS.start(), "maxLength": TITLE_CHARS.end()},
+                    "priority": {"type": "string", "enum": PRIORITIES},
+                    "given": step(),
+                    "when": step(),
+                    "then": step(),
+                });
+                let mut required = vec!["condition", "title", "priority", "given", "when", "then"];
+                if let Some(criterion) = criterion {
+                    properties["covers"] = json!({
+                        "type": "array",
+                        "prefixItems": [{"type": "string", "const": criterion}],
+                        "minItems": 1,
+                        "maxItems": 1,
+                    });
+                    required.push("covers");
+                }
+                json!({
+                    "type": "object",
+                    "properties": properties,
+                    "required": required,
+                    "additionalProperties": false,
+                })
+            })
+            .collect();
         json!({
             "type": "object",
             "properties": {
                 "test_cases": {
                     "type": "array",
-                    "minItems": count.start(),
-                    "maxItems": count.end(),
-                    "items": {
-                        "type": "object",
-                        "properties": properties,
-                        "required": required,
-                        "additionalProperties": false,
-                    }
+                    "minItems": items.len(),
+                    "maxItems": items.len(),
+                    "prefixItems": items,
                 }
             },
             "required": ["test_cases"],
@@ -159,6 +173,8 @@ impl CaseRules {
                 when: draft.when.trim().to_string(),
                 then: draft.then.trim().to_string(),
                 covers: draft.covers.clone(),
+                condition: draft.condition.clone(),
+                origin: None,
             }),
             _ => Err(problems),
         }
@@ -178,6 +194,7 @@ mod tests {
             when: "The user submits valid credentials".into(),
             then: "The dashboard is shown to the user".into(),
             covers: vec![],
+            condition: None,
         }
     }
 
@@ -237,43 +254,45 @@ mod tests {
     }
 
     #[test]
-    fn the_schema_states_the_same_rules() {
+    fn the_schema_pins_one_case_per_condition_with_the_same_rules() {
         let rules = CaseRules::new(vec!["AC1".into(), "AC2".into()]);
-        let schema = rules.schema(3..=10);
+        let schema = rules.schema(&[("C3", Some("AC2")), ("C7", None)]);
         let cases = &schema["properties"]["test_cases"];
         assert_eq!(
             (cases["minItems"].clone(), cases["maxItems"].clone()),
-            (json!(3), json!(10))
+            (json!(2), json!(2))
         );
-        let item = &cases["items"];
-        assert_eq!(item["properties"]["id"]["pattern"], ID_PATTERN);
+        let item = &cases["prefixItems"][0];
+        assert_eq!(item["properties"]["condition"]["const"], "C3");
+        assert_eq!(
+            item["properties"]["covers"]["prefixItems"][0]["const"],
+            "AC2"
+        );
         assert_eq!(
             item["properties"]["title"]["minLength"],
             *TITLE_CHARS.start()
         );
-        assert_eq!(item["properties"]["then"]["maxLength"], *STEP_CHARS.end());
+        assert_eq!(item["properties"]["then"]["maxLength"], SCHEMA_STEP_CHARS);
         assert_eq!(item["properties"]["priority"]["enum"], json!(PRIORITIES));
-        assert_eq!(
-            item["properties"]["covers"]["items"]["enum"],
-            json!(["AC1", "AC2"])
-        );
         assert_eq!(item["additionalProperties"], false);
         let order: Vec<&String> = item["properties"].as_object().unwrap().keys().collect();
         assert_eq!(
             order,
-            ["id", "title", "priority", "given", "when", "then", "covers"]
+            [
+                "condition",
+                "title",
+                "priority",
+                "given",
+                "when",
+                "then",
+                "covers"
+            ]
         );
-        let regex = Regex::new(item["properties"]["id"]["pattern"].as_str().unwrap()).unwrap();
-        assert!(regex.is_match("TC_001") && !regex.is_match("TC-1"));
-    }
-
-    #[test]
-    fn without_criteria_the_schema_has_no_covers() {
-        let schema = CaseRules::new(vec![]).schema(1..=2);
-        let item = &schema["properties"]["test_cases"]["items"];
-        assert!(item["properties"].get("covers").is_none());
+        let story_level = &cases["prefixItems"][1];
+        assert_eq!(story_level["properties"]["condition"]["const"], "C7");
+        assert!(story_level["properties"].get("covers").is_none());
         assert!(
-            !item["required"]
+            !story_level["required"]
                 .as_array()
                 .unwrap()
                 .contains(&json!("covers"))

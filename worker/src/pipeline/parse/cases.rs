@@ -9,8 +9,9 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::vocabulary::{
-    COVERS_KEYS, GIVEN_KEYS, ID_KEYS, MAX_WALK_DEPTH, PRIORITY_KEYS, RawCase, STEP_KEYS, THEN_KEYS,
-    TITLE_KEYS, WHEN_KEYS, WRAPPER_KEYS, criteria_ids, normalise_key, normalise_priority,
+    CONDITION_KEYS, COVERS_KEYS, GIVEN_KEYS, ID_KEYS, MAX_WALK_DEPTH, PRIORITY_KEYS, RawCase,
+    STEP_KEYS, THEN_KEYS, TITLE_KEYS, WHEN_KEYS, WRAPPER_KEYS, criteria_ids, normalise_key,
+    normalise_priority,
 };
 use super::{DraftCase, add_note, json, prose};
 
@@ -164,6 +165,7 @@ fn read_case(map: &Map<String, Value>, harvest: &mut Harvest) -> Option<RawCase>
     let mut then = text(THEN_KEYS, Some("then"));
     let id = Some(text(ID_KEYS, None)).filter(|id| !id.is_empty());
     let priority = Some(text(PRIORITY_KEYS, None)).filter(|p| !p.is_empty());
+    let condition = Some(text(CONDITION_KEYS, None)).filter(|c| !c.is_empty());
     let covers = fields
         .find(COVERS_KEYS)
         .map(|(value, other_name)| {
@@ -197,6 +199,7 @@ fn read_case(map: &Map<String, Value>, harvest: &mut Harvest) -> Option<RawCase>
         when,
         then,
         covers,
+        condition,
     })
 }
 
@@ -290,12 +293,12 @@ pub(super) fn covers_of(value: &Value) -> Vec<String> {
     ids
 }
 
-/// Drops duplicates, renumbers ids and normalises priorities, noting what it changed.
+/// Drops duplicates, numbers the cases `TC_001`… (whatever ids the model wrote, if any: the
+/// ids are StoryForge's, so that is not worth a note) and normalises priorities, noting what it
+/// changed.
 pub(super) fn finish(raw: Vec<RawCase>, notes: &mut Vec<String>) -> Vec<DraftCase> {
     let mut seen = HashSet::new();
     let mut duplicates = 0;
-    let mut renumbered = false;
-    let mut assigned = false;
     let mut normalised = false;
     let mut defaulted = 0;
     let mut cases = Vec::with_capacity(raw.len());
@@ -311,10 +314,6 @@ pub(super) fn finish(raw: Vec<RawCase>, notes: &mut Vec<String>) -> Vec<DraftCas
             continue;
         }
         let id = format!("TC_{:03}", cases.len() + 1);
-        match case.id.as_deref().map(str::trim) {
-            None | Some("") => assigned = true,
-            Some(written) => renumbered |= written != id,
-        }
         let priority = match case.priority.as_deref().map(str::trim) {
             None | Some("") => {
                 defaulted += 1;
@@ -334,13 +333,8 @@ pub(super) fn finish(raw: Vec<RawCase>, notes: &mut Vec<String>) -> Vec<DraftCas
             when: case.when,
             then: case.then,
             covers: case.covers,
+            condition: case.condition,
         });
-    }
-    if renumbered {
-        add_note(notes, "renumbered ids");
-    }
-    if assigned {
-        add_note(notes, "assigned missing ids");
     }
     if normalised {
         add_note(notes, "normalised priorities");
@@ -427,6 +421,7 @@ mod tests {
                 when: "pay".into(),
                 then: "paid".into(),
                 covers: vec!["AC2".into()],
+                condition: None,
             }
         );
     }
@@ -565,6 +560,7 @@ mod tests {
             when: "w".into(),
             then: "t".into(),
             covers: vec![],
+            condition: None,
         };
         let mut notes = Vec::new();
         let cases = finish(
@@ -591,8 +587,6 @@ mod tests {
         assert_eq!(
             notes,
             vec![
-                "renumbered ids",
-                "assigned missing ids",
                 "normalised priorities",
                 "priority missing on 1 case(s), defaulted to medium",
                 "dropped 1 duplicate case(s)"

@@ -82,6 +82,9 @@ pub struct DraftCase {
     pub then: String,
     /// Acceptance-criteria ids such as `AC1`; empty when the model named none.
     pub covers: Vec<String>,
+    /// The test condition (`C3`) the case says it was written for, when it says.
+    #[serde(default)]
+    pub condition: Option<String>,
 }
 
 /// The test cases read from one reply, with an account of what reading them took.
@@ -91,7 +94,7 @@ pub struct ParsedReply {
     pub cases: Vec<DraftCase>,
     /// The reply ended mid-way (cut off at the token limit) and only the complete cases were kept.
     pub truncated: bool,
-    /// What normalisation did, for the job record (e.g. "renumbered ids", "joined step arrays",
+    /// What normalisation did, for the job record (e.g. "normalised priorities", "joined step arrays",
     /// "parsed Gherkin").
     pub notes: Vec<String>,
 }

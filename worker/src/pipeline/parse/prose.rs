@@ -610,6 +610,7 @@ impl Parser {
                 when: draft.when.join(" AND "),
                 then,
                 covers: draft.covers,
+                condition: None,
             });
         }
         prose

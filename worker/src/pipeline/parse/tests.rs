@@ -23,6 +23,7 @@ fn fenced_json_with_chatter_parses_without_notes() {
             when: "they log in".into(),
             then: "the dashboard shows".into(),
             covers: vec![],
+            condition: None,
         }]
     );
     assert!(!parsed.truncated);
@@ -93,7 +94,6 @@ fn loose_json_is_normalised_with_notes() {
         "read loose JSON",
         "mapped field names",
         "joined step arrays",
-        "renumbered ids",
         "normalised priorities",
     ] {
         assert!(
@@ -123,7 +123,7 @@ fn gherkin_reply_is_parsed_with_a_note() {
     )
     .unwrap();
     assert_eq!(parsed.cases[0].priority, "high");
-    assert_eq!(parsed.notes, vec!["parsed Gherkin", "assigned missing ids"]);
+    assert_eq!(parsed.notes, vec!["parsed Gherkin"]);
 }
 
 #[test]

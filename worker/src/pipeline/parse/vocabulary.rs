@@ -79,6 +79,8 @@ pub(super) const COVERS_KEYS: &[&str] = &[
     "linkedcriteria",
     "traceability",
 ];
+/// Keys naming the test condition a case was written for.
+pub(super) const CONDITION_KEYS: &[&str] = &["condition", "conditionid", "testcondition"];
 /// Keys that make an object a test case: a title alone does not (user stories and acceptance
 /// criteria have titles too), a step does.
 pub(super) const STEP_KEYS: &[&str] = &[
@@ -134,6 +136,7 @@ pub(super) struct RawCase {
     pub when: String,
     pub then: String,
     pub covers: Vec<String>,
+    pub condition: Option<String>,
 }
 
 /// Whether the value, anywhere inside, has keys a test case or a list of them would have.

@@ -4,11 +4,16 @@
 //! a paragraph, line, sentence or word boundary with a notice, never inside a criterion: the
 //! criteria are always shown whole and only the rest of the text gives way.
 //!
+//! [`parts`] reads who the story is for and what they want (role, goal, benefit).
+//!
 //! Submitted criteria get their inline markup removed too. Stories that follow no template
 //! ("Export invoices to CSV") are fine: nothing here expects "As a … I want … so that …".
 
 mod criteria;
 mod markup;
+mod parts;
+
+pub use parts::{StoryParts, parts, third_person};
 
 use storyforge_shared::job::Criterion;
 
