@@ -115,12 +115,13 @@ static COMPARATOR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?ix)
         \b(?P<cmp>
-            up\ to | at\ most | no\ more\ than | not\ more\ than | a\ maximum\ of | maximum\ of
+            (?:maximum|minimum)(?:\s+[\w-]+){0,2}\s+is
+          | up\ to | at\ most | no\ more\ than | not\ more\ than | a\ maximum\ of | maximum\ of
           | maximum | max\.? | limit\ of | at\ least | a\ minimum\ of | minimum\ of | minimum
           | min\.? | more\ than | greater\ than | larger\ than | bigger\ than | longer\ than
           | older\ than | over | above | exceeding | exceeds | exceed | beyond | less\ than
           | fewer\ than | smaller\ than | shorter\ than | younger\ than | under | below
-          | within | after | for | between
+          | within | after | for | between | limited\ to | capped\ at
         )\s+(?:the\s+)?",
     )
     .expect("valid regex")
@@ -132,15 +133,86 @@ static NUMBER: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 
+/// A range of allowed values: "12 to 14 characters", "between the 1st and the 28th", "5-10
+/// items". Its ends are the lower and the upper limit.
+static RANGE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)
+        (?:\b(?:between|from)\s+(?:the\s+)?)?
+        (?P<low>\d{1,3}(?:,\d{3})+|\d+)(?:st|nd|rd|th)?
+        \s*(?:to|-|–|and(?:\s+the)?)\s*
+        (?P<high>\d{1,3}(?:,\d{3})+|\d+)(?P<ordinal>st|nd|rd|th)?\b",
+    )
+    .expect("valid regex")
+});
+
+/// The two limits of each range the clause states, and where the ranges are.
+fn ranges(clause: &str) -> (Vec<Limit>, Vec<std::ops::Range<usize>>) {
+    let lower = clause.to_lowercase();
+    let mut limits = Vec::new();
+    let mut spans = Vec::new();
+    for found in RANGE.captures_iter(clause) {
+        let whole = found.get(0).expect("the match");
+        let low = found.name("low").expect("low");
+        let text = whole.as_str().to_lowercase();
+        // "between" or "from … to …", an ordinal ("the 1st and the 28th") or a "to"/dash with a
+        // unit after it: a range; "3 and 7 days" in a list is not.
+        let introduced = text.starts_with("between") || text.starts_with("from");
+        let joined_by_to = text.contains(" to ") || text.contains('-') || text.contains('–');
+        if !(introduced || found.name("ordinal").is_some() || joined_by_to) {
+            continue;
+        }
+        if names_a_thing(clause, &lower, low.start(), low.end())
+            && found.name("ordinal").is_none()
+            && !introduced
+        {
+            continue;
+        }
+        let (unit, _) = unit_after(&clause[whole.end()..]);
+        let unit = match found.name("ordinal") {
+            Some(_) => String::new(),
+            None => unit,
+        };
+        if !introduced && unit.is_empty() && found.name("ordinal").is_none() {
+            continue;
+        }
+        let is_time = TIME_UNITS.contains(&unit.to_lowercase().as_str());
+        for (bound, n) in [
+            (Bound::AtLeast, &found["low"]),
+            (Bound::AtMost, &found["high"]),
+        ] {
+            let number = n.replace(',', "");
+            let Ok(value) = number.parse::<f64>() else {
+                continue;
+            };
+            limits.push(Limit {
+                bound,
+                value,
+                grouped: n.contains(','),
+                number,
+                currency: String::new(),
+                unit: unit.clone(),
+                is_time,
+                phrase: whole.as_str().trim().to_string(),
+            });
+        }
+        spans.push(whole.range());
+    }
+    (limits, spans)
+}
+
 /// Every limit the clause states, in order, without repeats.
 pub fn find(clause: &str) -> Vec<Limit> {
-    let mut limits: Vec<Limit> = Vec::new();
+    let (mut limits, ranged) = ranges(clause);
     let lower = clause.to_lowercase();
     // Where the last limit ended and how it bounded: "up to 10 MB and 50,000 rows" bounds both.
     let mut last: Option<(usize, Bound)> = None;
     for found in NUMBER.captures_iter(clause) {
         let whole = found.get(0).expect("the match");
         let n = &found["n"];
+        if ranged.iter().any(|r| r.contains(&whole.start())) {
+            continue;
+        }
         if names_a_thing(clause, &lower, whole.end() - n.len(), whole.end()) {
             continue;
         }
@@ -351,6 +423,9 @@ fn bound_of(before: &str, after: &str, unit: &str) -> Option<(Bound, usize)> {
         let cmp = found["cmp"].to_lowercase();
         let start = window_start + found.get(0).expect("the match").start();
         let bound = match cmp.as_str() {
+            "limited to" | "capped at" => Bound::AtMost,
+            c if c.starts_with("maximum") && c.ends_with(" is") => Bound::AtMost,
+            c if c.starts_with("minimum") && c.ends_with(" is") => Bound::AtLeast,
             "up to" | "at most" | "no more than" | "not more than" | "a maximum of"
             | "maximum of" | "maximum" | "max" | "max." | "limit of" => Bound::AtMost,
             "at least" | "a minimum of" | "minimum of" | "minimum" | "min" | "min." => {
@@ -569,6 +644,29 @@ mod tests {
                 .iter()
                 .all(|l| !l.is_time)
         );
+        let range = find("A tracking number has 12 to 14 letters or digits");
+        assert_eq!(
+            range
+                .iter()
+                .map(|l| (l.bound, l.number.as_str(), l.unit.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                (Bound::AtLeast, "12", "letters"),
+                (Bound::AtMost, "14", "letters")
+            ]
+        );
+        let days =
+            find("The customer picks a payment day between the 1st and the 28th of the month");
+        assert_eq!(
+            days.iter()
+                .map(|l| (l.bound, l.number.as_str()))
+                .collect::<Vec<_>>(),
+            [(Bound::AtLeast, "1"), (Bound::AtMost, "28")]
+        );
+        let l = one("Alt text is limited to 250 characters, with a character counter");
+        assert_eq!((l.bound, l.number.as_str()), (Bound::AtMost, "250"));
+        let l = one("The minimum cash-out is $20");
+        assert_eq!((l.bound, l.currency.as_str()), (Bound::AtLeast, "$"));
         let both = find("Files of up to 10 MB and 50,000 rows are accepted");
         assert_eq!(both.len(), 2, "{both:?}");
     }

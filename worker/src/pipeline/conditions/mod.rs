@@ -878,6 +878,8 @@ impl Deriving<'_> {
             // "within 300 ms": the clause met measures it.
             Bound::Within => (None, None),
         };
+        // "The minimum cash-out is $20": the clause met is the value at the limit already.
+        let near = near.filter(|_| clause.split_whitespace().count() > 6);
         for draft in [far, near].into_iter().flatten() {
             self.push(id, draft);
         }
