@@ -570,6 +570,10 @@ pub fn negate(clause: &str) -> String {
             "is" | "are" | "was" | "were" | "can" | "must" | "will" | "should" if i > 0 => {
                 return join(format!("{word} not"));
             }
+            // "has used" is a tense ("has not used"); "has 3 mentions" a possession.
+            "has" | "have" if i > 0 && words.get(i + 1).is_some_and(|w| participle(w)) => {
+                return join(format!("{word} not"));
+            }
             "has" if i > 0 => return join("does not have".to_string()),
             "have" if i > 0 => return join("do not have".to_string()),
             _ if after_pronoun && lower.chars().all(char::is_alphabetic) => {
@@ -599,6 +603,15 @@ pub fn negate(clause: &str) -> String {
         }
     }
     format!("not: {clause}")
+}
+
+/// Whether a word reads as a past participle ("used", "been", "chosen").
+fn participle(word: &str) -> bool {
+    let word = word.to_lowercase();
+    word.len() > 3
+        && (word.ends_with("ed")
+            || word.ends_with("en")
+            || matches!(word.as_str(), "paid" | "sent" | "made" | "done" | "set"))
 }
 
 /// The input-breaking side of a rule a clause states, if it states one: "The first row must

@@ -58,6 +58,11 @@ pub struct Limit {
     pub is_time: bool,
     /// The limit as the text states it: "up to 20 email addresses".
     pub phrase: String,
+    /// What the clause says after the limit: its consequence ("Refunds above $500 need approval
+    /// from a team lead" → "need approval from a team lead"); empty when nothing follows.
+    pub consequence: String,
+    /// What a bare number is the value of ("the refund amount"), when the text names it.
+    pub of: Option<String>,
 }
 
 /// Units of time and how a tester writes one more of them.
@@ -194,6 +199,8 @@ fn ranges(clause: &str) -> (Vec<Limit>, Vec<std::ops::Range<usize>>) {
                 unit: unit.clone(),
                 is_time,
                 phrase: whole.as_str().trim().to_string(),
+                consequence: String::new(),
+                of: None,
             });
         }
         spans.push(whole.range());
@@ -270,6 +277,8 @@ pub fn find(clause: &str) -> Vec<Limit> {
             unit,
             is_time,
             phrase,
+            consequence: consequence_after(clause, whole.end() + unit_end),
+            of: None,
         };
         if !limits
             .iter()
@@ -283,6 +292,20 @@ pub fn find(clause: &str) -> Vec<Limit> {
         limits.retain(|l| !l.is_time);
     }
     limits
+}
+
+/// The words of `clause` after byte `end`, when they say something: "need approval from a team
+/// lead before they are sent".
+fn consequence_after(clause: &str, end: usize) -> String {
+    let rest = clause[end..]
+        .trim()
+        .trim_start_matches([',', ';', ':'])
+        .trim();
+    if rest.split_whitespace().count() >= 2 {
+        rest.to_string()
+    } else {
+        String::new()
+    }
 }
 
 /// Whether the number at `start..end` names something rather than counting it.
@@ -493,12 +516,28 @@ impl Limit {
         if matches!(unit.to_lowercase().as_str(), "digit" | "character" | "char") {
             return format!("{value}-{unit}");
         }
+        if let Some(of) = self.of.as_ref().filter(|_| unit.is_empty()) {
+            return format!("{of} of {value}");
+        }
         format!("{value}{}", spaced(unit))
     }
 
-    /// The value as the text states it: "20 email addresses".
+    /// The value as the text states it: "20 email addresses", "$500", "0".
     pub fn stated(&self) -> String {
-        self.with_value(&self.written())
+        Limit {
+            of: None,
+            ..self.clone()
+        }
+        .with_value(&self.written())
+    }
+
+    /// The value at the limit, tried: "exactly 20 email addresses", "exactly $500", "the refund
+    /// amount of exactly 0".
+    pub fn exactly(&self) -> String {
+        match self.currency.is_empty() {
+            true => self.with_value(&format!("exactly {}", self.written())),
+            false => format!("exactly {}", self.stated()),
+        }
     }
 
     /// The number as the text writes it ("1,000").

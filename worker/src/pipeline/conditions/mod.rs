@@ -644,6 +644,17 @@ impl Deriving<'_> {
 
     /// The conditions around one limit of `clause`.
     fn limit(&mut self, id: Option<&str>, clause: &str, limit: &Limit) {
+        // "The refund amount must be greater than 0": a bare number is the subject's value.
+        let named = match clauses::subject_of(clause) {
+            Some(subject) if limit.unit.is_empty() && limit.currency.is_empty() => {
+                Some(lower_first(&subject)).filter(|s| s.split_whitespace().count() <= 4)
+            }
+            _ => None,
+        };
+        let limit = &Limit {
+            of: named,
+            ..limit.clone()
+        };
         let stated = limit.stated();
         let refusal = reads_refusal(clause);
         let requirement = !refusal
@@ -680,10 +691,10 @@ impl Deriving<'_> {
                     }),
                     Some(Draft {
                         technique: Technique::Boundary,
-                        text: format!("exactly {stated}, at the limit"),
+                        text: format!("{}, at the limit", limit.exactly()),
                         expect: Expect::Accepted,
                         outcome: format!("it is accepted: {stated} is within the limit"),
-                        action: with(&format!("exactly {stated}")),
+                        action: with(&limit.exactly()),
                         tier: NEAR_SIDE,
                         value: Some(limit.number.clone()),
                     }),
@@ -712,10 +723,10 @@ impl Deriving<'_> {
                     }),
                     Some(Draft {
                         technique: Technique::Boundary,
-                        text: format!("exactly {stated}, the minimum"),
+                        text: format!("{}, the minimum", limit.exactly()),
                         expect: Expect::Accepted,
                         outcome: format!("it is accepted: {stated} meets the minimum"),
-                        action: with(&format!("exactly {stated}")),
+                        action: with(&limit.exactly()),
                         tier: NEAR_SIDE,
                         value: Some(limit.number.clone()),
                     }),
@@ -748,8 +759,15 @@ impl Deriving<'_> {
                         technique,
                         text: format!("{past}, {side} {stated}"),
                         expect: far_expect,
-                        outcome: match far_expect {
-                            Expect::Accepted => format!("it is accepted (the rule: {clause})"),
+                        outcome: match (far_expect, limit.consequence.is_empty()) {
+                            (Expect::Accepted, _) => format!("it is accepted (the rule: {clause})"),
+                            (Expect::Refused, false) => {
+                                format!("it is refused: {} (the rule: {clause})", limit.consequence)
+                            }
+                            (_, false) => format!(
+                                "the rule applies: {} (the rule: {clause})",
+                                limit.consequence
+                            ),
                             _ => format!("the rule applies (the rule: {clause})"),
                         },
                         action: with(&past),
@@ -758,7 +776,7 @@ impl Deriving<'_> {
                     }),
                     Some(Draft {
                         technique,
-                        text: format!("exactly {stated}, {not_side}"),
+                        text: format!("{}, {not_side}", limit.exactly()),
                         expect: near_expect,
                         outcome: match near_expect {
                             Expect::Refused => format!(
@@ -770,7 +788,7 @@ impl Deriving<'_> {
                                 lower_first(clause)
                             ),
                         },
-                        action: with(&format!("exactly {stated}")),
+                        action: with(&limit.exactly()),
                         tier: if requirement { FAR_SIDE } else { NEAR_SIDE },
                         value: Some(limit.number.clone()),
                     }),
@@ -989,7 +1007,10 @@ mod tests {
                 "After 5 consecutive failed login attempts the account is locked for 15 minutes",
             ],
         );
-        assert_eq!(find(&conditions, "Exactly 0").expect, Expect::Refused);
+        assert_eq!(
+            find(&conditions, "The refund amount of exactly 0").expect,
+            Expect::Refused
+        );
         assert_eq!(
             find(&conditions, "1, just above 0").expect,
             Expect::Accepted
