@@ -822,15 +822,13 @@ impl Deriving<'_> {
                 let before = limit.with_value(&limit.step(false));
                 let after = limit.with_value(&limit.step(true));
                 // "locked for 15 minutes": the state holds until the span ends; "expires after
-                // 7 days", "valid for 30 seconds": the thing works until it ends.
-                let holds = reads_refusal(clause)
-                    && !clause.to_lowercase().contains("expire")
-                    && !clause.to_lowercase().contains("valid");
+                // 7 days", "valid for 30 seconds", "after 30 minutes idle the session ends": the
+                // thing works until it ends, then it is refused.
+                let ends = ENDS.is_match(clause);
+                let holds = reads_refusal(clause) && !ends;
                 let (during, past) = if holds {
                     (Expect::Refused, Expect::Accepted)
-                } else if clause.to_lowercase().contains("expire")
-                    || clause.to_lowercase().contains("valid")
-                {
+                } else if ends {
                     (Expect::Accepted, Expect::Refused)
                 } else {
                     (Expect::Other, Expect::Other)
@@ -903,6 +901,12 @@ impl Deriving<'_> {
         }
     }
 }
+
+/// A clause that says something stops working when its time is up.
+static ENDS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?i)\b(expir\w*|valid|ends?|ended|logged out|times? out|closes|is closed|is deleted|are deleted|is removed|are removed)\b")
+        .expect("valid regex")
+});
 
 /// "tries to <goal>" as a step, or "uses the feature (<goal>)" for a goal that is no action.
 fn attempt_of(goal: &str) -> String {

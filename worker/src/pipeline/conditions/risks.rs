@@ -237,6 +237,17 @@ pub fn from_story(
             format!("the {role} is told it was not found, and nothing else is shown or changed"),
         ));
     }
+    // What a form is sent with: every field a tester leaves empty or fills wrongly.
+    if CREATES.is_match(goal) {
+        from_goal.push(risk(
+            format!(
+                "the request to {} with required input missing or malformed",
+                lower_first(goal).trim_end_matches('.')
+            ),
+            Expect::Refused,
+            "it is refused with a message naming each problem, and nothing is changed".to_string(),
+        ));
+    }
     if let Some(found) = CREATES.captures(goal) {
         let object = object_of(&found["object"]);
         from_goal.push(risk(
