@@ -2,14 +2,16 @@
 //! `cargo build --workspace && cargo run -p storyforge-tests --bin eval_fake [-- DATASET OUT_DIR]`.
 //!
 //! Starts a deployment whose LLM is the test suite's fake (OpenAI's wire format), which answers
-//! every story with the same six checkout test cases whatever the story says, and runs the real
-//! `storyforge eval` against its API. Its must-cover recall is what matching alone gives a
-//! model that ignores the story: the floor any real configuration must clear.
+//! every call with the same six checkout test cases whatever the story says, and runs the real
+//! `storyforge eval` against its API. The deployment keeps a model's cases unchecked
+//! (`STORYFORGE_ABLATION=cases`: the checks would send every one of them back and the built-in
+//! designer would write the cases instead), so its must-cover recall is what matching alone gives
+//! a model that ignores the story: the floor any real configuration must clear.
 
 use std::time::Duration;
 
 use storyforge_tests::app::{TestEnv, workspace_root};
-use storyforge_tests::fake_llm::{FakeLlm, answer};
+use storyforge_tests::fake_llm::{FakeLlm, Reply, valid_cases_json};
 use storyforge_tests::process::ChildProcess;
 
 #[tokio::main]
@@ -24,7 +26,9 @@ async fn main() {
     let out = args
         .next()
         .unwrap_or_else(|| root.join("target/eval-fake").display().to_string());
-    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
+    let mut env =
+        TestEnv::new(FakeLlm::with_responder(|_| Reply::text(valid_cases_json(6))).await).await;
+    env.set("ablation", "cases");
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
     let args = ["eval", &dataset, "--api", &api.base_url, "--out", &out];
