@@ -140,10 +140,14 @@ pub fn problems(
         }
     }
     match condition.expect {
-        Expect::Refused if !REFUSED_OUTCOME.is_match(&case.then) => problems.push(format!(
+        Expect::Refused
+            if !REFUSED_OUTCOME.is_match(&case.then) || clauses::denies_refusal(&case.then) =>
+        {
+            problems.push(format!(
             "condition {} expects a refusal, but \"then\" does not say the action is refused or how the user is told",
             condition.id
-        )),
+        ))
+        }
         // A clause met may be tested by its restriction enforced ("can only be used once"),
         // so only a condition that plainly expects success holds its case to it.
         Expect::Accepted
@@ -280,8 +284,13 @@ static LABEL: LazyLock<Regex> = LazyLock::new(|| {
         .expect("valid regex")
 });
 
-/// Whether a step ends on a word that cannot end a sentence: "The user clicks the".
+/// Whether a step was stopped before its end: exactly at the schema's length limit, where a
+/// server's JSON grammar stops a model that loops on "1000…" or "…, or …", or on a word that cannot end a sentence: "The user
+/// clicks the".
 fn cut_off(step: &str) -> bool {
+    if step.chars().count() == super::validate::SCHEMA_STEP_CHARS {
+        return true;
+    }
     let last = step
         .trim_end_matches(|c: char| c.is_whitespace() || c == '.')
         .rsplit(char::is_whitespace)
@@ -573,6 +582,34 @@ mod tests {
                 .any(|p| p.contains("repeats condition C2's text")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn a_step_stopped_at_the_schema_limit_or_a_negated_refusal_fails() {
+        let looping = format!("The invitations are refused, limit {}", "0".repeat(300));
+        let looping: String = looping
+            .chars()
+            .take(super::super::validate::SCHEMA_STEP_CHARS)
+            .collect();
+        let stopped = case(
+            "21 email addresses are refused",
+            "An administrator on the invitation page",
+            "The administrator enters 21 email addresses",
+            &looping,
+        );
+        let found = problems(&stopped, &over_the_limit(), &criteria(), STORY, &[]);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("\"then\" stops mid-sentence")),
+            "{found:?}"
+        );
+        let accepted = TestCase {
+            then: "The invitation of 21 email addresses is not refused".into(),
+            ..stopped
+        };
+        let found = problems(&accepted, &over_the_limit(), &criteria(), STORY, &[]);
+        assert!(!found.is_empty(), "a refused condition needs a refusal");
     }
 
     #[test]

@@ -148,10 +148,18 @@ static REFUSAL: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("valid regex")
 });
-/// A refusal word under negation does not refuse: "no error summary is shown".
-static NEGATED_REFUSAL: LazyLock<Regex> = LazyLock::new(|| {
+/// An error under negation is no refusal: "no error summary is shown".
+static NEGATED_ERROR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)\b(no|without|zero|never)\s+(\w+\s+)?(errors?|invalid\w*|rejections?)\b")
         .expect("valid regex")
+});
+/// A refusal denied: "the login is not refused", "the account isn't locked".
+static DENIED_REFUSAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)\b((is|are|was|were|gets?|been)\s+(not|never)|isn't|aren't|wasn't|weren't)\s+
+        (reject\w*|refus\w*|declin\w*|denied|blocked|locked|disabled|cancell?ed|prevented)\b",
+    )
+    .expect("valid regex")
 });
 /// Words after which a clause promises neither plain success nor refusal, but another path.
 static OTHER_PATH: LazyLock<Regex> = LazyLock::new(|| {
@@ -165,8 +173,15 @@ static GWT: LazyLock<Regex> =
 
 /// Whether `text` promises that something is refused, blocked or fails.
 pub fn reads_refusal(text: &str) -> bool {
-    let without_negated = NEGATED_REFUSAL.replace_all(text, "");
+    let without_negated = NEGATED_ERROR.replace_all(text, "");
+    let without_negated = DENIED_REFUSAL.replace_all(&without_negated, "");
     REFUSAL.is_match(&without_negated)
+}
+
+/// Whether `text` says in so many words that something is not refused: "the login is not
+/// refused".
+pub fn denies_refusal(text: &str) -> bool {
+    DENIED_REFUSAL.is_match(text)
 }
 
 /// A clause without its subordinate clauses where its main clause is known to be elsewhere:
@@ -805,6 +820,13 @@ mod tests {
         assert!(reads_refusal("Deactivated users cannot sign in"));
         assert!(reads_refusal("Requests with an invalid API key return 401"));
         assert!(!reads_refusal("then no error summary is shown"));
+        assert!(!reads_refusal(
+            "The login is not refused and the time is shown"
+        ));
+        assert!(!reads_refusal("The account is never locked"));
+        assert!(reads_refusal(
+            "The order can not be cancelled after shipping"
+        ));
         assert!(!reads_refusal("A code is valid for 30 seconds"));
     }
 
