@@ -355,14 +355,18 @@ pub fn misplaced(
 
 /// The problem of a model's case that copies the prompt's worked example instead of its own
 /// story: [`EXAMPLE_WORDS`] or more of `example_words` (words only the example uses) that
-/// `story` does not use either.
+/// `story` does not use either, or any of them in what the case expects ("the loan is
+/// accepted" in a case about a bank transfer).
 pub fn copies_example(case: &TestCase, example_words: &[String], story: &str) -> Option<String> {
     let own = content_tokens(story);
-    let copied: Vec<String> = content_tokens(&case_text(case))
-        .into_iter()
-        .filter(|w| example_words.contains(w) && !own.contains(w))
-        .collect();
-    (copied.len() >= EXAMPLE_WORDS).then(|| {
+    let borrowed = |text: &str| -> Vec<String> {
+        content_tokens(text)
+            .into_iter()
+            .filter(|w| example_words.contains(w) && !own.contains(w))
+            .collect()
+    };
+    let copied = borrowed(&case_text(case));
+    (copied.len() >= EXAMPLE_WORDS || !borrowed(&case.then).is_empty()).then(|| {
         format!(
             "it copies the prompt's example from another story ({}); write it for this story",
             copied.join(", ")
@@ -644,6 +648,18 @@ mod tests {
             "The loan is refused",
         );
         assert!(copies_example(&copied, &example_words, STORY).is_some());
+        let outcome_copied = case(
+            "Inviting 21 email addresses is refused",
+            "An administrator on the invitation page",
+            "The administrator enters 21 email addresses",
+            "The loan is accepted",
+        );
+        assert!(copies_example(&outcome_copied, &example_words, STORY).is_some());
+        let own = TestCase {
+            then: "The invitation is refused".into(),
+            ..outcome_copied
+        };
+        assert!(copies_example(&own, &example_words, STORY).is_none());
         assert!(
             copies_example(
                 &copied,
