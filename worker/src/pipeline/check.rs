@@ -225,7 +225,8 @@ pub fn problems(
         );
     }
     // Two sides of one limit, or two alternatives of one refusal, read alike but for the value
-    // or the word their conditions are about: not a repeat.
+    // or the word their conditions are about: not a repeat. The same steps under another
+    // title are.
     let have = content_tokens(&text);
     let adds_nothing = |other: &TestCase| {
         let theirs = content_tokens(&case_text(other));
@@ -239,10 +240,10 @@ pub fn problems(
                 .iter()
                 .any(|w| have.contains(w) && !theirs.contains(w))
     };
-    if let Some((id, _)) = others
-        .iter()
-        .find(|(_, other)| near_duplicate(other, case) && adds_nothing(other))
-    {
+    let steps = |c: &TestCase| normalised(&format!("{} {} {}", c.given, c.when, c.then));
+    if let Some((id, _)) = others.iter().find(|(_, other)| {
+        (near_duplicate(other, case) && adds_nothing(other)) || steps(other) == steps(case)
+    }) {
         problems.push(format!(
             "it repeats the test case written for condition {id}; test {} instead",
             condition.text
@@ -614,6 +615,34 @@ mod tests {
         };
         let found = problems(&accepted, &over_the_limit(), &criteria(), STORY, &[]);
         assert!(!found.is_empty(), "a refused condition needs a refusal");
+    }
+
+    #[test]
+    fn the_steps_of_another_conditions_case_under_a_new_title_are_a_repeat() {
+        let first = case(
+            "Inviting 21 email addresses is refused",
+            "An administrator on the invitation page",
+            "The administrator enters 21 email addresses",
+            "The invitation is refused and the administrator is told the limit is 20",
+        );
+        let retitled = TestCase {
+            title: "21 email addresses, just over the limit of 20 email addresses".into(),
+            ..first.clone()
+        };
+        let found = problems(
+            &retitled,
+            &over_the_limit(),
+            &criteria(),
+            STORY,
+            &[("C1", &first)],
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("repeats the test case written for condition C1")),
+            "{found:?}"
+        );
+        assert!(problems(&retitled, &over_the_limit(), &criteria(), STORY, &[]).is_empty());
     }
 
     #[test]
