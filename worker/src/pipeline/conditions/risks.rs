@@ -204,9 +204,12 @@ pub fn from_story(
     let mut from_text = Vec::new();
     for (rule, (_, situation, expect, outcome)) in FEATURE_RULES.iter().zip(FEATURES) {
         let found = risk(situation.to_string(), *expect, outcome.to_string());
-        // A sign-in risk belongs to a story about signing in, not to one whose page has a
-        // login link.
-        let goal_only = situation.contains("password") || situation.contains("sign");
+        // A sign-in, link or card risk belongs to a story about signing in, following a link
+        // or paying, not to one whose page has a login link, whose header is called
+        // "X-RateLimit-Reset" or whose form sits on the checkout page.
+        let goal_only = ["password", "sign", "link", "card"]
+            .iter()
+            .any(|word| situation.contains(word));
         if rule.is_match(goal) {
             from_goal.push(found);
         } else if !goal_only && rule.is_match(&all_text) {
@@ -442,6 +445,28 @@ mod tests {
         assert_eq!(
             situations,
             ["an invoice that does not exist or was deleted"]
+        );
+    }
+
+    #[test]
+    fn a_word_in_passing_brings_no_link_or_card_risk() {
+        let story = "As a developer integrating with the payment gateway, I want rate-limit responses so that I can back off";
+        let criteria = [Criterion {
+            id: "AC1".into(),
+            text: "Every response carries X-RateLimit-Reset".into(),
+        }];
+        let risks = from_story(&parts(story), story, &criteria, 5);
+        assert!(
+            risks
+                .iter()
+                .all(|r| !r.situation.contains("card") && !r.situation.contains("link")),
+            "{risks:?}"
+        );
+        let story = "As a shopper, I want to pay for my order by card so that I can check out";
+        let risks = from_story(&parts(story), story, &[], 5);
+        assert!(
+            risks.iter().any(|r| r.situation.contains("card")),
+            "{risks:?}"
         );
     }
 
