@@ -286,8 +286,8 @@ static LABEL: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Whether a step was stopped before its end: exactly at the schema's length limit, where a
-/// server's JSON grammar stops a model that loops on "1000…" or "…, or …", or on a word that cannot end a sentence: "The user
-/// clicks the".
+/// server's JSON grammar stops a model that loops on "1000…" or "…, or …", or on a word that
+/// cannot end a sentence: "The user clicks the".
 fn cut_off(step: &str) -> bool {
     if step.chars().count() == super::validate::SCHEMA_STEP_CHARS {
         return true;

@@ -4,8 +4,9 @@
 //! the domain risks of a story (`risks.j2`), test cases for a few conditions (`cases.j2`) and
 //! their repair (`repair.j2`) — share one system prompt and start their user message with the
 //! same story and criteria (`story.j2`); only what the call asks comes last, so servers that
-//! reuse a prompt prefix between requests (llama.cpp, Ollama, vLLM) can skip evaluating it again. The system prompt ends with two worked examples from an unrelated
-//! story (`examples.j2`); the words the template names as distinctive of that story are kept,
+//! reuse a prompt prefix between requests (llama.cpp, Ollama, vLLM) can skip evaluating it
+//! again. The system prompt ends with two worked examples from an unrelated story
+//! (`examples.j2`); the words the template names as distinctive of that story are kept,
 //! so that a case copying the example is caught. The judge gets its own pair.
 //!
 //! The templates of set `v2` are compiled into the binaries, so every binary runs from any

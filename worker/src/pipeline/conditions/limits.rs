@@ -159,26 +159,23 @@ fn ranges(clause: &str) -> (Vec<Limit>, Vec<std::ops::Range<usize>>) {
     for found in RANGE.captures_iter(clause) {
         let whole = found.get(0).expect("the match");
         let low = found.name("low").expect("low");
+        let ordinal = found.name("ordinal").is_some();
         let text = whole.as_str().to_lowercase();
         // "between" or "from … to …", an ordinal ("the 1st and the 28th") or a "to"/dash with a
         // unit after it: a range; "3 and 7 days" in a list is not.
         let introduced = text.starts_with("between") || text.starts_with("from");
         let joined_by_to = text.contains(" to ") || text.contains('-') || text.contains('–');
-        if !(introduced || found.name("ordinal").is_some() || joined_by_to) {
+        let a_range = introduced
+            || ordinal
+            || (joined_by_to && !names_a_thing(clause, &lower, low.start(), low.end()));
+        if !a_range {
             continue;
         }
-        if names_a_thing(clause, &lower, low.start(), low.end())
-            && found.name("ordinal").is_none()
-            && !introduced
-        {
-            continue;
-        }
-        let (unit, _) = unit_after(&clause[whole.end()..]);
-        let unit = match found.name("ordinal") {
-            Some(_) => String::new(),
-            None => unit,
+        let unit = match ordinal {
+            true => String::new(),
+            false => unit_after(&clause[whole.end()..]).0,
         };
-        if !introduced && unit.is_empty() && found.name("ordinal").is_none() {
+        if !introduced && !ordinal && unit.is_empty() {
             continue;
         }
         let is_time = TIME_UNITS.contains(&unit.to_lowercase().as_str());

@@ -240,24 +240,17 @@ pub fn from_story(
             format!("the {role} is told it was not found, and nothing else is shown or changed"),
         ));
     }
-    // What a form is sent with: every field a tester leaves empty or fills wrongly.
-    if CREATES.is_match(goal) {
+    if let Some(found) = CREATES.captures(goal) {
+        let request = lower_first(goal).trim_end_matches('.').to_string();
+        // What a form is sent with: every field a tester leaves empty or fills wrongly.
         from_goal.push(risk(
-            format!(
-                "the request to {} with required input missing or malformed",
-                lower_first(goal).trim_end_matches('.')
-            ),
+            format!("the request to {request} with required input missing or malformed"),
             Expect::Refused,
             "it is refused with a message naming each problem, and nothing is changed".to_string(),
         ));
-    }
-    if let Some(found) = CREATES.captures(goal) {
         let object = object_of(&found["object"]);
         from_goal.push(risk(
-            format!(
-                "the same request to {} sent twice (a double click or a retry)",
-                lower_first(goal).trim_end_matches('.')
-            ),
+            format!("the same request to {request} sent twice (a double click or a retry)"),
             Expect::Other,
             format!(
                 "only one result ({}), and the second request creates no duplicate",
