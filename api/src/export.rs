@@ -4,8 +4,8 @@
 
 use std::io::Write;
 
-use storyforge_shared::gherkin::{feature, story_name};
-use storyforge_shared::job::{Job, JobStatus, TestCase};
+use storyforge_domain::gherkin::{feature, story_name};
+use storyforge_domain::job::{Job, JobStatus, TestCase};
 
 /// `?format=` of the results endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! shows their progress and results, and reports on the system's health. It only talks to the job store; workers do the generating.
 //!
 //! # Layout
-//! - [`serve`]: opens the job store, builds the state and serves until the shutdown future resolves.
+//! - [`serve`]: serves the state until the shutdown future resolves.
 //! - [`router`]: every route, the fallbacks (`404`/`405` as problem+json) and the middleware
 //!   (request logs, request counters, body limit, a panic turned into a `500` problem).
 //! - `state.rs`: [`AppState`], the handlers' shared context (store, settings, provider chains).
@@ -37,7 +37,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use storyforge_shared::config::Settings;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -45,20 +44,17 @@ use tracing::Level;
 pub use error::{ApiError, FieldError};
 pub use state::AppState;
 
-/// Serves the API on `listener` until `shutdown` resolves, then finishes the requests in flight.
-///
-/// Fails if the job store does not answer at start-up: an API that cannot enqueue should not pretend to be
-/// up.
+/// Serves the API over `state` on `listener` until `shutdown` resolves, then finishes the
+/// requests in flight.
 pub async fn serve(
-    settings: Settings,
+    state: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let state = AppState::from_settings(settings).await?;
     let addr = listener
         .local_addr()
         .context("reading the listening address")?;
-    tracing::info!(%addr, version = storyforge_shared::VERSION, "API listening");
+    tracing::info!(%addr, version = storyforge_runtime::VERSION, "API listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await

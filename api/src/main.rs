@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use storyforge_shared::config::Settings;
+use storyforge_api::AppState;
+use storyforge_runtime::config::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -22,9 +23,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
     let _telemetry =
-        storyforge_shared::telemetry::init("storyforge-api", settings.log_format, "info");
+        storyforge_runtime::telemetry::init("storyforge-api", settings.log_format, "info");
     let listener = tokio::net::TcpListener::bind(settings.api_addr)
         .await
         .with_context(|| format!("binding {}", settings.api_addr))?;
-    storyforge_api::serve(settings, listener, storyforge_shared::shutdown::signal()).await
+    // An API that cannot reach its job store should not pretend to be up.
+    let state = AppState::connect(settings).await?;
+    storyforge_api::serve(state, listener, storyforge_runtime::shutdown::signal()).await
 }

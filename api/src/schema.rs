@@ -333,7 +333,7 @@ pub(crate) fn property_names<T: utoipa::PartialSchema>() -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use storyforge_shared::job::*;
+    use storyforge_domain::job::*;
 
     use super::*;
 
@@ -414,7 +414,7 @@ mod tests {
                 usage: Usage {
                     cached: true,
                     cost_usd: Some(0.1),
-                    calls: vec![storyforge_shared::job::CallUsage {
+                    calls: vec![storyforge_domain::job::CallUsage {
                         purpose: "generation".into(),
                         provider: "openai".into(),
                         model: "m".into(),

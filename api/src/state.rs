@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use storyforge_shared::config::Settings;
-use storyforge_shared::llm::ProviderChain;
-use storyforge_shared::metrics::Metrics;
-use storyforge_shared::services::Services;
-use storyforge_shared::store::JobStore;
+use storyforge_llm::ProviderChain;
+use storyforge_runtime::config::Settings;
+use storyforge_runtime::metrics::Metrics;
+use storyforge_runtime::services::Services;
+use storyforge_store::JobStore;
 
 /// The handlers' shared context; cheap to clone (everything is behind an `Arc`).
 #[derive(Clone)]
@@ -24,37 +24,25 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State around an existing store and provider chains (tests bring their own).
-    pub fn new(
-        settings: Settings,
-        store: Arc<dyn JobStore>,
-        generator: ProviderChain,
-        judge: ProviderChain,
-        metrics: Arc<Metrics>,
-    ) -> AppState {
+    /// State around services already connected (`storyforge up` shares them with its worker).
+    pub fn new(settings: Settings, services: Services) -> AppState {
         AppState {
-            store,
+            store: services.store,
             settings: Arc::new(settings),
-            generator: Arc::new(generator),
-            judge: Arc::new(judge),
-            metrics,
+            generator: services.generator,
+            judge: services.judge,
+            metrics: services.metrics,
         }
     }
 
     /// Opens the job store and builds the provider chains the way the worker does.
-    pub async fn from_settings(settings: Settings) -> anyhow::Result<AppState> {
+    pub async fn connect(settings: Settings) -> anyhow::Result<AppState> {
         let services = Services::connect(
             &settings,
             concat!("storyforge-api/", env!("CARGO_PKG_VERSION")),
         )
         .await?;
-        Ok(AppState::new(
-            settings,
-            services.store,
-            services.generator,
-            services.judge,
-            services.metrics,
-        ))
+        Ok(AppState::new(settings, services))
     }
 }
 

@@ -11,8 +11,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use storyforge_shared::batch::BatchSpec;
-use storyforge_shared::job::{GenerationOptions, JobSpec, StoredWebhook};
+use storyforge_domain::batch::BatchSpec;
+use storyforge_domain::job::{GenerationOptions, JobSpec, StoredWebhook};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, FieldError, pointer_token};

@@ -9,11 +9,11 @@ use clap::{Parser, Subcommand};
 use storyforge_cli::client::Api;
 use storyforge_cli::eval::{self, Evaluation, Target};
 use storyforge_cli::submit::{self, Submit};
-use storyforge_cli::up::Place;
+use storyforge_cli::up::UpArgs;
 use storyforge_cli::{results, status};
-use storyforge_shared::config::Settings;
-use storyforge_shared::llm::{ProviderKind, ProviderSettings};
-use storyforge_shared::mlflow::MlflowClient;
+use storyforge_llm::{ProviderKind, ProviderSettings};
+use storyforge_mlflow::MlflowClient;
+use storyforge_runtime::config::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -179,9 +179,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let settings =
                 Settings::load(args.config.as_deref()).context("loading configuration")?;
             let _telemetry =
-                storyforge_shared::telemetry::init("storyforge", settings.log_format, "info");
-            let place = Place { data, redis, addr };
-            storyforge_cli::up::up(place.apply(settings)?).await
+                storyforge_runtime::telemetry::init("storyforge", settings.log_format, "info");
+            let args = UpArgs { data, redis, addr };
+            storyforge_cli::up::up(args.apply(settings)?).await
         }
         Command::Submit {
             file,
@@ -224,7 +224,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 Target::Rejudge(Box::new(eval::report::Report::load(&earlier)?))
             } else if local {
                 // Progress lines say what happens; the deployment's own logs only when asked.
-                _telemetry = Some(storyforge_shared::telemetry::init(
+                _telemetry = Some(storyforge_runtime::telemetry::init(
                     "storyforge",
                     settings.log_format,
                     "warn",

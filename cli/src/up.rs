@@ -21,8 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use storyforge_shared::config::Settings;
-use storyforge_shared::llm::{ProviderKind, ProviderSettings, build_provider};
+use storyforge_api::AppState;
+use storyforge_llm::{ProviderKind, ProviderSettings, build_provider};
+use storyforge_runtime::config::Settings;
+use storyforge_runtime::services::Services;
 use storyforge_worker::context::Context as WorkerContext;
 use tokio::sync::watch;
 
@@ -31,7 +33,7 @@ const OLLAMA_PROBE: Duration = Duration::from_secs(2);
 
 /// Where `up` keeps its jobs and listens, from its command line.
 #[derive(Debug, Default)]
-pub struct Place {
+pub struct UpArgs {
     /// The embedded store's directory.
     pub data: Option<PathBuf>,
     /// A Redis to use instead of the embedded store.
@@ -39,7 +41,7 @@ pub struct Place {
     pub addr: Option<SocketAddr>,
 }
 
-impl Place {
+impl UpArgs {
     /// The settings with the store and address chosen: `--redis`, else a configured Redis, else
     /// the embedded store in `--data`, `STORYFORGE_STORE_DIR` or the user's data directory —
     /// checked writable now, so a bad directory is one clear sentence before anything starts.
@@ -90,37 +92,43 @@ fn check_writable(dir: &Path) -> anyhow::Result<()> {
 /// Runs until SIGTERM or Ctrl-C; an error when either half could not start or stopped unasked.
 pub async fn up(settings: Settings) -> anyhow::Result<()> {
     let settings = choose_provider(settings).await;
-    let (worker, listener) = start(&settings, settings.api_addr).await?;
+    let (halves, listener) = start(&settings, settings.api_addr).await?;
     tracing::info!(addr = %settings.api_addr, "StoryForge is up: API and one worker");
-    serve(
-        settings,
-        worker,
-        listener,
-        storyforge_shared::shutdown::signal(),
-    )
-    .await
+    serve(halves, listener, storyforge_runtime::shutdown::signal()).await
 }
 
-/// Starts the worker half (connected, prompts loaded), then binds the API's address: a half
-/// that cannot start is an error before the API takes a single job.
+/// The API and the worker, built on one set of services: one store handle, one pair of
+/// provider chains, one metrics registry.
+pub struct Halves {
+    api: AppState,
+    worker: Arc<WorkerContext>,
+}
+
+/// Connects the services and builds the worker half on them (prompts loaded), then binds the
+/// API's address: a half that cannot start is an error before the API takes a single job.
 pub async fn start(
     settings: &Settings,
     addr: SocketAddr,
-) -> anyhow::Result<(Arc<WorkerContext>, tokio::net::TcpListener)> {
-    let worker = storyforge_worker::run::build_context(settings.clone())
-        .await
-        .context("the worker could not start")?;
+) -> anyhow::Result<(Halves, tokio::net::TcpListener)> {
+    let user_agent = concat!("storyforge/", env!("CARGO_PKG_VERSION"));
+    let worker = async {
+        let services = Services::connect(settings, user_agent).await?;
+        let worker =
+            storyforge_worker::run::build_context(settings.clone(), services.clone()).await?;
+        anyhow::Ok((services, worker))
+    };
+    let (services, worker) = worker.await.context("the worker could not start")?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("the API could not listen on {addr}"))?;
-    Ok((worker, listener))
+    let api = AppState::new(settings.clone(), services);
+    Ok((Halves { api, worker }, listener))
 }
 
 /// Serves the API on `listener` and runs the worker until `shutdown` resolves; if either half
 /// stops on its own, the other is stopped too and the error names the half and its reason.
 pub async fn serve(
-    settings: Settings,
-    worker: Arc<WorkerContext>,
+    halves: Halves,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -129,11 +137,14 @@ pub async fn serve(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let mut api = tokio::spawn(storyforge_api::serve(
-        settings,
+        halves.api,
         listener,
         stopped(stop_rx.clone()),
     ));
-    let mut worker = tokio::spawn(storyforge_worker::run::serve(worker, stopped(stop_rx)));
+    let mut worker = tokio::spawn(storyforge_worker::run::serve(
+        halves.worker,
+        stopped(stop_rx),
+    ));
     let unasked = tokio::select! {
         () = shutdown => None,
         outcome = &mut api => Some(("the API", outcome)),

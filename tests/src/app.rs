@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use storyforge_shared::config::Settings;
-use storyforge_shared::store::redis::RedisJobStore;
-use storyforge_shared::store::sqlite::SqliteJobStore;
-use storyforge_shared::store::{JobStore, StorePolicy};
-use tokio::sync::oneshot;
+use storyforge_api::AppState;
+use storyforge_runtime::config::Settings;
+use storyforge_runtime::services::{Services, open_store};
+use storyforge_store::JobStore;
+use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::fake_llm::FakeLlm;
@@ -58,6 +58,9 @@ pub struct TestEnv {
     redis_url: String,
     /// The embedded store's directory, when the deployment uses one.
     store_dir: Option<Arc<tempfile::TempDir>>,
+    /// The embedded store's one handle in this process, opened on first use and shared by the
+    /// API and workers started in-process, as `storyforge up` shares it.
+    embedded_store: OnceCell<Arc<dyn JobStore>>,
     /// Extra settings, as `STORYFORGE_*` variables.
     env: HashMap<String, String>,
     pub http: reqwest::Client,
@@ -92,6 +95,7 @@ impl TestEnv {
     }
 
     pub fn on_redis(llm: FakeLlm, redis_url: &str) -> TestEnv {
+        crate::init_test_logs();
         let namespace = unique_namespace("sf-test");
         let root = workspace_root();
         let env = [
@@ -120,6 +124,7 @@ impl TestEnv {
             namespace,
             redis_url: redis_url.to_string(),
             store_dir: None,
+            embedded_store: OnceCell::new(),
             env,
             http: reqwest::Client::new(),
         }
@@ -149,21 +154,25 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("test settings: {e}"))
     }
 
-    /// A direct handle on the job store, for arranging and asserting.
+    /// A handle on the job store, for arranging and asserting: the embedded store's one handle,
+    /// or a new connection to Redis, as another process would have.
     pub async fn store(&self) -> Arc<dyn JobStore> {
         let settings = self.settings();
+        let open = || async {
+            open_store(&settings)
+                .await
+                .unwrap_or_else(|e| panic!("open the test store: {e}"))
+        };
         match self.store_dir() {
-            Some(dir) => Arc::new(
-                SqliteJobStore::open(dir, StorePolicy::from_settings(&settings))
-                    .await
-                    .expect("open the embedded test store"),
-            ),
-            None => Arc::new(
-                RedisJobStore::open(&settings)
-                    .await
-                    .expect("connect to test redis"),
-            ),
+            Some(_) => self.embedded_store.get_or_init(open).await.clone(),
+            None => open().await,
         }
+    }
+
+    /// The services an API or worker started in-process runs on.
+    async fn services(&self, settings: &Settings) -> Services {
+        Services::around(self.store().await, settings, "storyforge-test")
+            .expect("build the test services")
     }
 
     /// Starts the API in-process on a free port.
@@ -174,8 +183,9 @@ impl TestEnv {
         let addr = listener.local_addr().expect("api addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = self.settings();
+        let state = AppState::new(settings.clone(), self.services(&settings).await);
         let task = tokio::spawn(async move {
-            storyforge_api::serve(settings, listener, async {
+            storyforge_api::serve(state, listener, async {
                 let _ = stopped.await;
             })
             .await
@@ -205,8 +215,10 @@ impl TestEnv {
     pub async fn start_worker(&self) -> Running {
         let (stop, stopped) = oneshot::channel::<()>();
         let settings = self.settings();
+        let services = self.services(&settings).await;
         let task = tokio::spawn(async move {
-            storyforge_worker::run::run(settings, async {
+            let worker = storyforge_worker::run::build_context(settings, services).await?;
+            storyforge_worker::run::serve(worker, async {
                 let _ = stopped.await;
             })
             .await

@@ -10,3 +10,18 @@ pub mod mlflow_server;
 pub mod process;
 pub mod redis_server;
 pub mod webhook_receiver;
+
+/// With `TEST_LOG` set, the logs of the StoryForge halves a test starts in-process go to that
+/// test's output, filtered by `RUST_LOG` (default `info`); without it nothing is logged.
+pub fn init_test_logs() {
+    if std::env::var_os("TEST_LOG").is_none() {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Already installed by an earlier test of this binary: keep it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

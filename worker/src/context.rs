@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use storyforge_shared::config::Settings;
-use storyforge_shared::llm::ProviderChain;
-use storyforge_shared::metrics::Metrics;
-use storyforge_shared::mlflow::MlflowClient;
-use storyforge_shared::store::JobStore;
-use storyforge_shared::transport::TicketTransport;
+use storyforge_llm::ProviderChain;
+use storyforge_mlflow::MlflowClient;
+use storyforge_runtime::config::Settings;
+use storyforge_runtime::metrics::Metrics;
+use storyforge_store::JobStore;
+use storyforge_tickets::TicketTransport;
 
 use crate::pipeline::prompt::Prompts;
 
@@ -18,9 +18,9 @@ pub struct Context {
     pub store: Arc<dyn JobStore>,
     pub transport: Arc<dyn TicketTransport>,
     /// Generation providers: the primary, then the fallbacks.
-    pub generator: ProviderChain,
+    pub generator: Arc<ProviderChain>,
     /// The judge's provider (its own circuit breaker and limits).
-    pub judge: ProviderChain,
+    pub judge: Arc<ProviderChain>,
     pub prompts: Prompts,
     /// Sends webhook deliveries (10 s limit, no redirects, forbidden addresses dropped).
     pub webhooks: reqwest::Client,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use storyforge_shared::config::Settings;
+use storyforge_runtime::config::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +23,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
     let _telemetry =
-        storyforge_shared::telemetry::init("storyforge-worker", settings.log_format, "info");
-    storyforge_worker::run::run(settings, storyforge_shared::shutdown::signal()).await
+        storyforge_runtime::telemetry::init("storyforge-worker", settings.log_format, "info");
+    storyforge_worker::run::run(settings, storyforge_runtime::shutdown::signal()).await
 }

@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use storyforge_shared::config::Settings;
-use storyforge_shared::llm::ProviderReport;
-use storyforge_shared::metrics;
-use storyforge_shared::mlflow::MlflowClient;
-use storyforge_shared::services::Services;
-use storyforge_shared::transport::{self, TicketHandler};
-use storyforge_shared::webhook;
+use storyforge_domain::providers::ProviderReport;
+use storyforge_mlflow::MlflowClient;
+use storyforge_runtime::config::Settings;
+use storyforge_runtime::metrics;
+use storyforge_runtime::services::Services;
+use storyforge_tickets::TicketHandler;
 use tokio::sync::watch;
 
 use crate::context::Context;
@@ -31,6 +30,8 @@ const DISPATCH_BATCH: usize = 500;
 /// Dispatcher pause when nothing was due.
 const DISPATCH_IDLE: Duration = Duration::from_millis(50);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// How a worker names itself to LLM providers and webhook receivers.
+const USER_AGENT: &str = concat!("storyforge-worker/", env!("CARGO_PKG_VERSION"));
 
 /// A name no other worker process has: prefix, host, pid and a random suffix.
 fn unique_name(prefix: &str) -> String {
@@ -41,19 +42,27 @@ fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{host}-{}-{suffix}", std::process::id())
 }
 
-/// Builds the context: connects to Redis, loads prompts, sets up the provider chains and the
-/// webhook client. Every
-/// start-up problem a worker can have surfaces here, before it takes any job.
-pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
-    let user_agent = concat!("storyforge-worker/", env!("CARGO_PKG_VERSION"));
+/// Builds the context around `services`: opens the ticket transport beside the store, loads
+/// prompts and builds the webhook and MLflow clients. Every start-up problem a worker can have
+/// surfaces here, before it takes any job.
+pub async fn build_context(settings: Settings, services: Services) -> anyhow::Result<Arc<Context>> {
     let Services {
         store,
-        transport,
         generator,
         judge,
         metrics,
-    } = Services::connect(&settings, user_agent).await?;
-    let webhooks = webhook::delivery_client(settings.webhook_allow_private, user_agent)?;
+    } = services;
+    let transport = storyforge_tickets::open(
+        settings.store_dir.as_deref(),
+        &settings.redis_url,
+        &settings.namespace,
+    )
+    .await
+    .with_context(|| match settings.store_dir {
+        Some(_) => "opening the ticket file".to_string(),
+        None => format!("connecting to Redis at {}", settings.redis_url),
+    })?;
+    let webhooks = storyforge_webhook::delivery_client(settings.webhook_allow_private, USER_AGENT)?;
     let prompts = Prompts::load(
         settings.prompts_dir.as_deref(),
         &settings.prompt_set,
@@ -79,12 +88,14 @@ pub async fn build_context(settings: Settings) -> anyhow::Result<Arc<Context>> {
     }))
 }
 
-/// Runs a worker until `shutdown` resolves and running jobs are finished or handed back.
+/// Connects, then runs a worker until `shutdown` resolves and running jobs are finished or
+/// handed back.
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve(build_context(settings).await?, shutdown).await
+    let services = Services::connect(&settings, USER_AGENT).await?;
+    serve(build_context(settings, services).await?, shutdown).await
 }
 
 /// Runs a worker on a built context until `shutdown` resolves and running jobs are finished or
@@ -181,7 +192,7 @@ async fn serve_metrics(
 /// Feeds the transport from the store's due work, within the dispatch window.
 async fn dispatch_loop(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
-        match transport::dispatch_due(
+        match storyforge_tickets::dispatch_due(
             ctx.store.as_ref(),
             ctx.transport.as_ref(),
             DISPATCH_BATCH,

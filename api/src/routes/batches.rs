@@ -10,9 +10,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use storyforge_shared::batch::Batch;
-use storyforge_shared::store::BatchCancelOutcome;
-use storyforge_shared::telemetry;
+use storyforge_domain::batch::Batch;
+use storyforge_runtime::telemetry;
+use storyforge_store::BatchCancelOutcome;
 use tracing::Instrument as _;
 use uuid::Uuid;
 

@@ -6,7 +6,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use storyforge_shared::store::{DeliveryAttempt, Redelivery, Subject};
+use storyforge_store::{DeliveryAttempt, Redelivery, Subject};
 
 use super::batches::{batch_id, no_such_batch};
 use super::jobs::{job_id, no_such_job};

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Html;
 use serde_json::Value;
-use storyforge_shared::config::Settings;
+use storyforge_runtime::config::Settings;
 use utoipa::OpenApi;
 
 use crate::error::{PROBLEM_TYPES, type_uri};

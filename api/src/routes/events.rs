@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
-use storyforge_shared::store::{Changes, JobStore, Subject};
+use storyforge_store::{Changes, JobStore, Subject};
 
 use super::batches::{batch_id, no_such_batch};
 use super::jobs::{job_id, no_such_job};

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use storyforge_shared::store::StoreStats;
+use storyforge_store::StoreStats;
 use utoipa::ToSchema;
 
 use crate::STORE_CHECK_TIMEOUT;
@@ -84,7 +84,7 @@ impl Status {
         };
         Status {
             status,
-            version: storyforge_shared::VERSION,
+            version: storyforge_runtime::VERSION,
             queue_depth: stats.queue_depth,
             live_workers: stats.live_workers.len(),
             workers: stats.live_workers,

@@ -11,10 +11,9 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use storyforge_shared::job::{Job, JobStatus, StoredWebhook};
-use storyforge_shared::store::{CancelOutcome, ListQuery};
-use storyforge_shared::telemetry;
-use storyforge_shared::webhook;
+use storyforge_domain::job::{Job, JobStatus, StoredWebhook};
+use storyforge_runtime::telemetry;
+use storyforge_store::{CancelOutcome, ListQuery};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -145,7 +144,7 @@ pub(super) async fn check_webhook(
 ) -> Result<(), ApiError> {
     match webhook {
         Some(webhook) if !state.settings.webhook_allow_private => {
-            webhook::check_destination(&webhook.url)
+            storyforge_webhook::check_destination(&webhook.url)
                 .await
                 .map_err(|detail| ApiError::invalid("/webhook/url", detail))
         }

@@ -1,4 +1,4 @@
-//! `/metrics` (OpenMetrics text, from `storyforge_shared::metrics`), and the middleware counting
+//! `/metrics` (OpenMetrics text, from `storyforge_runtime::metrics`), and the middleware counting
 //! requests for it.
 //!
 //! Gauges come from the store at scrape time (`storyforge_jobs{status}`, `storyforge_queue_depth`,
@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use storyforge_shared::metrics::{CONTENT_TYPE, RouteLabels};
+use storyforge_runtime::metrics::{CONTENT_TYPE, RouteLabels};
 
 use crate::state::AppState;
 

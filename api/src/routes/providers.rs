@@ -11,9 +11,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use storyforge_shared::llm::{
-    CircuitState, LlmError, ProviderChain, ProviderReport, ProviderState,
-};
+use storyforge_domain::providers::{CircuitState, ProviderReport, ProviderState};
+use storyforge_llm::{LlmError, ProviderChain};
 use utoipa::ToSchema;
 
 use crate::state::AppState;

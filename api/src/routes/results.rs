@@ -5,8 +5,8 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use storyforge_shared::job::Job;
-use storyforge_shared::store::ListQuery;
+use storyforge_domain::job::Job;
+use storyforge_store::ListQuery;
 use uuid::Uuid;
 
 use super::batches::{batch_id, no_such_batch};
@@ -120,7 +120,7 @@ pub(crate) async fn for_job(
         ),
         Format::Gherkin => {
             let feature =
-                storyforge_shared::gherkin::feature(&job).ok_or_else(|| ApiError::Conflict {
+                storyforge_domain::gherkin::feature(&job).ok_or_else(|| ApiError::Conflict {
                     slug: "job-not-finished",
                     title: "Job not finished",
                     detail: format!("job {id} is {} and has no test cases", job.status.as_str()),

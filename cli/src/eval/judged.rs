@@ -20,9 +20,9 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use storyforge_shared::job::TestCase;
-use storyforge_shared::llm::{ChatMessage, ChatRequest, ProviderChain, ProviderSettings};
-use storyforge_shared::words::content_tokens;
+use storyforge_domain::job::TestCase;
+use storyforge_domain::words::content_tokens;
+use storyforge_llm::{ChatMessage, ChatRequest, ProviderChain, ProviderSettings};
 
 use super::must_cover::case_text;
 
@@ -215,7 +215,7 @@ pub fn cohen_kappa(pairs: &[(bool, bool)]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use storyforge_shared::job::Priority;
+    use storyforge_domain::job::Priority;
 
     use super::*;
 

@@ -25,8 +25,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use storyforge_shared::config::Settings;
-use storyforge_shared::mlflow::MlflowClient;
+use storyforge_mlflow::MlflowClient;
+use storyforge_runtime::config::Settings;
 use tokio::sync::oneshot;
 
 use crate::client::Api;
@@ -206,13 +206,13 @@ impl Local {
         if !settings.llm_configured {
             settings = crate::up::with_builtin_designer(settings);
         }
-        let (worker, listener) =
+        let (halves, listener) =
             crate::up::start(&settings, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener
             .local_addr()
             .context("reading the local API's address")?;
         let (stop, stopped) = oneshot::channel();
-        let served = tokio::spawn(crate::up::serve(settings, worker, listener, async {
+        let served = tokio::spawn(crate::up::serve(halves, listener, async {
             let _ = stopped.await;
         }));
         Ok(Local {

@@ -41,8 +41,8 @@
 
 use std::collections::HashSet;
 
-use storyforge_shared::job::TestCase;
-pub use storyforge_shared::words::{STOP_WORDS, canonical, content_tokens, stem};
+use storyforge_domain::job::TestCase;
+pub use storyforge_domain::words::{STOP_WORDS, canonical, content_tokens, stem};
 
 /// Stemmed words an item may name that a covering case need not repeat: they say how the
 /// scenario ends well or what is observed, not which scenario it is.
@@ -207,7 +207,7 @@ fn excerpt(case: &TestCase, found: &[String]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use storyforge_shared::job::Priority;
+    use storyforge_domain::job::Priority;
 
     use super::*;
 

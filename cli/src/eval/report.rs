@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use storyforge_shared::job::Origin;
+use storyforge_domain::job::Origin;
 
 use super::judged::Agreement;
 use super::run::{CoverMatch, ItemResult, JudgeScores};

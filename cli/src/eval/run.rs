@@ -10,7 +10,7 @@ use anyhow::{Context as _, anyhow};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use storyforge_shared::job::{Job, JobStatus, TestCase};
+use storyforge_domain::job::{Job, JobStatus, TestCase};
 
 use super::dataset::EvalItem;
 use super::judged::CoverJudge;

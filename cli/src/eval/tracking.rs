@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use storyforge_shared::mlflow::{MlflowClient, RunData, now_ms};
+use storyforge_mlflow::{MlflowClient, RunData, now_ms};
 
 use super::report::Report;
 

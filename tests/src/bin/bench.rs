@@ -14,7 +14,7 @@
 //! 5. pickup latency on an idle system: submit → the worker starts the job (the job's
 //!    `started_at − created_at`, both from the store's clock), p50 and p99 over 100 jobs;
 //! 6. a worker's resident memory idle and with 2,000 jobs in flight (LLM latency 30 s);
-//! 7. once, for both: the parser's replies/s over its corpus (`worker/tests/fixtures/replies`).
+//! 7. once, for both: the parser's replies/s over its corpus (`tests/fixtures/replies`).
 //!
 //! It prints a table and writes the figures as JSON (default `target/bench.json`). Nothing is
 //! asserted; these are figures for notes. Timings on a shared machine vary by some percent.
@@ -355,7 +355,7 @@ async fn worker_memory(store: Store, redis: &RedisServer) -> Row {
 }
 
 fn parser_rate() -> Row {
-    let dir = workspace_root().join("worker/tests/fixtures/replies");
+    let dir = workspace_root().join("tests/fixtures/replies");
     let expected: serde_json::Map<String, Value> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let replies: Vec<String> = expected

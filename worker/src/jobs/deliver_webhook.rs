@@ -13,10 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use reqwest::Url;
-use storyforge_shared::store::{
-    AttemptReport, Delivery, DeliveryNext, Lease, LeaseState, StoreError,
-};
-use storyforge_shared::webhook;
+use storyforge_store::{AttemptReport, Delivery, DeliveryNext, Lease, LeaseState, StoreError};
 
 use super::{BackgroundJob, backoff};
 use crate::context::Context;
@@ -65,7 +62,7 @@ impl BackgroundJob for DeliverWebhook {
             }
         };
         if !ctx.settings.webhook_allow_private
-            && let Some(reason) = webhook::literal_refusal(&url)
+            && let Some(reason) = storyforge_webhook::literal_refusal(&url)
         {
             return Attempt::Hopeless {
                 error: format!("not sent: the webhook URL {reason}"),
@@ -85,8 +82,12 @@ impl BackgroundJob for DeliverWebhook {
             .header("webhook-id", &delivery.event_id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(secret) = &target.secret {
-            let signature =
-                webhook::signature(secret, &delivery.event_id, timestamp, body.as_bytes());
+            let signature = storyforge_webhook::signature(
+                secret,
+                &delivery.event_id,
+                timestamp,
+                body.as_bytes(),
+            );
             request = request.header("webhook-signature", signature);
         }
         match request.body(body).send().await {
@@ -165,7 +166,7 @@ fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return format!(
             "the receiver did not answer within {} s",
-            webhook::DELIVERY_TIMEOUT.as_secs()
+            storyforge_webhook::DELIVERY_TIMEOUT.as_secs()
         );
     }
     let mut causes = Vec::new();

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use storyforge_shared::job::{JobResult, JobSpec, JobStatus, Usage};
-use storyforge_shared::store::{Lease, LeaseState, StoreError};
+use storyforge_domain::job::{JobResult, JobSpec, JobStatus, Usage};
+use storyforge_store::{Lease, LeaseState, StoreError};
 
 use super::{BackgroundJob, backoff};
 use crate::context::Context;

@@ -13,16 +13,17 @@
 //! Nothing secret is logged: the Job document never carries the webhook secret, and API keys
 //! live only in provider settings.
 //!
-//! [`batch_run`]: storyforge_shared::store::JobStore::batch_run
+//! [`batch_run`]: storyforge_store::JobStore::batch_run
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use storyforge_shared::batch::{Batch, BatchStatus};
-use storyforge_shared::job::{Job, JobStatus, Usage};
-use storyforge_shared::mlflow::{MlflowClient, MlflowError, RunData, RunInfo, Verdict, now_ms};
-use storyforge_shared::store::{Lease, LeaseState, ListQuery, RunNext, StoreError, Subject};
-use storyforge_shared::{gherkin, telemetry};
+use storyforge_domain::batch::{Batch, BatchStatus};
+use storyforge_domain::gherkin;
+use storyforge_domain::job::{Job, JobStatus, Usage};
+use storyforge_mlflow::{MlflowClient, MlflowError, RunData, RunInfo, Verdict, now_ms};
+use storyforge_runtime::telemetry;
+use storyforge_store::{Lease, LeaseState, ListQuery, RunNext, StoreError, Subject};
 use uuid::Uuid;
 
 use super::{BackgroundJob, backoff};

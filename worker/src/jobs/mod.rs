@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rand::Rng;
-use storyforge_shared::job::Stage;
-use storyforge_shared::metrics::Metrics;
-use storyforge_shared::store::{Claim, Lease, LeaseState, StoreError, Subject, Ticket, Work};
-use storyforge_shared::telemetry;
+use storyforge_domain::job::Stage;
+use storyforge_runtime::metrics::Metrics;
+use storyforge_runtime::telemetry;
+use storyforge_store::{Claim, Lease, LeaseState, StoreError, Subject, Ticket, Work};
 use tokio::sync::watch;
 use tracing::Instrument;
 

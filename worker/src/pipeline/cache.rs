@@ -6,7 +6,7 @@
 //! `min_cases` (`validation.complete: false`), is computed again next time.
 
 use sha2::{Digest, Sha256};
-use storyforge_shared::job::{JobResult, JobSpec, Usage};
+use storyforge_domain::job::{JobResult, JobSpec, Usage};
 
 use super::Context;
 

@@ -24,8 +24,8 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
-use storyforge_shared::job::{Criterion, Expect, Technique, TestCase};
-use storyforge_shared::words::content_tokens;
+use storyforge_domain::job::{Criterion, Expect, Technique, TestCase};
+use storyforge_domain::words::content_tokens;
 
 use super::conditions::clauses::{self, reads_refusal};
 use super::conditions::limits;
@@ -448,7 +448,7 @@ fn pastes_story(given: &str, story: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use storyforge_shared::job::Priority;
+    use storyforge_domain::job::Priority;
 
     use super::*;
 

@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 
-use storyforge_shared::job::{Condition, Criterion, Origin, TestCase};
+use storyforge_domain::job::{Condition, Criterion, Origin, TestCase};
 
 use super::check;
 use super::conditions::{self, TestCondition};

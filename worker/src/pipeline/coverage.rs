@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use storyforge_shared::job::{Coverage, Criterion, TestCase};
+use storyforge_domain::job::{Coverage, Criterion, TestCase};
 
 const NEGATIVE_MARKERS: &[&str] = &[
     "invalid",
@@ -172,7 +172,7 @@ pub fn assess(cases: &[TestCase], min_cases: u32, criteria: &[Criterion]) -> Cov
 #[cfg(test)]
 mod tests {
     use super::*;
-    use storyforge_shared::job::Priority;
+    use storyforge_domain::job::Priority;
 
     fn case(id: &str, title: &str, priority: Priority, then: &str, covers: &[&str]) -> TestCase {
         TestCase {

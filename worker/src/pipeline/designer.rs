@@ -9,7 +9,7 @@
 //! model's reply (`check.rs`), and a test holds every dev-set and evaluation story's cases to
 //! them.
 
-use storyforge_shared::job::{Expect, Technique};
+use storyforge_domain::job::{Expect, Technique};
 
 use super::conditions::TestCondition;
 use super::conditions::clauses::{capitalise, lower_first, tidy};
@@ -203,12 +203,12 @@ mod tests {
         for (id, story) in stories {
             let rules = CaseRules::new(story.criteria.iter().map(|c| c.id.clone()).collect());
             let cases = designed(&story);
-            let mut kept: Vec<(String, storyforge_shared::job::TestCase)> = Vec::new();
+            let mut kept: Vec<(String, storyforge_domain::job::TestCase)> = Vec::new();
             for (condition, draft) in &cases {
                 let case = rules
                     .check(draft)
                     .unwrap_or_else(|p| panic!("{id} {}: {p:?}\n{draft:#?}", condition.id));
-                let others: Vec<(&str, &storyforge_shared::job::TestCase)> =
+                let others: Vec<(&str, &storyforge_domain::job::TestCase)> =
                     kept.iter().map(|(c, k)| (c.as_str(), k)).collect();
                 let problems =
                     check::problems(&case, condition, &story.criteria, &story.text, &others);

@@ -16,8 +16,8 @@
 //! `error` set and no scores: a failed judge is not a score of 0, and the job still succeeds.
 
 use serde_json::{Value, json};
-use storyforge_shared::job::{Coverage, JobError, Quality, TestCase};
-use storyforge_shared::llm::{ChatRequest, FinishReason};
+use storyforge_domain::job::{Coverage, JobError, Quality, TestCase};
+use storyforge_llm::{ChatRequest, FinishReason};
 
 use super::Context;
 use super::parse::parse_judge;
@@ -225,7 +225,7 @@ pub fn excerpt(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use storyforge_shared::job::Priority;
+    use storyforge_domain::job::Priority;
 
     use super::*;
 

@@ -2,7 +2,7 @@
 //! [`story`] (markup to plain text, criteria found in the description, shortening) →
 //! [`conditions`] (the test conditions the criteria yield, plus a model's domain risks) →
 //! [`prompt`] → one LLM call per few conditions (the provider chain in
-//! `storyforge_shared::llm`, with a schema [`validate`] pins to one case per condition) →
+//! `storyforge_llm`, with a schema [`validate`] pins to one case per condition) →
 //! [`parse`], [`validate`] and [`check`] case by case into the [`collect`]ion → one repair
 //! round for cases that failed their checks and one resample → the [`designer`] for what is
 //! still open → [`judge`] → [`coverage`], with [`usage`] metering every call.
@@ -29,15 +29,15 @@ pub mod validate;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use storyforge_shared::config::Ablation;
-use storyforge_shared::job::{JobError, JobResult, JobSpec, Stage, Usage, Validation};
-use storyforge_shared::llm::{ChatMessage, ChatRequest, FinishReason, LlmError, ProviderKind};
+use storyforge_domain::job::{JobError, JobResult, JobSpec, Stage, Usage, Validation};
+use storyforge_llm::{ChatMessage, ChatRequest, FinishReason, LlmError, ProviderKind};
+use storyforge_runtime::config::Ablation;
 
 pub use crate::context::Context;
 use collect::Collection;
 use conditions::risks;
 use story::PreparedStory;
-use storyforge_shared::job::Origin;
+use storyforge_domain::job::Origin;
 use usage::{Meter, Purpose, metered_call};
 
 /// Why a job could not produce a result this attempt.
@@ -409,7 +409,7 @@ async fn ask_the_llms(
 /// The risks of a risks reply, or `None` when it cannot be read.
 fn model_risks(
     reply: &str,
-    criteria: &[storyforge_shared::job::Criterion],
+    criteria: &[storyforge_domain::job::Criterion],
 ) -> Option<Vec<risks::Risk>> {
     parse::extract_json_values(reply)
         .into_iter()

@@ -21,10 +21,10 @@ use std::path::Path;
 use minijinja::{Environment, context};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use storyforge_shared::llm::ChatMessage;
-use storyforge_shared::words::content_tokens;
+use storyforge_domain::words::content_tokens;
+use storyforge_llm::ChatMessage;
 
-use storyforge_shared::job::{Expect, Technique};
+use storyforge_domain::job::{Expect, Technique};
 
 use super::conditions::TestCondition;
 use super::story::PreparedStory;

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use storyforge_shared::job::{CallUsage, Usage};
-use storyforge_shared::llm::{ChatRequest, ChatResponse, LlmError, ProviderChain};
+use storyforge_domain::job::{CallUsage, Usage};
+use storyforge_llm::{ChatRequest, ChatResponse, LlmError, ProviderChain};
 use tracing::Instrument;
 
 use crate::context::Context;
@@ -153,7 +153,7 @@ pub async fn metered_call(
 mod tests {
     use super::*;
     use std::time::Duration;
-    use storyforge_shared::llm::FinishReason;
+    use storyforge_llm::FinishReason;
 
     fn response(model: &str, prompt: u64, completion: u64) -> ChatResponse {
         ChatResponse {

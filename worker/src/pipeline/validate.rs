@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use serde_json::{Value, json};
-use storyforge_shared::job::{Priority, TestCase};
+use storyforge_domain::job::{Priority, TestCase};
 
 use super::parse::DraftCase;
 

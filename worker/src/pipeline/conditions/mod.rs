@@ -36,8 +36,8 @@ pub mod risks;
 
 use std::collections::HashMap;
 
-use storyforge_shared::job::{Condition, Criterion, Expect, Technique};
-use storyforge_shared::words::content_tokens;
+use storyforge_domain::job::{Condition, Criterion, Expect, Technique};
+use storyforge_domain::words::content_tokens;
 
 use super::story::{PreparedStory, StoryParts, parts, third_person};
 use clauses::{capitalise, lower_first, reads_other_path, reads_refusal, tidy};
@@ -65,7 +65,7 @@ pub struct TestCondition {
     pub actor: Option<String>,
     /// Values a case for it must state ("21", "500.01").
     pub values: Vec<String>,
-    /// Normalised words a case for it must share (see [`storyforge_shared::words`]).
+    /// Normalised words a case for it must share (see [`storyforge_domain::words`]).
     pub key_words: Vec<String>,
     /// Lower tiers are kept first when conditions exceed `max_cases`.
     pub tier: u8,

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::Deserialize;
-use storyforge_shared::job::{Criterion, Expect};
+use storyforge_domain::job::{Criterion, Expect};
 
 use super::clauses::lower_first;
 use crate::pipeline::story::StoryParts;

@@ -15,7 +15,7 @@ mod parts;
 
 pub use parts::{StoryParts, parts, third_person};
 
-use storyforge_shared::job::Criterion;
+use storyforge_domain::job::Criterion;
 
 use markup::Block;
 

@@ -1,0 +1,477 @@
+//! The `storyforge` command as a user runs it: `up` from a directory that holds nothing of the
+//! repository serves jobs to completion with its built-in prompts, and stops with the reason,
+//! non-zero, when its worker half cannot start; its API's `/metrics` shows its worker's counters. With nothing configured it keeps its jobs in an
+//! embedded store that survives SIGKILL, and bad start-up conditions end in one sentence.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use storyforge_tests::app::TestEnv;
+use storyforge_tests::fake_llm::{FakeLlm, Reply, answer};
+use storyforge_tests::metrics_text::sample;
+use storyforge_tests::process::{ChildProcess, free_port, wait_healthy, wait_until};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The deployment's settings for a `storyforge up` child, without the repository's prompt
+/// folder (the binary must not need it), listening on a free port.
+fn up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
+    let port = free_port();
+    let mut vars = env.env_map();
+    vars.remove("STORYFORGE_PROMPTS_DIR");
+    vars.insert("STORYFORGE_API_ADDR".into(), format!("127.0.0.1:{port}"));
+    (
+        vars.into_iter().collect(),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+/// Waits until job `id` at `base` has succeeded or failed, and returns it.
+async fn wait_finished(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    wait_until(WAIT, "the job finishes", || async {
+        let job: Value = http
+            .get(format!("{base}/v1/jobs/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        ["succeeded", "failed"]
+            .contains(&job["status"].as_str().unwrap_or_default())
+            .then_some(job)
+    })
+    .await
+}
+
+fn pairs(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
+    let (vars, base) = up_env(&env);
+    let empty = tempfile::tempdir().expect("an empty directory");
+    let _up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &base).await;
+
+    let created: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"story": "As a shopper, I want to pay for my cart so that my order ships"}))
+        .send()
+        .await
+        .expect("POST /v1/jobs")
+        .json()
+        .await
+        .expect("a job");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let job = wait_finished(&http, &base, &id).await;
+
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert!(job["result"]["test_cases"].as_array().unwrap().len() >= 3);
+    assert!(
+        job["result"]["prompt_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("v2@"),
+        "the built-in prompt set answered"
+    );
+
+    // One process, one registry: the API's /metrics counts what the worker half did too.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    assert_eq!(
+        sample(&metrics, "storyforge_jobs_submitted_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "storyforge_jobs_finished_total{status=\"succeeded\"}"
+        ),
+        Some(1.0),
+        "the worker half's counter is on the API's /metrics: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_stops_with_the_reason_when_its_worker_cannot_start() {
+    let mut env = TestEnv::new(FakeLlm::with_responder(|_| Reply::status(500)).await).await;
+    env.set("prompt_set", "v9");
+    let (vars, base) = up_env(&env);
+    let empty = tempfile::tempdir().expect("an empty directory");
+    let mut up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
+
+    let status = up.wait_exit(WAIT).await.expect("storyforge up exits");
+
+    assert!(!status.success(), "a worker that cannot start fails `up`");
+    let said = up.log_contents();
+    assert!(
+        said.contains("storyforge: the worker could not start")
+            && said.contains("the prompt set \"v9\" is not built in"),
+        "one line naming the reason: {said}"
+    );
+    assert!(!said.contains("panicked"), "{said}");
+    assert!(
+        reqwest::get(format!("{base}/health")).await.is_err(),
+        "the API never served"
+    );
+}
+
+/// Runs `storyforge ARGS` in `dir` to its end; its exit status and everything it printed.
+async fn storyforge(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let mut process = ChildProcess::spawn_in(dir, "storyforge", args, &[]);
+    let status = process.wait_exit(WAIT).await.expect("storyforge exits");
+    (status.success(), process.log_contents())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_wait_shows_progress_and_writes_the_results() {
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sprint.csv"),
+        "Issue key,Summary,Acceptance criteria\n\
+         AUTH-1,\"As a user, I want to log in\",Good password works; Bad password is refused\n\
+         AUTH-2,\"As a user, I want to log out\",\n",
+    )
+    .unwrap();
+
+    let (ok, said) = storyforge(
+        dir.path(),
+        &[
+            "submit",
+            "sprint.csv",
+            "--api",
+            &api.base_url,
+            "--wait",
+            "--format",
+            "csv",
+            "--out",
+            "out",
+        ],
+    )
+    .await;
+    assert!(ok, "{said}");
+    let batch_id = said.lines().next().unwrap().trim().to_string();
+    let written = dir.path().join("out").join(format!("{batch_id}.csv"));
+    assert!(
+        said.contains(&written.file_name().unwrap().to_string_lossy().to_string()),
+        "{said}"
+    );
+    let mut reader = csv::Reader::from_path(&written).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert!(
+        rows.len() >= 6,
+        "at least three cases for each of two stories"
+    );
+    assert!(rows.iter().any(|r| &r[0] == "AUTH-1"));
+
+    let (ok, said) = storyforge(dir.path(), &["status", &batch_id, "--api", &api.base_url]).await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("completed") && said.contains("2 succeeded"),
+        "{said}"
+    );
+
+    let job_id = env
+        .get_json(&api, &format!("/v1/jobs?batch_id={batch_id}"))
+        .await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, said) = storyforge(
+        dir.path(),
+        &[
+            "results",
+            &job_id,
+            "--api",
+            &api.base_url,
+            "--format",
+            "gherkin",
+        ],
+    )
+    .await;
+    assert!(ok, "{said}");
+    let feature = std::fs::read_to_string(dir.path().join(format!("{job_id}.feature"))).unwrap();
+    gherkin::Feature::parse(&feature, gherkin::GherkinEnv::default()).expect("a valid feature");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_names_the_file_row_and_column_of_a_malformed_backlog() {
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
+    let api = env.start_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("backlog.csv"),
+        "story,key\nfine,A-1\n  ,A-2\n",
+    )
+    .unwrap();
+
+    let (ok, said) = storyforge(
+        dir.path(),
+        &["submit", "backlog.csv", "--api", &api.base_url],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        said.contains("backlog.csv: row 3, column story: is required"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("panicked") && !said.contains("backtrace"),
+        "{said}"
+    );
+
+    let (ok, said) = storyforge(
+        dir.path(),
+        &["submit", "missing.csv", "--api", &api.base_url],
+    )
+    .await;
+    assert!(!ok);
+    assert!(said.contains("cannot read missing.csv"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_api_is_named_by_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (ok, said) = storyforge(
+        dir.path(),
+        &[
+            "status",
+            "0195a2b4-0000-7000-8000-000000000000",
+            "--api",
+            &url,
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        said.contains(&format!("cannot reach the StoryForge API at {url}")),
+        "{said}"
+    );
+    assert_eq!(said.trim().lines().count(), 1, "one sentence: {said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_with_no_llm_anywhere_answers_with_the_builtin_designer() {
+    let env = TestEnv::new(FakeLlm::with_responder(|_| Reply::status(500)).await).await;
+    let (vars, base) = no_llm_up_env(&env);
+    let empty = tempfile::tempdir().expect("an empty directory");
+    let up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &base).await;
+    assert!(
+        up.log_contents()
+            .contains("using the built-in test designer"),
+        "{}",
+        up.log_contents()
+    );
+
+    let created: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .json(
+            &json!({"story": "As a shopper, I want to pay for my cart so that my order ships",
+                      "acceptance_criteria": ["A declined card shows an error"]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let job = wait_finished(&http, &base, &id).await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["usage"]["provider"], "builtin");
+    assert!(job["result"]["test_cases"].as_array().unwrap().len() >= 3);
+    assert_eq!(env.llm.request_count(), 0);
+}
+
+/// The settings of an `up` with no LLM configured, and none answering at Ollama's address.
+fn no_llm_up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
+    let (vars, base) = up_env(env);
+    let mut vars: Vec<(String, String)> = vars
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("STORYFORGE_LLM_") && k != "STORYFORGE_JUDGE")
+        .collect();
+    vars.push((
+        "OLLAMA_HOST".into(),
+        format!("http://127.0.0.1:{}", free_port()),
+    ));
+    (vars, base)
+}
+
+/// The settings of an `up` with nothing configured — no Redis, no LLM — but the suite's short
+/// timings, so recovery after a kill is quick.
+fn bare_up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
+    let (vars, base) = no_llm_up_env(env);
+    let vars = vars
+        .into_iter()
+        .filter(|(k, _)| k != "STORYFORGE_REDIS_URL" && k != "STORYFORGE_STORE_DIR")
+        .collect();
+    (vars, base)
+}
+
+async fn batch(http: &reqwest::Client, base: &str, id: &str) -> Value {
+    http.get(format!("{base}/v1/batches/{id}"))
+        .send()
+        .await
+        .expect("GET the batch")
+        .json()
+        .await
+        .expect("a batch")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_with_nothing_installed_finishes_a_batch_exactly_after_a_sigkill() {
+    let env = TestEnv::new(FakeLlm::with_responder(|_| Reply::status(500)).await).await;
+    let (vars, base) = bare_up_env(&env);
+    let data = tempfile::tempdir().expect("a data directory");
+    let data_arg = data.path().join("store").display().to_string();
+    let args = ["up", "--data", data_arg.as_str()];
+    let empty = tempfile::tempdir().expect("an empty directory");
+    let mut up = ChildProcess::spawn_in(empty.path(), "storyforge", &args, &pairs(&vars));
+    let http = reqwest::Client::new();
+    wait_healthy(&http, &base).await;
+    assert!(
+        up.log_contents()
+            .contains(&format!("keeping jobs in {data_arg} (embedded store")),
+        "{}",
+        up.log_contents()
+    );
+
+    const STORIES: usize = 1_500;
+    let stories: Vec<Value> = (0..STORIES)
+        .map(|i| json!({"story_id": format!("S-{i}"), "story": format!("As a clerk, I want to file report {i} so that it is archived")}))
+        .collect();
+    let created: Value = http
+        .post(format!("{base}/v1/batches"))
+        .json(&json!({ "stories": stories }))
+        .send()
+        .await
+        .expect("POST /v1/batches")
+        .json()
+        .await
+        .expect("a batch");
+    let id = created["id"].as_str().expect("a batch id").to_owned();
+    wait_until(WAIT, "some of the batch is done", || async {
+        let done = batch(&http, &base, &id).await["counts"]["succeeded"].as_u64()?;
+        (done > 0).then_some(())
+    })
+    .await;
+    up.kill_9();
+
+    let _again = ChildProcess::spawn_in(empty.path(), "storyforge", &args, &pairs(&vars));
+    wait_healthy(&http, &base).await;
+    let interrupted = batch(&http, &base, &id).await;
+    let done_at_restart = interrupted["counts"]["succeeded"].as_u64().unwrap();
+    assert!(
+        (done_at_restart as usize) < STORIES,
+        "the kill came mid-batch: {interrupted:#}"
+    );
+    let finished = wait_until(
+        3 * WAIT,
+        "the batch completes after the restart",
+        || async {
+            let b = batch(&http, &base, &id).await;
+            (b["status"] == "completed").then_some(b)
+        },
+    )
+    .await;
+
+    assert_eq!(finished["total"], STORIES as u64, "{finished:#}");
+    let counts = &finished["counts"];
+    assert_eq!(counts["succeeded"], STORIES as u64, "{finished:#}");
+    for status in ["queued", "running", "failed", "canceled"] {
+        assert_eq!(counts[status], 0, "{status}: {finished:#}");
+    }
+    let results = http
+        .get(format!("{base}/v1/batches/{id}/results"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut seen: Vec<String> = results
+        .lines()
+        .map(|line| {
+            let row: Value = serde_json::from_str(line).expect("an NDJSON row");
+            row["story_id"].as_str().expect("a story id").to_owned()
+        })
+        .collect();
+    assert_eq!(seen.len(), STORIES, "one result per story");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), STORIES, "no story twice");
+}
+
+/// Starts `storyforge up ARGS` with nothing configured and waits for it to exit; what it said.
+async fn up_fails(vars: &[(String, String)], args: &[&str]) -> String {
+    let empty = tempfile::tempdir().expect("an empty directory");
+    let mut up = ChildProcess::spawn_in(empty.path(), "storyforge", args, &pairs(vars));
+    let status = up.wait_exit(WAIT).await.expect("storyforge up exits");
+    let said = up.log_contents();
+    assert!(!status.success(), "{said}");
+    assert!(
+        !said.contains("panicked") && !said.contains("backtrace"),
+        "{said}"
+    );
+    said.trim().lines().last().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_ends_bad_start_up_conditions_with_one_sentence() {
+    let env = TestEnv::new(FakeLlm::with_responder(|_| Reply::status(500)).await).await;
+    let (vars, _) = bare_up_env(&env);
+    let dir = tempfile::tempdir().unwrap();
+
+    // A data directory that cannot be made: its parent is a file.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let unwritable = file.join("data").display().to_string();
+    let said = up_fails(&vars, &["up", "--data", &unwritable]).await;
+    assert_eq!(
+        said,
+        format!(
+            "storyforge: the data directory {unwritable} is not writable: Not a directory (os error 20)"
+        )
+    );
+
+    // A port another process holds.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("ok").display().to_string();
+    let said = up_fails(&vars, &["up", "--data", &data, "--addr", &addr]).await;
+    assert!(
+        said.starts_with(&format!("storyforge: the API could not listen on {addr}: ")),
+        "{said}"
+    );
+
+    // A database file that is not one.
+    let damaged = dir.path().join("damaged");
+    std::fs::create_dir_all(&damaged).unwrap();
+    std::fs::write(damaged.join("storyforge.db"), vec![0x5a_u8; 8192]).unwrap();
+    let damaged = damaged.display().to_string();
+    let said = up_fails(&vars, &["up", "--data", &damaged]).await;
+    assert_eq!(
+        said,
+        format!(
+            "storyforge: the worker could not start: {damaged}/storyforge.db is not a StoryForge database, or it is damaged (file is not a database)"
+        )
+    );
+}
