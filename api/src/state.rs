@@ -6,13 +6,14 @@ use storyforge_llm::ProviderChain;
 use storyforge_runtime::config::Settings;
 use storyforge_runtime::metrics::Metrics;
 use storyforge_runtime::services::Services;
-use storyforge_store::JobStore;
+use storyforge_store::ApiStore;
 
 /// The handlers' shared context; cheap to clone (everything is behind an `Arc`).
 #[derive(Clone)]
 pub struct AppState {
-    /// Job state lives here and only here; the API keeps nothing of its own between requests.
-    pub(crate) store: Arc<dyn JobStore>,
+    /// Job state lives here and only here; the API keeps nothing of its own between requests,
+    /// and sees the store only in its role (`ApiStore`).
+    pub(crate) store: Arc<dyn ApiStore>,
     /// Limits (`max_body_bytes`, `max_story_chars`) and what `/status` reports.
     pub(crate) settings: Arc<Settings>,
     /// The generation chain, for `/v1/providers`; the API never generates.

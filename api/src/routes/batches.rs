@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use storyforge_domain::batch::Batch;
 use storyforge_runtime::telemetry;
-use storyforge_store::BatchCancelOutcome;
+use storyforge_store::CancelOutcome;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -241,16 +241,16 @@ pub(crate) async fn cancel(
 ) -> Result<Json<Batch>, ApiError> {
     let id = batch_id(id)?;
     match state.store.cancel_batch(id).await? {
-        BatchCancelOutcome::Canceled(batch) => {
+        CancelOutcome::Canceled(batch) => {
             tracing::info!(batch.id = %id, "batch canceled");
             Ok(Json(batch))
         }
-        BatchCancelOutcome::AlreadyFinished(batch) => Err(ApiError::Conflict {
+        CancelOutcome::AlreadyFinished(batch) => Err(ApiError::Conflict {
             slug: "batch-already-finished",
             title: "Batch already finished",
             detail: format!("batch {id} is already {:?}", batch.status).to_lowercase(),
         }),
-        BatchCancelOutcome::NotFound => Err(no_such_batch(id)),
+        CancelOutcome::NotFound => Err(no_such_batch(id)),
     }
 }
 

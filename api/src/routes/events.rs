@@ -17,7 +17,7 @@ use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
-use storyforge_store::{Changes, JobStore, Subject};
+use storyforge_store::{ApiStore, Changes, Subject};
 
 use super::batches::{batch_id, no_such_batch};
 use super::jobs::{job_id, no_such_job};
@@ -97,7 +97,7 @@ pub(crate) async fn for_batch(
         .get_batch(id)
         .await?
         .ok_or_else(|| no_such_batch(id))?;
-    let store: std::sync::Arc<dyn JobStore> = state.store.clone();
+    let store: std::sync::Arc<dyn ApiStore> = state.store.clone();
     let read = move || {
         let store = store.clone();
         async move { store.get_batch(id).await.ok().flatten() }

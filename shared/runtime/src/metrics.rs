@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 
 use storyforge_domain::job::{CallUsage, JobResult, JobStatus};
 use storyforge_llm::LlmMetrics;
-use storyforge_store::{DeliveryOutcome, JobStore, StoreStats};
+use storyforge_store::{ApiStore, DeliveryOutcome, StoreStats};
 
 /// How long a scrape waits for the store's gauges.
 pub const STORE_WAIT: Duration = Duration::from_secs(2);
@@ -240,7 +240,7 @@ impl Metrics {
     /// Every metric in the OpenMetrics text format, with the store's gauges read from `store`
     /// now; a store that does not answer within [`STORE_WAIT`] leaves them out of date and
     /// `storyforge_store_up` at 0, and the scrape still succeeds.
-    pub async fn scrape(&self, store: &dyn JobStore) -> String {
+    pub async fn scrape(&self, store: &dyn ApiStore) -> String {
         let stats = tokio::time::timeout(STORE_WAIT, store.stats())
             .await
             .ok()

@@ -304,19 +304,6 @@ pub struct CreatedBatch {
     pub replayed: bool,
 }
 
-#[derive(Debug)]
-pub enum BatchCancelOutcome {
-    Canceled(Batch),
-    AlreadyFinished(Batch),
-    NotFound,
-}
-
-#[derive(Debug)]
-pub struct BatchPage {
-    pub items: Vec<Batch>,
-    pub next_cursor: Option<Uuid>,
-}
-
 /// Whether a lease still holds after a touch or a commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
@@ -335,11 +322,23 @@ pub struct Created {
     pub replayed: bool,
 }
 
+/// What canceling a job or a batch found.
 #[derive(Debug)]
-pub enum CancelOutcome {
-    Canceled(Job),
-    AlreadyFinished(Job),
+pub enum CancelOutcome<T> {
+    Canceled(T),
+    AlreadyFinished(T),
     NotFound,
+}
+
+impl<T> CancelOutcome<T> {
+    /// The outcome from whether the step canceled anything and the record read back after it.
+    pub(crate) fn of(canceled: bool, found: Option<T>) -> CancelOutcome<T> {
+        match (canceled, found) {
+            (true, Some(item)) => CancelOutcome::Canceled(item),
+            (false, Some(item)) => CancelOutcome::AlreadyFinished(item),
+            (_, None) => CancelOutcome::NotFound,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -351,9 +350,10 @@ pub struct ListQuery {
     pub cursor: Option<Uuid>,
 }
 
+/// A page of jobs or batches, newest first.
 #[derive(Debug)]
-pub struct Page {
-    pub items: Vec<Job>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     pub next_cursor: Option<Uuid>,
 }
 
@@ -432,10 +432,10 @@ impl StorePolicy {
     }
 }
 
-/// The job store. Implementations: [`redis::RedisJobStore`] (shared by many machines) and
-/// [`sqlite::SqliteJobStore`] (embedded, one machine); both hold every guarantee.
+/// What the API needs of the store: submitting, reading, listing and canceling jobs and
+/// batches, watching them change, their webhook deliveries, and the deployment's health.
 #[async_trait]
-pub trait JobStore: Send + Sync {
+pub trait ApiStore: Send + Sync {
     /// Creates a queued, due job; with an idempotency key, a repeat of the same body returns the
     /// first job and a different body is an [`StoreError::IdempotencyConflict`].
     async fn create(
@@ -444,36 +444,8 @@ pub trait JobStore: Send + Sync {
         idempotency: Option<(&str, &str)>,
     ) -> Result<Created, StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError>;
-    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
-    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError>;
-
-    /// Moves up to `limit` due work items to dispatched, keeping at most `window` dispatched (and
-    /// no more than twice the live workers' capacity).
-    async fn take_due(&self, limit: usize, window: usize) -> Result<Vec<Ticket>, StoreError>;
-    async fn claim(&self, ticket: &Ticket, worker: &str) -> Result<Claim, StoreError>;
-    /// Renews the lease and, for generation, records the stage if given.
-    async fn touch(&self, lease: &Lease, stage: Option<Stage>) -> Result<LeaseState, StoreError>;
-    /// Gives the item back untouched (worker shutting down); the attempt is not counted.
-    async fn hand_back(&self, lease: &Lease) -> Result<LeaseState, StoreError>;
-
-    /// Generation's commits. A job with a webhook gets its event in the same atomic step.
-    async fn complete(&self, lease: &Lease, result: &JobResult) -> Result<LeaseState, StoreError>;
-    async fn fail(&self, lease: &Lease, error: &JobError) -> Result<LeaseState, StoreError>;
-    /// A transient failure: due again after `delay`, or failed with `error` if out of attempts.
-    async fn retry_later(
-        &self,
-        lease: &Lease,
-        delay: Duration,
-        error: &JobError,
-    ) -> Result<LeaseState, StoreError>;
-
-    /// A webhook delivery's commit: records the attempt and what happens next.
-    async fn record_delivery(
-        &self,
-        lease: &Lease,
-        report: &AttemptReport,
-        next: DeliveryNext,
-    ) -> Result<LeaseState, StoreError>;
+    async fn list(&self, query: &ListQuery) -> Result<Page<Job>, StoreError>;
+    async fn cancel(&self, id: Uuid) -> Result<CancelOutcome<Job>, StoreError>;
     /// Every delivery attempt for a job's or batch's events, oldest first; `None` if there is
     /// no such job or batch.
     async fn deliveries(
@@ -482,18 +454,10 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Option<Vec<DeliveryAttempt>>, StoreError>;
     /// Makes a job's or batch's webhook event due again (an operator's manual redelivery).
     async fn redeliver(&self, subject: Subject) -> Result<Redelivery, StoreError>;
-
-    /// An MLflow run item's commit: logged, retried later or given up.
-    async fn record_run(&self, lease: &Lease, next: &RunNext) -> Result<LeaseState, StoreError>;
-    /// The batch's MLflow parent run: `candidate` if none was recorded yet, else the one that
-    /// was — so workers racing to create it agree on one.
-    async fn batch_run(&self, batch: Uuid, candidate: &str) -> Result<String, StoreError>;
-
     /// A stream that yields whenever the job or batch may have changed (its status, stage or
     /// counts); a hint to read it again. Notifications can be missed (a Redis restart), so
     /// readers also re-read now and then.
     async fn watch(&self, subject: Subject) -> Result<Changes, StoreError>;
-
     /// Creates the batch and all its jobs (`jobs` carry no `batch_id` yet) in one atomic step;
     /// with an idempotency key, as for `create`.
     async fn create_batch(
@@ -508,21 +472,62 @@ pub trait JobStore: Send + Sync {
         &self,
         limit: usize,
         cursor: Option<Uuid>,
-    ) -> Result<BatchPage, StoreError>;
+    ) -> Result<Page<Batch>, StoreError>;
     /// Cancels the batch's queued jobs; running ones finish.
-    async fn cancel_batch(&self, id: Uuid) -> Result<BatchCancelOutcome, StoreError>;
-    async fn reconcile(&self) -> Result<Reconciled, StoreError>;
-
-    /// A result cached under `key` (a hash of everything that determines it), if any.
-    async fn cached_result(&self, key: &str) -> Result<Option<JobResult>, StoreError>;
-    /// Caches a result for `job_ttl`.
-    async fn cache_result(&self, key: &str, result: &JobResult) -> Result<(), StoreError>;
-
-    /// Marks a worker live; `capacity` (jobs it runs at once) sizes the dispatch window.
-    async fn heartbeat(&self, worker: &str, capacity: usize) -> Result<(), StoreError>;
-    /// Publishes a worker's provider states; only live workers' reports are read back.
-    async fn report_providers(&self, report: &ProviderReport) -> Result<(), StoreError>;
+    async fn cancel_batch(&self, id: Uuid) -> Result<CancelOutcome<Batch>, StoreError>;
     async fn provider_reports(&self) -> Result<Vec<ProviderReport>, StoreError>;
     async fn stats(&self) -> Result<StoreStats, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// What a worker needs of the store: taking due work, claiming it, holding and handing back its
+/// lease, each kind's commit, the reconciler, heartbeats, provider reports and the result cache.
+#[async_trait]
+pub trait WorkerStore: Send + Sync {
+    /// Moves up to `limit` due work items to dispatched, keeping at most `window` dispatched (and
+    /// no more than twice the live workers' capacity).
+    async fn take_due(&self, limit: usize, window: usize) -> Result<Vec<Ticket>, StoreError>;
+    async fn claim(&self, ticket: &Ticket, worker: &str) -> Result<Claim, StoreError>;
+    /// Renews the lease and, for generation, records the stage if given.
+    async fn touch(&self, lease: &Lease, stage: Option<Stage>) -> Result<LeaseState, StoreError>;
+    /// Gives the item back untouched (worker shutting down); the attempt is not counted.
+    async fn hand_back(&self, lease: &Lease) -> Result<LeaseState, StoreError>;
+    /// Generation's commits. A job with a webhook gets its event in the same atomic step.
+    async fn complete(&self, lease: &Lease, result: &JobResult) -> Result<LeaseState, StoreError>;
+    async fn fail(&self, lease: &Lease, error: &JobError) -> Result<LeaseState, StoreError>;
+    /// A transient failure: due again after `delay`, or failed with `error` if out of attempts.
+    async fn retry_later(
+        &self,
+        lease: &Lease,
+        delay: Duration,
+        error: &JobError,
+    ) -> Result<LeaseState, StoreError>;
+    /// A webhook delivery's commit: records the attempt and what happens next.
+    async fn record_delivery(
+        &self,
+        lease: &Lease,
+        report: &AttemptReport,
+        next: DeliveryNext,
+    ) -> Result<LeaseState, StoreError>;
+    /// An MLflow run item's commit: logged, retried later or given up.
+    async fn record_run(&self, lease: &Lease, next: &RunNext) -> Result<LeaseState, StoreError>;
+    /// The batch's MLflow parent run: `candidate` if none was recorded yet, else the one that
+    /// was — so workers racing to create it agree on one.
+    async fn batch_run(&self, batch: Uuid, candidate: &str) -> Result<String, StoreError>;
+    async fn reconcile(&self) -> Result<Reconciled, StoreError>;
+    /// A result cached under `key` (a hash of everything that determines it), if any.
+    async fn cached_result(&self, key: &str) -> Result<Option<JobResult>, StoreError>;
+    /// Caches a result for `job_ttl`.
+    async fn cache_result(&self, key: &str, result: &JobResult) -> Result<(), StoreError>;
+    /// Marks a worker live; `capacity` (jobs it runs at once) sizes the dispatch window.
+    async fn heartbeat(&self, worker: &str, capacity: usize) -> Result<(), StoreError>;
+    /// Publishes a worker's provider states; only live workers' reports are read back.
+    async fn report_providers(&self, report: &ProviderReport) -> Result<(), StoreError>;
+}
+
+/// The job store: both roles. Implementations: [`redis::RedisJobStore`] (shared by many
+/// machines) and [`sqlite::SqliteJobStore`] (embedded, one machine); both hold every guarantee.
+/// A process holds it as `Arc<dyn JobStore>`; the API's handlers see it as [`ApiStore`].
+pub trait JobStore: ApiStore + WorkerStore {}
+
+impl<T: ApiStore + WorkerStore> JobStore for T {}

@@ -10,8 +10,9 @@ use storyforge_domain::job::{JobError, JobSpec, JobStatus, Stage};
 use storyforge_store::redis::{RedisJobStore, connect};
 use storyforge_store::sqlite::SqliteJobStore;
 use storyforge_store::{
-    AttemptReport, CancelOutcome, Claim, DeliveryNext, DeliveryOutcome, JobStore, LeaseState,
-    ListQuery, RunNext, StoreError, StorePolicy, Subject, Ticket, Work, WorkKind,
+    ApiStore, AttemptReport, CancelOutcome, Claim, DeliveryNext, DeliveryOutcome, JobStore,
+    LeaseState, ListQuery, RunNext, StoreError, StorePolicy, Subject, Ticket, Work, WorkKind,
+    WorkerStore,
 };
 use storyforge_tests::app::TestStore;
 use storyforge_tests::redis_server::{RedisServer, unique_namespace};

@@ -22,6 +22,7 @@ if redis.call('SET', key('layout', 'work-items'), '1', 'NX') then
   end
 end
 
+-- 1. Leases whose worker stopped renewing them: due again, or failed when out of attempts.
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, batch)) do
   local rk = record(member)
   local f = redis.call('HMGET', rk, 'status', 'attempts', 'worker')
@@ -46,6 +47,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 
   end
 end
 
+-- 2. Dispatches nobody claimed (a lost ticket): due again.
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('dispatched'), '-inf', now - dispatch_timeout, 'LIMIT', 0, batch)) do
   redis.call('ZREM', key('dispatched'), member)
   if redis.call('HGET', record(member), 'status') == 'queued' then
@@ -54,6 +56,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', key('dispatched'), '-inf', n
   end
 end
 
+-- 3. Expired records: pruned from the indexes.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('expiry'), '-inf', now, 'LIMIT', 0, batch)) do
   redis.call('ZREM', key('expiry'), id)
   if redis.call('EXISTS', jobkey(id)) == 0 then
