@@ -2,8 +2,8 @@
 //! attempt recorded.
 //!
 //! Any `2xx` is delivered. Anything else — another status, no answer within 10 s, a refused
-//! connection, a host that resolves only to forbidden addresses — is retried with [`backoff`]
-//! from `STORYFORGE_WEBHOOK_RETRY_BASE`, at most an hour apart, until the event is
+//! connection, a host that resolves only to forbidden addresses — is retried after the runner's
+//! backoff from `STORYFORGE_WEBHOOK_RETRY_BASE`, at most an hour apart, until the event is
 //! `STORYFORGE_WEBHOOK_MAX_AGE` old; then it is dead. The `webhook-id` is the event's id on every
 //! attempt; `webhook-timestamp` and the signature are the attempt's.
 
@@ -13,60 +13,46 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use reqwest::Url;
+use storyforge_runtime::config::Settings;
 use storyforge_store::{AttemptReport, Delivery, DeliveryNext, Lease, LeaseState, StoreError};
 
-use super::{BackgroundJob, backoff};
+use super::{Attempt, BackgroundJob, Decision, Outcome};
 use crate::context::Context;
-use crate::pipeline::StageSink;
-
-/// Longest wait between two attempts at one event.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 
 pub struct DeliverWebhook {
     pub delivery: Delivery,
 }
 
-/// How an attempt went.
-pub enum Attempt {
-    Delivered {
-        status: u16,
-    },
-    /// Worth another attempt.
-    Failed {
-        status: Option<u16>,
-        error: String,
-    },
-    /// No attempt can ever succeed (the job is gone, the URL is forbidden).
-    Hopeless {
-        error: String,
-    },
-}
-
 #[async_trait]
 impl BackgroundJob for DeliverWebhook {
-    type Outcome = Attempt;
+    const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+    /// The receiver's `2xx` status.
+    type Done = u16;
+    /// The receiver's status, if it answered, and what went wrong.
+    type Error = AttemptReport;
 
-    async fn perform(&self, ctx: &Context, _lease: &Lease, _stages: &dyn StageSink) -> Attempt {
-        let delivery = &self.delivery;
+    fn retry_base(settings: &Settings) -> Duration {
+        settings.webhook_retry_base
+    }
+
+    async fn perform(&self, attempt: &Attempt<'_>) -> Outcome<u16, AttemptReport> {
+        let (ctx, delivery) = (attempt.ctx, &self.delivery);
         let (Some(target), Some(data)) = (&delivery.target, &delivery.data) else {
-            return Attempt::Hopeless {
-                error: format!("{} no longer exists", delivery.subject),
-            };
+            return Outcome::GiveUp(failed(
+                None,
+                format!("{} no longer exists", delivery.subject),
+            ));
         };
         let url = match Url::parse(&target.url) {
             Ok(url) => url,
             Err(e) => {
-                return Attempt::Hopeless {
-                    error: format!("the webhook URL is not a URL: {e}"),
-                };
+                return Outcome::GiveUp(failed(None, format!("the webhook URL is not a URL: {e}")));
             }
         };
         if !ctx.settings.webhook_allow_private
             && let Some(reason) = storyforge_webhook::literal_refusal(&url)
         {
-            return Attempt::Hopeless {
-                error: format!("not sent: the webhook URL {reason}"),
-            };
+            return Outcome::GiveUp(failed(None, format!("not sent: the webhook URL {reason}")));
         }
         let body = serde_json::json!({
             "type": delivery.event_type,
@@ -90,18 +76,19 @@ impl BackgroundJob for DeliverWebhook {
             );
             request = request.header("webhook-signature", signature);
         }
-        match request.body(body).send().await {
-            Ok(response) if response.status().is_success() => Attempt::Delivered {
-                status: response.status().as_u16(),
-            },
-            Ok(response) => Attempt::Failed {
-                status: Some(response.status().as_u16()),
-                error: format!("the receiver answered {}", response.status()),
-            },
-            Err(e) => Attempt::Failed {
-                status: None,
-                error: describe(&e),
-            },
+        let error = match request.body(body).send().await {
+            Ok(response) if response.status().is_success() => {
+                return Outcome::Done(response.status().as_u16());
+            }
+            Ok(response) => failed(
+                Some(response.status().as_u16()),
+                format!("the receiver answered {}", response.status()),
+            ),
+            Err(e) => failed(None, describe(&e)),
+        };
+        Outcome::Retry {
+            error,
+            not_before: None,
         }
     }
 
@@ -109,42 +96,26 @@ impl BackgroundJob for DeliverWebhook {
         &self,
         ctx: &Context,
         lease: &Lease,
-        outcome: Attempt,
+        decision: Decision<u16, AttemptReport>,
     ) -> Result<LeaseState, StoreError> {
-        let (report, next) = match outcome {
-            Attempt::Delivered { status } => (
+        let (report, next) = match decision {
+            Decision::Done(status) => (
                 AttemptReport {
                     status_code: Some(status),
                     error: None,
                 },
                 DeliveryNext::Delivered,
             ),
-            Attempt::Failed { status, error } => {
-                let delay = backoff(
-                    ctx.settings.webhook_retry_base,
-                    lease.attempt,
-                    MAX_RETRY_DELAY,
-                    None,
-                );
+            Decision::RetryAfter { delay, error } => {
                 let give_up_at = self.delivery.retry_from + ctx.settings.webhook_max_age;
                 let next = if Utc::now() + delay > give_up_at {
                     DeliveryNext::Dead
                 } else {
                     DeliveryNext::RetryAfter(delay)
                 };
-                let report = AttemptReport {
-                    status_code: status,
-                    error: Some(error),
-                };
-                (report, next)
+                (error, next)
             }
-            Attempt::Hopeless { error } => (
-                AttemptReport {
-                    status_code: None,
-                    error: Some(error),
-                },
-                DeliveryNext::Dead,
-            ),
+            Decision::GiveUp(error) => (error, DeliveryNext::Dead),
         };
         tracing::info!(
             event.id = %self.delivery.event_id,
@@ -158,6 +129,14 @@ impl BackgroundJob for DeliverWebhook {
             ctx.metrics.webhook_delivery(next.outcome());
         }
         Ok(state)
+    }
+}
+
+/// A failed attempt's report.
+fn failed(status_code: Option<u16>, error: String) -> AttemptReport {
+    AttemptReport {
+        status_code,
+        error: Some(error),
     }
 }
 

@@ -1,22 +1,21 @@
 //! Generation: a job's story through the pipeline, and its outcome committed.
 //!
 //! - a result → `complete`;
-//! - a transient failure → `retry_later` with [`backoff`] from `STORYFORGE_RETRY_BASE` (at least
-//!   the provider's `Retry-After`, at most five minutes), the job failing once attempts run out;
+//! - a transient failure → `retry_later` after the runner's backoff from
+//!   `STORYFORGE_RETRY_BASE` (at least the provider's `Retry-After`, at most five minutes), the
+//!   job failing once attempts run out;
 //! - a permanent failure → `fail` at once with the failure's `error.code`.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use storyforge_domain::job::{JobResult, JobSpec, JobStatus, Usage};
+use storyforge_domain::job::{JobError, JobResult, JobSpec, JobStatus, Usage};
+use storyforge_runtime::config::Settings;
 use storyforge_store::{Lease, LeaseState, StoreError};
 
-use super::{BackgroundJob, backoff};
+use super::{Attempt, BackgroundJob, Decision, Outcome};
 use crate::context::Context;
-use crate::pipeline::{self, Failure, StageSink};
-
-/// Longest wait before a generation retry, whatever the backoff says.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+use crate::pipeline::{self, Failure};
 
 pub struct GenerateTestCases {
     pub spec: JobSpec,
@@ -26,25 +25,37 @@ pub struct GenerateTestCases {
 
 #[async_trait]
 impl BackgroundJob for GenerateTestCases {
-    type Outcome = Result<JobResult, Failure>;
+    const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+    type Done = JobResult;
+    type Error = JobError;
 
-    async fn perform(
-        &self,
-        ctx: &Context,
-        _lease: &Lease,
-        stages: &dyn StageSink,
-    ) -> Self::Outcome {
-        pipeline::run(ctx, &self.spec, self.spent.clone(), stages).await
+    fn retry_base(settings: &Settings) -> Duration {
+        settings.retry_base
+    }
+
+    async fn perform(&self, attempt: &Attempt<'_>) -> Outcome<JobResult, JobError> {
+        match pipeline::run(attempt.ctx, &self.spec, self.spent.clone(), attempt.stages).await {
+            Ok(result) => Outcome::Done(result),
+            Err(Failure {
+                error,
+                transient: true,
+                retry_after,
+            }) => Outcome::Retry {
+                error,
+                not_before: retry_after,
+            },
+            Err(Failure { error, .. }) => Outcome::GiveUp(error),
+        }
     }
 
     async fn commit(
         &self,
         ctx: &Context,
         lease: &Lease,
-        outcome: Self::Outcome,
+        decision: Decision<JobResult, JobError>,
     ) -> Result<LeaseState, StoreError> {
-        match outcome {
-            Ok(result) => {
+        match decision {
+            Decision::Done(result) => {
                 tracing::info!(
                     cases = result.test_cases.len(),
                     llm_calls = result.usage.llm_calls,
@@ -57,17 +68,7 @@ impl BackgroundJob for GenerateTestCases {
                 }
                 Ok(state)
             }
-            Err(Failure {
-                error,
-                transient: true,
-                retry_after,
-            }) => {
-                let delay = backoff(
-                    ctx.settings.retry_base,
-                    lease.attempt,
-                    MAX_RETRY_DELAY,
-                    retry_after,
-                );
+            Decision::RetryAfter { delay, error } => {
                 tracing::warn!(error.code = %error.code, error = %error.message, ?delay, "transient failure");
                 let state = ctx.store.retry_later(lease, delay, &error).await?;
                 if state == LeaseState::Held && lease.attempt >= ctx.settings.max_attempts {
@@ -76,7 +77,7 @@ impl BackgroundJob for GenerateTestCases {
                 }
                 Ok(state)
             }
-            Err(Failure { error, .. }) => {
+            Decision::GiveUp(error) => {
                 tracing::warn!(error.code = %error.code, error = %error.message, "job failed");
                 let state = ctx.store.fail(lease, &error).await?;
                 if state == LeaseState::Held {

@@ -3,7 +3,7 @@
 //! jobs' runs, with aggregate metrics and `batch.json`.
 //!
 //! The item is written in the same atomic step as the job's final state, so MLflow being down or
-//! slow never fails or holds up a job: the run is retried with [`backoff`] from
+//! slow never fails or holds up a job: the run is retried after the runner's backoff from
 //! `STORYFORGE_MLFLOW_RETRY_BASE`, at most five minutes apart, and arrives once MLflow is back.
 //! It arrives once: a retried write first looks for the run an earlier attempt created (by its
 //! `storyforge.job_id` tag) and finishes that one; a run already ended is left alone. Workers
@@ -13,7 +13,7 @@
 //! Nothing secret is logged: the Job document never carries the webhook secret, and API keys
 //! live only in provider settings.
 //!
-//! [`batch_run`]: storyforge_store::JobStore::batch_run
+//! [`batch_run`]: storyforge_store::WorkerStore::batch_run
 
 use std::time::Duration;
 
@@ -22,16 +22,14 @@ use storyforge_domain::batch::{Batch, BatchStatus};
 use storyforge_domain::gherkin;
 use storyforge_domain::job::{Job, JobStatus, Usage};
 use storyforge_mlflow::{MlflowClient, MlflowError, RunData, RunInfo, Verdict, now_ms};
+use storyforge_runtime::config::Settings;
 use storyforge_runtime::telemetry;
 use storyforge_store::{Lease, LeaseState, ListQuery, RunNext, StoreError, Subject};
 use uuid::Uuid;
 
-use super::{BackgroundJob, backoff};
+use super::{Attempt, BackgroundJob, Decision, Outcome};
 use crate::context::Context;
-use crate::pipeline::StageSink;
 
-/// Longest wait between two attempts at one run.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 /// Attempts that wait for the job's trace to reach MLflow before the run is logged without it.
 const TRACE_WAIT_ATTEMPTS: u32 = 6;
 /// Jobs read per page when a batch's aggregates are computed.
@@ -41,51 +39,58 @@ pub struct LogMlflowRun {
     pub subject: Subject,
 }
 
-/// How an attempt went.
-pub enum Logged {
-    Done,
+/// Why a run was not logged.
+pub enum NotLogged {
     /// Worth another attempt (MLflow or the store unreachable, no MLflow configured here).
     Failed(String),
     /// It can never be logged.
     Hopeless(String),
 }
 
-impl From<MlflowError> for Logged {
-    fn from(e: MlflowError) -> Logged {
+impl From<MlflowError> for NotLogged {
+    fn from(e: MlflowError) -> NotLogged {
         if e.is_transient() {
-            Logged::Failed(e.to_string())
+            NotLogged::Failed(e.to_string())
         } else {
-            Logged::Hopeless(e.to_string())
+            NotLogged::Hopeless(e.to_string())
         }
     }
 }
 
-impl From<StoreError> for Logged {
-    fn from(e: StoreError) -> Logged {
-        Logged::Failed(e.to_string())
+impl From<StoreError> for NotLogged {
+    fn from(e: StoreError) -> NotLogged {
+        NotLogged::Failed(e.to_string())
     }
 }
 
 #[async_trait]
 impl BackgroundJob for LogMlflowRun {
-    type Outcome = Logged;
+    const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+    type Done = ();
+    type Error = String;
 
-    async fn perform(&self, ctx: &Context, lease: &Lease, _stages: &dyn StageSink) -> Logged {
+    fn retry_base(settings: &Settings) -> Duration {
+        settings.mlflow_retry_base
+    }
+
+    async fn perform(&self, attempt: &Attempt<'_>) -> Outcome<(), String> {
+        let ctx = attempt.ctx;
         let Some(mlflow) = &ctx.mlflow else {
-            return Logged::Failed("this worker has no MLFLOW_TRACKING_URI".into());
+            return retry("this worker has no MLFLOW_TRACKING_URI".into());
         };
         // At most a quarter of the worker's slots wait on MLflow, so a slow server never
         // holds up generation.
         let Ok(_slot) = ctx.mlflow_slots.acquire().await else {
-            return Logged::Failed("the worker is stopping".into());
+            return retry("the worker is stopping".into());
         };
         let logged = match self.subject {
-            Subject::Job(id) => log_job(ctx, mlflow, id, lease.attempt).await,
+            Subject::Job(id) => log_job(ctx, mlflow, id, attempt.lease.attempt).await,
             Subject::Batch(id) => log_batch(ctx, mlflow, id).await,
         };
         match logged {
-            Ok(()) => Logged::Done,
-            Err(outcome) => outcome,
+            Ok(()) => Outcome::Done(()),
+            Err(NotLogged::Failed(error)) => retry(error),
+            Err(NotLogged::Hopeless(error)) => Outcome::GiveUp(error),
         }
     }
 
@@ -93,20 +98,12 @@ impl BackgroundJob for LogMlflowRun {
         &self,
         ctx: &Context,
         lease: &Lease,
-        outcome: Logged,
+        decision: Decision<(), String>,
     ) -> Result<LeaseState, StoreError> {
-        let next = match outcome {
-            Logged::Done => RunNext::Logged,
-            Logged::Failed(error) => {
-                let delay = backoff(
-                    ctx.settings.mlflow_retry_base,
-                    lease.attempt,
-                    MAX_RETRY_DELAY,
-                    None,
-                );
-                RunNext::RetryAfter { delay, error }
-            }
-            Logged::Hopeless(error) => RunNext::Dead { error },
+        let next = match decision {
+            Decision::Done(()) => RunNext::Logged,
+            Decision::RetryAfter { delay, error } => RunNext::RetryAfter { delay, error },
+            Decision::GiveUp(error) => RunNext::Dead { error },
         };
         match &next {
             RunNext::Logged => tracing::info!(subject = %self.subject, "MLflow run logged"),
@@ -121,6 +118,14 @@ impl BackgroundJob for LogMlflowRun {
     }
 }
 
+/// Another attempt later, after the backoff.
+fn retry(error: String) -> Outcome<(), String> {
+    Outcome::Retry {
+        error,
+        not_before: None,
+    }
+}
+
 /// The job's run: found (an earlier attempt's) or created, then filled, linked to the job's
 /// trace when MLflow receives traces, and ended.
 async fn log_job(
@@ -128,9 +133,9 @@ async fn log_job(
     mlflow: &MlflowClient,
     id: Uuid,
     attempt: u32,
-) -> Result<(), Logged> {
+) -> Result<(), NotLogged> {
     let Some(job) = ctx.store.get(id).await? else {
-        return Err(Logged::Hopeless(format!("job {id} no longer exists")));
+        return Err(NotLogged::Hopeless(format!("job {id} no longer exists")));
     };
     let run = match mlflow
         .find_run(&tag_is("storyforge.job_id", &id.to_string()))
@@ -155,7 +160,8 @@ async fn log_job(
         .map(|t| t.timestamp_millis())
         .unwrap_or_else(now_ms);
     mlflow.log(&run.run_id, &job_data(ctx, &job), end).await?;
-    let document = serde_json::to_vec_pretty(&job).map_err(|e| Logged::Hopeless(e.to_string()))?;
+    let document =
+        serde_json::to_vec_pretty(&job).map_err(|e| NotLogged::Hopeless(e.to_string()))?;
     mlflow
         .upload(&run, "result.json", "application/json", document)
         .await?;
@@ -175,7 +181,7 @@ async fn log_job(
     {
         // The worker's spans reach MLflow a few seconds after the job ends.
         if attempt < TRACE_WAIT_ATTEMPTS {
-            return Err(Logged::Failed(format!(
+            return Err(NotLogged::Failed(format!(
                 "the job's trace is not in MLflow yet: {e}"
             )));
         }
@@ -227,9 +233,9 @@ async fn attach_trace(
 }
 
 /// The batch's parent run: with its aggregates, ended.
-async fn log_batch(ctx: &Context, mlflow: &MlflowClient, id: Uuid) -> Result<(), Logged> {
+async fn log_batch(ctx: &Context, mlflow: &MlflowClient, id: Uuid) -> Result<(), NotLogged> {
     let Some(batch) = ctx.store.get_batch(id).await? else {
-        return Err(Logged::Hopeless(format!("batch {id} no longer exists")));
+        return Err(NotLogged::Hopeless(format!("batch {id} no longer exists")));
     };
     let run_id = parent_run(ctx, mlflow, id).await?;
     let run = mlflow.get_run(&run_id).await?;
@@ -243,7 +249,7 @@ async fn log_batch(ctx: &Context, mlflow: &MlflowClient, id: Uuid) -> Result<(),
     let data = batch_data(ctx, &batch).await?;
     mlflow.log(&run_id, &data, end).await?;
     let document =
-        serde_json::to_vec_pretty(&batch).map_err(|e| Logged::Hopeless(e.to_string()))?;
+        serde_json::to_vec_pretty(&batch).map_err(|e| NotLogged::Hopeless(e.to_string()))?;
     mlflow
         .upload(&run, "batch.json", "application/json", document)
         .await?;
@@ -257,7 +263,11 @@ async fn log_batch(ctx: &Context, mlflow: &MlflowClient, id: Uuid) -> Result<(),
 
 /// The batch's parent run id: the one the store recorded, else one found in MLflow (an earlier
 /// attempt's) or created now — and recorded, unless another worker recorded its own first.
-async fn parent_run(ctx: &Context, mlflow: &MlflowClient, batch: Uuid) -> Result<String, Logged> {
+async fn parent_run(
+    ctx: &Context,
+    mlflow: &MlflowClient,
+    batch: Uuid,
+) -> Result<String, NotLogged> {
     let (candidate, created) = match mlflow.find_run(&batch_filter(batch)).await? {
         Some(run) => (run.run_id, false),
         None => {

@@ -1,15 +1,26 @@
 //! Durable work: one file per kind, one mechanism for all of them (after crates.io's
-//! `crates_io_worker`: a job trait, one job a file).
+//! `crates_io_worker`: a job trait, one job a file, the runner owning retries).
 //!
 //! Every kind runs the same way: a delivered ticket is `claim`ed (an attempt counted, a lease
 //! granted), the lease is renewed while the work runs, and the outcome is committed only while
 //! the lease still holds. A lost lease or a canceled job stops the work without writing; a
-//! stopping worker whose grace period ran out hands the item back uncounted. Retries go back
-//! through the store with [`backoff`] — no kind has a retry loop of its own.
+//! stopping worker whose grace period ran out hands the item back uncounted. The work says how
+//! it went in one [`Outcome`] — done, retry (no sooner than the other side asked), give up —
+//! and the runner turns a retry into a delay with [`backoff`] from the kind's
+//! [`BackgroundJob::retry_base`] and [`BackgroundJob::MAX_RETRY_DELAY`]: no kind computes
+//! its own delay or has a retry loop of its own.
 //!
 //! - [`generate`]: a job's story → validated test cases (the pipeline).
 //! - [`deliver_webhook`]: one webhook event → its receiver, signed.
 //! - [`log_mlflow_run`]: a finished job or batch → its MLflow run.
+//!
+//! # Adding a kind of durable work
+//! 1. In the store (`storyforge-store`): a [`WorkKind`] and a [`Work`] variant with what a
+//!    claimed item carries, its attempt cap in `StorePolicy::max_attempts`, and its commit in
+//!    `WorkerStore`, written in both backends (a Lua script in `redis/lua/`, a step in
+//!    `sqlite/worker.rs`).
+//! 2. Here: one file with a type implementing [`BackgroundJob`], and its arm in [`run_ticket`]
+//!    (its span and the type built from the claimed [`Work`]).
 
 pub mod deliver_webhook;
 pub mod generate;
@@ -21,6 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::Rng;
 use storyforge_domain::job::Stage;
+use storyforge_runtime::config::Settings;
 use storyforge_runtime::metrics::Metrics;
 use storyforge_runtime::telemetry;
 use storyforge_store::{Claim, Lease, LeaseState, StoreError, Subject, Ticket, Work};
@@ -30,33 +42,93 @@ use tracing::Instrument;
 use crate::context::Context;
 use crate::pipeline::StageSink;
 
-/// One kind of durable work: what a worker does with a claimed item, and how the outcome is
-/// committed.
+/// How one attempt at a piece of durable work went: what `perform` returns, for every kind.
+#[derive(Debug)]
+pub enum Outcome<D, E> {
+    /// It worked; `D` is what to commit.
+    Done(D),
+    /// Worth another attempt, no sooner than `not_before` when the other side said so
+    /// (`Retry-After`).
+    Retry {
+        error: E,
+        not_before: Option<Duration>,
+    },
+    /// No attempt can ever succeed.
+    GiveUp(E),
+}
+
+/// What the runner decided from an [`Outcome`]: what `commit` writes.
+#[derive(Debug)]
+pub enum Decision<D, E> {
+    Done(D),
+    /// Due again after `delay` (the kind's backoff), or given up by the store when out of
+    /// attempts.
+    RetryAfter {
+        delay: Duration,
+        error: E,
+    },
+    GiveUp(E),
+}
+
+/// What a claimed item's work is handed: the worker's context, the lease it runs under, and where
+/// it reports the stages it enters (only generation has stages).
+pub struct Attempt<'a> {
+    pub ctx: &'a Context,
+    pub lease: &'a Lease,
+    pub stages: &'a dyn StageSink,
+}
+
+/// One kind of durable work: what a worker does with a claimed item, how soon it is tried again,
+/// and how the decision is committed.
 #[async_trait]
 pub trait BackgroundJob: Send + Sync {
-    /// What the work produced, to be committed.
-    type Outcome: Send;
+    /// The longest wait before a retry, whatever the backoff says.
+    const MAX_RETRY_DELAY: Duration;
+    /// What a success commits.
+    type Done: Send;
+    /// Why an attempt failed.
+    type Error: Send;
+
+    /// The first retry's delay, doubled for each further attempt.
+    fn retry_base(settings: &Settings) -> Duration;
 
     /// Does the work. It may be cut short at any await when the lease is lost.
-    async fn perform(&self, ctx: &Context, lease: &Lease, stages: &dyn StageSink) -> Self::Outcome;
+    async fn perform(&self, attempt: &Attempt<'_>) -> Outcome<Self::Done, Self::Error>;
 
-    /// Writes the outcome; the store writes only while `lease` still holds.
+    /// Writes the decision; the store writes only while `lease` still holds.
     async fn commit(
         &self,
         ctx: &Context,
         lease: &Lease,
-        outcome: Self::Outcome,
+        decision: Decision<Self::Done, Self::Error>,
     ) -> Result<LeaseState, StoreError>;
+}
+
+/// The runner's decision for attempt number `attempt` of kind `J`: a retry waits the kind's
+/// backoff.
+fn decide<J: BackgroundJob>(
+    settings: &Settings,
+    attempt: u32,
+    outcome: Outcome<J::Done, J::Error>,
+) -> Decision<J::Done, J::Error> {
+    match outcome {
+        Outcome::Done(done) => Decision::Done(done),
+        Outcome::Retry { error, not_before } => Decision::RetryAfter {
+            delay: backoff(
+                J::retry_base(settings),
+                attempt,
+                J::MAX_RETRY_DELAY,
+                not_before,
+            ),
+            error,
+        },
+        Outcome::GiveUp(error) => Decision::GiveUp(error),
+    }
 }
 
 /// Delay before retry number `attempt` (1-based): base × 2^(attempt−1), ±20 % jitter, at most
 /// `cap`, and never shorter than what the other side asked for (`Retry-After`).
-pub fn backoff(
-    base: Duration,
-    attempt: u32,
-    cap: Duration,
-    at_least: Option<Duration>,
-) -> Duration {
+fn backoff(base: Duration, attempt: u32, cap: Duration, at_least: Option<Duration>) -> Duration {
     let exponential = base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
     let jitter = rand::rng().random_range(0.8..1.2);
     let delay = exponential.mul_f64(jitter).min(cap);
@@ -219,8 +291,13 @@ async fn run_leased<J: BackgroundJob>(
         HandBack,
     }
     // The watch guards are dropped inside each branch: they must not live across an await.
+    let attempt = Attempt {
+        ctx,
+        lease,
+        stages: &keeper,
+    };
     let outcome = tokio::select! {
-        outcome = job.perform(ctx, lease, &keeper) => Ok(outcome),
+        outcome = job.perform(&attempt) => Ok(outcome),
         _ = keeper.renew() => Err(Interrupted::LeaseLost),
         _ = async { state_rx.wait_for(|s| *s != LeaseState::Held).await.map(drop) } => Err(Interrupted::LeaseLost),
         _ = async { hand_back.wait_for(|stop| *stop).await.map(drop) } => Err(Interrupted::HandBack),
@@ -238,7 +315,8 @@ async fn run_leased<J: BackgroundJob>(
             return Ok(());
         }
     };
-    let committed = job.commit(ctx, lease, outcome).await?;
+    let decision = decide::<J>(&ctx.settings, lease.attempt, outcome);
+    let committed = job.commit(ctx, lease, decision).await?;
     if committed != LeaseState::Held {
         tracing::warn!(state = ?committed, "outcome discarded: the lease was no longer ours");
     }
