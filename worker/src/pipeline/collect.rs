@@ -325,7 +325,7 @@ impl Collection {
 
     /// The end: cases numbered in condition order, every condition with its case, and an
     /// account of what is missing.
-    pub fn finish(mut self) -> Collected {
+    pub fn finish(&mut self) -> Collected {
         let mut cases = Vec::new();
         let mut case_of = std::collections::HashMap::new();
         for slot in &self.slots {
@@ -422,7 +422,7 @@ impl Collection {
             conditions,
             complete,
             shortfall,
-            notes: self.notes,
+            notes: std::mem::take(&mut self.notes),
             nothing_because,
         }
     }
