@@ -11,19 +11,23 @@
 //!   the same checks for each story of a batch.
 //! - `backlog.rs`: a `POST /v1/batches` body, JSON or CSV, into checked stories.
 //! - `export.rs`: finished jobs as NDJSON, JSON, CSV and Gherkin.
+//! - `extract.rs`: typed path extractors, [`JobId`](extract::JobId) and `BatchId`.
 //! - `routes/`: one file per area — `jobs.rs` (`/v1/jobs…`), `batches.rs` (`/v1/batches…`),
 //!   `results.rs` (`…/results`), `events.rs` (`…/events`, Server-Sent Events),
 //!   `deliveries.rs` (webhook attempts and redelivery),
 //!   `health.rs` (`/health`, `/ready`,
 //!   `/status`), `providers.rs` (`/v1/providers`), `metrics.rs` (`/metrics` and the request
 //!   counters), `docs.rs` (`/openapi.json`, `/docs`).
-//! - `schema.rs`: OpenAPI descriptions of the shared types the API returns.
+//! - `schema.rs`: OpenAPI descriptions of what only the API speaks (requests, problems, pages).
+//! - `problems.rs`: the problem responses many operations share, declared once for the document.
 //!
 //! What does not live here: job execution (the worker crate) and key layout (the store).
 
 mod backlog;
 mod error;
 mod export;
+mod extract;
+mod problems;
 mod routes;
 mod schema;
 mod state;

@@ -5,8 +5,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -22,7 +22,9 @@ use super::jobs::{
 };
 use crate::backlog::{self, Limits};
 use crate::error::{ApiError, FieldError, pointer_token};
-use crate::schema::{BatchPageSchema, BatchRequestSchema, BatchSchema, ProblemSchema};
+use crate::extract::BatchId;
+use crate::problems::{IdempotencyConflict, InvalidQuery, NoSuchBatch, StoreUnavailable};
+use crate::schema::{BatchPageSchema, BatchRequestSchema, ProblemSchema};
 use crate::state::AppState;
 use crate::submission;
 
@@ -51,13 +53,12 @@ use crate::submission;
         (String = "text/csv"),
     )),
     responses(
-        (status = 202, description = "The batch and its jobs are queued.", body = BatchSchema,
+        (status = 202, description = "The batch and its jobs are queued.", body = Batch,
          headers(("Location" = String, description = "`/v1/batches/{id}`"))),
         (status = 400, description = "The body cannot be read (malformed JSON; CSV with bad \
                                       UTF-8 or an unterminated quote, naming the row).",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 409, description = "The Idempotency-Key was used with a different body.",
-         body = ProblemSchema, content_type = "application/problem+json"),
+        IdempotencyConflict,
         (status = 413, description = "The body exceeds STORYFORGE_MAX_BATCH_BYTES.",
          body = ProblemSchema, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is neither application/json nor text/csv.",
@@ -65,8 +66,7 @@ use crate::submission;
         (status = 422, description = "Invalid stories (each named), no story, more than \
                                       STORYFORGE_MAX_BATCH_STORIES, or a bad batch field.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn create(
@@ -197,18 +197,15 @@ fn skip_invalid(raw: &str) -> Result<bool, ApiError> {
     summary = "Read a batch: status, counts that add up to total, summed usage",
     params(("id" = Uuid, Path, description = "The batch's id")),
     responses(
-        (status = 200, description = "The batch.", body = BatchSchema),
-        (status = 404, description = "No such batch.", body = ProblemSchema,
-         content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        (status = 200, description = "The batch.", body = Batch),
+        NoSuchBatch,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    BatchId(id): BatchId,
 ) -> Result<Json<Batch>, ApiError> {
-    let id = batch_id(id)?;
     state
         .store
         .get_batch(id)
@@ -226,20 +223,17 @@ pub(crate) async fn show(
     summary = "Cancel a batch's queued jobs (running ones finish)",
     params(("id" = Uuid, Path, description = "The batch's id")),
     responses(
-        (status = 200, description = "The batch, now `canceled`.", body = BatchSchema),
-        (status = 404, description = "No such batch.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        (status = 200, description = "The batch, now `canceled`.", body = Batch),
+        NoSuchBatch,
         (status = 409, description = "The batch had already completed or been canceled.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    BatchId(id): BatchId,
 ) -> Result<Json<Batch>, ApiError> {
-    let id = batch_id(id)?;
     match state.store.cancel_batch(id).await? {
         CancelOutcome::Canceled(batch) => {
             tracing::info!(batch.id = %id, "batch canceled");
@@ -269,10 +263,8 @@ pub(crate) async fn cancel(
     ),
     responses(
         (status = 200, description = "One page of batches.", body = BatchPageSchema),
-        (status = 422, description = "A query parameter is invalid (`/query/<name>`).",
-         body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        InvalidQuery,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn list(
@@ -315,15 +307,6 @@ fn page_query(raw: &str) -> Result<(usize, Option<Uuid>), ApiError> {
     } else {
         Err(ApiError::Invalid(errors))
     }
-}
-
-/// A batch id from the path; anything that is not a UUID names no batch.
-pub(super) fn batch_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
-    let text = match path {
-        Ok(Path(text)) => text,
-        Err(_) => return Err(ApiError::NotFound("there is no such batch".to_string())),
-    };
-    Uuid::parse_str(&text).map_err(|_| ApiError::NotFound(format!("there is no batch {text:?}")))
 }
 
 pub(super) fn no_such_batch(id: Uuid) -> ApiError {

@@ -2,15 +2,16 @@
 //! batch's `batch.completed` (`/v1/batches/{id}/…`).
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use storyforge_store::{DeliveryAttempt, Redelivery, Subject};
 
-use super::batches::{batch_id, no_such_batch};
-use super::jobs::{job_id, no_such_job};
+use super::batches::no_such_batch;
+use super::jobs::no_such_job;
 use crate::error::ApiError;
+use crate::extract::{BatchId, JobId};
+use crate::problems::{NoSuchBatch, NoSuchJob, StoreUnavailable};
 use crate::schema::{DeliveryAttemptSchema, ProblemSchema, RedeliverySchema};
 use crate::state::AppState;
 
@@ -25,17 +26,14 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "Every attempt so far (empty before the first).",
          body = Vec<DeliveryAttemptSchema>),
-        (status = 404, description = "No such job.", body = ProblemSchema,
-         content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        NoSuchJob,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn for_job(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    JobId(id): JobId,
 ) -> Result<Json<Vec<DeliveryAttempt>>, ApiError> {
-    let id = job_id(id)?;
     attempts(&state, Subject::Job(id), no_such_job(id)).await
 }
 
@@ -50,17 +48,14 @@ pub(crate) async fn for_job(
     responses(
         (status = 200, description = "Every attempt so far (empty before the first).",
          body = Vec<DeliveryAttemptSchema>),
-        (status = 404, description = "No such batch.", body = ProblemSchema,
-         content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        NoSuchBatch,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn for_batch(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    BatchId(id): BatchId,
 ) -> Result<Json<Vec<DeliveryAttempt>>, ApiError> {
-    let id = batch_id(id)?;
     attempts(&state, Subject::Batch(id), no_such_batch(id)).await
 }
 
@@ -89,20 +84,17 @@ async fn attempts(
     params(("id" = Uuid, Path, description = "The job's id")),
     responses(
         (status = 202, description = "The event is due again.", body = RedeliverySchema),
-        (status = 404, description = "No such job.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        NoSuchJob,
         (status = 409, description = "The job has no webhook event: no webhook, not finished, \
                                       or part of a batch.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn redeliver_job(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    JobId(id): JobId,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let id = job_id(id)?;
     redeliver(&state, Subject::Job(id), no_such_job(id)).await
 }
 
@@ -116,20 +108,17 @@ pub(crate) async fn redeliver_job(
     params(("id" = Uuid, Path, description = "The batch's id")),
     responses(
         (status = 202, description = "The event is due again.", body = RedeliverySchema),
-        (status = 404, description = "No such batch.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        NoSuchBatch,
         (status = 409, description = "The batch has no webhook event: no webhook, or not \
                                       completed.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn redeliver_batch(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    BatchId(id): BatchId,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let id = batch_id(id)?;
     redeliver(&state, Subject::Batch(id), no_such_batch(id)).await
 }
 

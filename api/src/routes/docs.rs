@@ -16,9 +16,10 @@ use utoipa::OpenApi;
 
 use crate::error::{PROBLEM_TYPES, type_uri};
 use crate::routes::{batches, deliveries, events, health, jobs, metrics, providers, results};
-use crate::schema::{FieldErrorSchema, JobSchema, ProblemSchema};
+use crate::schema::{FieldErrorSchema, ProblemSchema};
 use crate::state::AppState;
 use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
+use storyforge_domain::job::Job;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -59,7 +60,7 @@ use crate::submission::{JobRequest, OptionsRequest, WebhookRequest};
         JobRequest,
         OptionsRequest,
         WebhookRequest,
-        JobSchema,
+        Job,
         ProblemSchema,
         FieldErrorSchema
     )),

@@ -11,18 +11,18 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use futures::FutureExt;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use storyforge_store::{ApiStore, Changes, Subject};
 
-use super::batches::{batch_id, no_such_batch};
-use super::jobs::{job_id, no_such_job};
+use super::batches::no_such_batch;
+use super::jobs::no_such_job;
 use crate::error::ApiError;
-use crate::schema::ProblemSchema;
+use crate::extract::{BatchId, JobId};
+use crate::problems::{NoSuchBatch, NoSuchJob, StoreUnavailable};
 use crate::state::AppState;
 
 /// How long a stream waits for a notification before it reads again anyway.
@@ -44,17 +44,14 @@ type EventStream = Sse<KeepAliveStream<stream::BoxStream<'static, Result<Event, 
     params(("id" = Uuid, Path, description = "The job's id")),
     responses(
         (status = 200, description = "An event stream.", content_type = "text/event-stream"),
-        (status = 404, description = "No such job.", body = ProblemSchema,
-         content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        NoSuchJob,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn for_job(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    JobId(id): JobId,
 ) -> Result<EventStream, ApiError> {
-    let id = job_id(id)?;
     let changes = state.store.watch(Subject::Job(id)).await?;
     let job = state.store.get(id).await?.ok_or_else(|| no_such_job(id))?;
     let store = state.store.clone();
@@ -80,17 +77,14 @@ pub(crate) async fn for_job(
     params(("id" = Uuid, Path, description = "The batch's id")),
     responses(
         (status = 200, description = "An event stream.", content_type = "text/event-stream"),
-        (status = 404, description = "No such batch.", body = ProblemSchema,
-         content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        NoSuchBatch,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn for_batch(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    BatchId(id): BatchId,
 ) -> Result<EventStream, ApiError> {
-    let id = batch_id(id)?;
     let changes = state.store.watch(Subject::Batch(id)).await?;
     let batch = state
         .store

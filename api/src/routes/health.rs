@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::STORE_CHECK_TIMEOUT;
 use crate::error::ApiError;
-use crate::schema::ProblemSchema;
+use crate::problems::StoreUnavailable;
 use crate::state::AppState;
 
 /// `{"status": "ok"}`.
@@ -45,8 +45,7 @@ pub(crate) async fn health() -> Json<Health> {
     summary = "Readiness: 200 when the job store answers, else 503",
     responses(
         (status = 200, description = "The job store answers.", body = Health),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
@@ -102,8 +101,7 @@ impl Status {
     summary = "Queue depth, live workers, jobs by status and version",
     responses(
         (status = 200, description = "The system's state.", body = Status),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {

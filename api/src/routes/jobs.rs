@@ -7,8 +7,8 @@ use std::collections::HashSet;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use storyforge_domain::job::{Job, JobStatus, StoredWebhook};
@@ -18,7 +18,9 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::error::{ApiError, FieldError, pointer_token};
-use crate::schema::{JobPageSchema, JobSchema, ProblemSchema};
+use crate::extract::JobId;
+use crate::problems::{IdempotencyConflict, InvalidQuery, NoSuchJob, StoreUnavailable};
+use crate::schema::{JobPageSchema, ProblemSchema};
 use crate::state::AppState;
 use crate::submission::{self, JobRequest};
 
@@ -48,15 +50,14 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
     request_body(content = JobRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "The job is queued (or was, for a replayed Idempotency-Key).",
-         body = JobSchema,
+         body = Job,
          headers(
              ("Location" = String, description = "`/v1/jobs/{id}`"),
              ("Idempotent-Replayed" = String, description = "`true` when an earlier job was returned"),
          )),
         (status = 400, description = "The body is not JSON.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 409, description = "The Idempotency-Key was used with a different body.",
-         body = ProblemSchema, content_type = "application/problem+json"),
+        IdempotencyConflict,
         (status = 413, description = "The body exceeds STORYFORGE_MAX_BODY_BYTES.",
          body = ProblemSchema, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json.",
@@ -67,8 +68,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
                                       cloud-metadata address is refused (`/webhook/url`) unless \
                                       STORYFORGE_WEBHOOK_ALLOW_PRIVATE is true.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn create(
@@ -221,18 +221,15 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Vec
     summary = "Read a job: status, stage, and its result once finished",
     params(("id" = Uuid, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "The job.", body = JobSchema),
-        (status = 404, description = "No such job (or it expired, or the id is malformed).",
-         body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        (status = 200, description = "The job.", body = Job),
+        NoSuchJob,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn show(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    JobId(id): JobId,
 ) -> Result<Json<Job>, ApiError> {
-    let id = job_id(id)?;
     match state.store.get(id).await? {
         Some(job) => Ok(Json(job)),
         None => Err(no_such_job(id)),
@@ -248,20 +245,17 @@ pub(crate) async fn show(
     summary = "Cancel a queued or running job",
     params(("id" = Uuid, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "The job, now `canceled`.", body = JobSchema),
-        (status = 404, description = "No such job.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        (status = 200, description = "The job, now `canceled`.", body = Job),
+        NoSuchJob,
         (status = 409, description = "The job had already finished.", body = ProblemSchema,
          content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    JobId(id): JobId,
 ) -> Result<Json<Job>, ApiError> {
-    let id = job_id(id)?;
     match state.store.cancel(id).await? {
         CancelOutcome::Canceled(job) => {
             tracing::info!(job.id = %id, "job canceled");
@@ -286,7 +280,7 @@ pub(crate) async fn cancel(
     description = "Empty parameters count as absent; unknown or repeated ones are refused. \
                    Problems name the parameter as `/query/<name>`.",
     params(
-        ("status" = Option<crate::schema::JobStatusSchema>, Query, description = "Only jobs in this status"),
+        ("status" = Option<storyforge_domain::job::JobStatus>, Query, description = "Only jobs in this status"),
         ("batch_id" = Option<String>, Query, pattern = r"^$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
          description = "Only jobs of this batch (its id, a hyphenated UUID)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500,
@@ -296,10 +290,8 @@ pub(crate) async fn cancel(
     ),
     responses(
         (status = 200, description = "One page of jobs.", body = JobPageSchema),
-        (status = 422, description = "A query parameter is invalid (`/query/<name>`).",
-         body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        InvalidQuery,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn list(
@@ -390,15 +382,6 @@ pub(super) fn hyphenated_uuid(text: &str) -> Result<Uuid, uuid::Error> {
     } else {
         Uuid::try_parse("not hyphenated")
     }
-}
-
-/// A job id from the path; anything that is not a UUID names no job.
-pub(super) fn job_id(path: Result<Path<String>, PathRejection>) -> Result<Uuid, ApiError> {
-    let text = match path {
-        Ok(Path(text)) => text,
-        Err(_) => return Err(ApiError::NotFound("there is no such job".to_string())),
-    };
-    Uuid::parse_str(&text).map_err(|_| ApiError::NotFound(format!("there is no job {text:?}")))
 }
 
 pub(super) fn no_such_job(id: Uuid) -> ApiError {

@@ -1,18 +1,19 @@
 //! `/v1/jobs/{id}/results` and `/v1/batches/{id}/results`: finished jobs in an importable
 //! format (`export.rs` writes them).
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use storyforge_domain::job::Job;
 use storyforge_store::ListQuery;
 use uuid::Uuid;
 
-use super::batches::{batch_id, no_such_batch};
-use super::jobs::{MAX_LIMIT, job_id, no_such_job};
+use super::batches::no_such_batch;
+use super::jobs::{MAX_LIMIT, no_such_job};
 use crate::error::{ApiError, FieldError, pointer_token};
 use crate::export::{self, Format};
+use crate::extract::{BatchId, JobId};
+use crate::problems::{NoSuchBatch, NoSuchJob, StoreUnavailable, UnknownFormat};
 use crate::schema::ProblemSchema;
 use crate::state::AppState;
 
@@ -79,22 +80,18 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     responses(
         (status = 200, description = "The results.", content(
             ("application/json"), ("text/csv"), ("text/plain"))),
-        (status = 404, description = "No such job.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        NoSuchJob,
         (status = 409, description = "The job has not finished, or (gherkin) has no test cases.",
          body = ProblemSchema, content_type = "application/problem+json"),
-        (status = 422, description = "An unknown format.", body = ProblemSchema,
-         content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        UnknownFormat,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn for_job(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    JobId(id): JobId,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = job_id(id)?;
     let format = format(
         query.as_deref().unwrap_or_default(),
         &[Format::Json, Format::Csv, Format::Gherkin],
@@ -154,20 +151,16 @@ pub(crate) async fn for_job(
     responses(
         (status = 200, description = "The results.", content(
             ("application/x-ndjson"), ("application/json"), ("text/csv"), ("application/zip"))),
-        (status = 404, description = "No such batch.", body = ProblemSchema,
-         content_type = "application/problem+json"),
-        (status = 422, description = "An unknown format.", body = ProblemSchema,
-         content_type = "application/problem+json"),
-        (status = 503, description = "The job store does not answer.", body = ProblemSchema,
-         content_type = "application/problem+json"),
+        NoSuchBatch,
+        UnknownFormat,
+        StoreUnavailable,
     )
 )]
 pub(crate) async fn for_batch(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    BatchId(id): BatchId,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let id = batch_id(id)?;
     let format = format(
         query.as_deref().unwrap_or_default(),
         &[Format::Ndjson, Format::Json, Format::Csv, Format::Gherkin],

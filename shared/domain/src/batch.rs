@@ -10,6 +10,7 @@ use crate::job::{GenerationOptions, StoredWebhook, WebhookTarget};
 /// `running` while any job is live; `completed` once every job has finished, whatever its
 /// outcome; `canceled` once a client canceled it (its running jobs still finish).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BatchStatus {
     Running,
@@ -46,6 +47,7 @@ pub struct BatchSpec {
 
 /// How many of the batch's jobs are in each status; always adds up to the batch's `total`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchCounts {
     pub queued: u64,
     pub running: u64,
@@ -66,6 +68,7 @@ impl BatchCounts {
 
 /// LLM usage summed over the batch's finished jobs (cached results count no calls).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchUsage {
     pub llm_calls: u64,
     pub prompt_tokens: u64,
@@ -77,12 +80,15 @@ pub struct BatchUsage {
 
 /// A batch as `GET /v1/batches/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Batch {
     pub id: Uuid,
+    /// `completed` once every job finished, whatever its outcome; `canceled` after a cancel.
     pub status: BatchStatus,
     pub total: u64,
     pub counts: BatchCounts,
     pub options: GenerationOptions,
+    /// The webhook URL (gets `batch.completed`); the secret is never shown.
     pub webhook: Option<WebhookTarget>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub created_at: DateTime<Utc>,

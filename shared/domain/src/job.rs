@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 /// Lifecycle of a job. `queued` and `running` are live; the other three are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
@@ -50,6 +51,7 @@ impl JobStatus {
 
 /// Where a job is inside the pipeline; shown while it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Queued,
@@ -88,6 +90,7 @@ impl Stage {
 
 /// Per-job generation options; every field is optional in the request.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GenerationOptions {
     /// Fewest test cases a valid answer may have (default 3).
@@ -128,8 +131,10 @@ impl GenerationOptions {
     }
 }
 
-/// Where to send the job's final event (delivered by a later issue's webhook sender).
+/// Where to send the job's final event; the URL is shown back, the secret never.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Webhook))]
 #[serde(deny_unknown_fields)]
 pub struct WebhookTarget {
     pub url: String,
@@ -173,7 +178,9 @@ pub struct StoredWebhook {
 
 /// One generated test case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TestCase {
+    /// `TC_001`, …
     pub id: String,
     pub title: String,
     pub priority: Priority,
@@ -195,9 +202,12 @@ pub struct TestCase {
 
 /// Who wrote a test case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
+    /// A model.
     Llm,
+    /// The built-in test designer: offline, or for a condition no model case passed.
     Designer,
 }
 
@@ -205,22 +215,24 @@ pub enum Origin {
 /// design before any case is written, so that every case answers one of them and the
 /// traceability matrix reaches down to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Condition {
     /// `C1`, `C2`, … in the order they were derived.
     pub id: String,
-    /// The criterion (`AC2`) it belongs to; `None` for one about the story as a whole.
+    /// The criterion (`AC2`) it belongs to; `null` for one about the story as a whole.
     pub criterion: Option<String>,
     pub technique: Technique,
     /// What to test, concretely: "21 email addresses, one over the limit of 20".
     pub text: String,
     /// The kind of outcome the criterion calls for.
     pub expect: Expect,
-    /// The test case that tests it; `None` when no case does (the result says why).
+    /// The test case that tests it; `null` when no case does (`validation.issues` says why).
     pub case: Option<String>,
 }
 
 /// The test-design technique a condition comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Technique {
     /// One clause of a criterion, met.
@@ -258,6 +270,7 @@ impl Technique {
 
 /// The kind of outcome a condition expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Expect {
     /// The action succeeds.
@@ -279,6 +292,7 @@ impl Expect {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     Critical,
@@ -308,8 +322,9 @@ impl Priority {
     }
 }
 
-/// Outcome of structural validation (seed 000's rules) and the rounds it took.
+/// Outcome of structural validation and the rounds it took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Validation {
     /// Every kept case passed structural validation (always true for a stored result: invalid
     /// cases are repaired or dropped, never kept).
@@ -317,6 +332,7 @@ pub struct Validation {
     /// At least `min_cases` valid cases were reached and every acceptance criterion has a case
     /// that tests it. False for an honest partial result: `issues` names the shortfall.
     #[serde(default = "complete_by_default")]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub complete: bool,
     pub count: usize,
     /// LLM rounds after the generation calls (repairs and resamples of cases that failed their
@@ -333,13 +349,16 @@ fn complete_by_default() -> bool {
 
 /// An acceptance criterion as the result's ids (`AC1`, …) refer to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Criterion {
+    /// `AC1`, `AC2`, … in order.
     pub id: String,
     pub text: String,
 }
 
 /// The LLM judge's verdict, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Quality {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relevance: Option<f64>,
@@ -366,6 +385,7 @@ pub struct Quality {
 
 /// Deterministic checks beside the judge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Coverage {
     pub count: usize,
     pub priority_diversity: usize,
@@ -385,6 +405,7 @@ pub struct Coverage {
 
 /// One LLM call of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CallUsage {
     /// `risks` (domain risks the criteria do not state), `generation` (cases for a few test
     /// conditions), `repair` (cases that failed their checks, handed back with their problems),
@@ -402,6 +423,7 @@ pub struct CallUsage {
 
 /// Tokens, calls, time and money one job cost.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub provider: String,
     pub model: String,
@@ -420,6 +442,7 @@ pub struct Usage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobResult {
     pub test_cases: Vec<TestCase>,
     /// The criteria that `covers` and `coverage.criteria` refer to: the ones submitted, or the
@@ -428,8 +451,10 @@ pub struct JobResult {
     pub acceptance_criteria: Vec<Criterion>,
     /// The test conditions the story yields, each with the case that tests it.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required))]
     pub conditions: Vec<Condition>,
     pub validation: Validation,
+    /// `null` when the judge is off.
     pub quality: Option<Quality>,
     pub coverage: Coverage,
     pub usage: Usage,
@@ -438,7 +463,14 @@ pub struct JobResult {
 
 /// Why a job failed: a stable machine-readable code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobError {
+    /// Stable machine-readable code. The LLM: `llm_timeout`, `llm_unreachable`,
+    /// `llm_rate_limited`, `llm_unavailable`, `llm_invalid_request`, `llm_unauthorized`,
+    /// `llm_bad_response`, `llm_circuit_open`, `llm_all_providers_failed`. No valid case after
+    /// the rounds: `no_test_cases`, `empty_reply`, `refusal`, `validation_failed`,
+    /// `token_budget_exhausted`. Fewer than `min_cases` under `options.strict`: `too_few_cases`.
+    /// The job itself: `worker_lost`, `attempts_exhausted`, `prompt_error`.
     pub code: String,
     pub message: String,
     /// What the failed job spent on LLM calls before it failed; absent when it made none.
@@ -458,10 +490,13 @@ impl JobError {
 
 /// A job as `GET /v1/jobs/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
+    /// Time-ordered UUID (v7).
     pub id: Uuid,
     pub status: JobStatus,
     pub stage: Stage,
+    /// Deliveries to a worker so far, counting crashed ones.
     pub attempts: u32,
     pub batch_id: Option<Uuid>,
     pub story_id: Option<String>,
@@ -469,11 +504,14 @@ pub struct Job {
     pub acceptance_criteria: Vec<String>,
     pub options: GenerationOptions,
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The webhook URL; the secret is never shown.
     pub webhook: Option<WebhookTarget>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Present once `succeeded`.
     pub result: Option<JobResult>,
+    /// Present once `failed`.
     pub error: Option<JobError>,
     /// The W3C `traceparent` the job's trace continues from, when traces are exported; its
     /// second field is the trace id (MLflow shows the trace as `tr-<trace id>`).
