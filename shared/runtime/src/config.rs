@@ -186,6 +186,20 @@ impl Source {
         }
     }
 
+    /// The setting parsed, or `None` when it is unset or empty.
+    fn parsed<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(key, &[]) {
+            Some((variable, value)) if !value.is_empty() => value
+                .parse()
+                .map(Some)
+                .map_err(|e: T::Err| invalid(&variable, &value, e)),
+            _ => Ok(None),
+        }
+    }
+
     fn duration(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
         match self.get(key, &[]) {
             None => Ok(default),
@@ -295,19 +309,12 @@ impl Settings {
             true => Some(provider(src, "eval_judge", None)?),
             false => None,
         };
-        let log_format = match src.string("log_format", &[]).as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(invalid(
-                    "STORYFORGE_LOG_FORMAT",
-                    other,
-                    "expected text or json",
-                ));
-            }
-        };
+        let mlflow_tracking_uri = src
+            .string("mlflow_tracking_uri", &["MLFLOW_TRACKING_URI"])
+            .map(|uri| uri.trim().trim_end_matches('/').to_string())
+            .filter(|uri| !uri.is_empty());
         let redis_url = src.string("redis_url", &["REDIS_URL"]);
-        let mut settings = Settings {
+        let settings = Settings {
             redis_url: redis_url
                 .clone()
                 .unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
@@ -357,41 +364,16 @@ impl Settings {
             prompt_set: src.string("prompt_set", &[]).unwrap_or_else(|| "v2".into()),
             prompt_token_budget: src.parse("prompt_token_budget", 2_000)?,
             cache_enabled: src.flag("cache", true)?,
-            ablation: match src.get("ablation", &[]) {
-                None => None,
-                Some((variable, value)) => {
-                    Some(value.parse().map_err(|e| invalid(&variable, &value, e))?)
-                }
-            },
+            ablation: src.parsed("ablation")?,
             pricing: pricing(src)?,
-            log_format,
-            worker_metrics_addr: src
-                .string("worker_metrics_addr", &[])
-                .map(|text| {
-                    text.parse().map_err(|e: std::net::AddrParseError| {
-                        invalid("STORYFORGE_WORKER_METRICS_ADDR", &text, e)
-                    })
-                })
-                .transpose()?,
-            mlflow_tracking_uri: src
-                .string("mlflow_tracking_uri", &["MLFLOW_TRACKING_URI"])
-                .map(|uri| uri.trim().trim_end_matches('/').to_string())
-                .filter(|uri| !uri.is_empty()),
+            log_format: log_format(src)?,
+            worker_metrics_addr: src.parsed("worker_metrics_addr")?,
+            mlflow_receives_traces: traces_reach(src, mlflow_tracking_uri.as_deref()),
+            mlflow_tracking_uri,
             mlflow_experiment: src
                 .string("mlflow_experiment", &[])
                 .unwrap_or_else(|| "storyforge".into()),
             mlflow_retry_base: src.duration("mlflow_retry_base", Duration::from_secs(2))?,
-            mlflow_receives_traces: false,
-        };
-        let otlp = [
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ]
-        .iter()
-        .find_map(|name| src.env.get(*name));
-        settings.mlflow_receives_traces = match (&settings.mlflow_tracking_uri, otlp) {
-            (Some(mlflow), Some(otlp)) => otlp.trim().starts_with(mlflow.as_str()),
-            _ => false,
         };
         settings.check()?;
         Ok(settings)
@@ -514,6 +496,33 @@ fn provider(
         settings.requests_per_minute = Some(rpm.parse().map_err(|e| invalid(&variable, &rpm, e))?);
     }
     Ok(settings)
+}
+
+/// `STORYFORGE_LOG_FORMAT`: `text` (the default) or `json`.
+fn log_format(src: &Source) -> Result<LogFormat, ConfigError> {
+    match src.string("log_format", &[]).as_deref() {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(invalid(
+            "STORYFORGE_LOG_FORMAT",
+            other,
+            "expected text or json",
+        )),
+    }
+}
+
+/// Whether the OTLP traces go to the MLflow server at `mlflow`, so its runs can link them.
+fn traces_reach(src: &Source, mlflow: Option<&str>) -> bool {
+    let otlp = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .find_map(|name| src.env.get(*name));
+    match (mlflow, otlp) {
+        (Some(mlflow), Some(otlp)) => otlp.trim().starts_with(mlflow),
+        _ => false,
+    }
 }
 
 /// The primary provider (`STORYFORGE_LLM_*`) then `STORYFORGE_LLM_FALLBACKS`, a comma-separated

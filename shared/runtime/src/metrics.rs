@@ -10,7 +10,6 @@
 //! Labels stay bounded: routes are patterns (`/v1/jobs/{id}`), providers and models are the
 //! configured ones, outcomes and purposes are fixed words; ids never become labels.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -144,7 +143,18 @@ impl Metrics {
             store_up: Gauge::default(),
             registry: Registry::default(),
         };
-        let m = &metrics;
+        metrics.register_counted(&mut registry);
+        metrics.register_store_gauges(&mut registry);
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// What this process counts as it works: requests, submissions, jobs, LLM calls, follow-up
+    /// rounds, judge scores, webhook deliveries.
+    fn register_counted(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "storyforge_http_requests",
             "HTTP requests answered by this process, by route pattern and status",
@@ -185,7 +195,7 @@ impl Metrics {
             "Tokens the LLM providers reported, by provider, model and kind",
             m.llm_tokens.clone(),
         );
-        m.llm.register(&mut registry);
+        m.llm.register(registry);
         registry.register(
             "storyforge_repairs",
             "Rounds after the generation calls of finished jobs by purpose (repair, resample)",
@@ -201,6 +211,11 @@ impl Metrics {
             "Webhook delivery attempts by outcome",
             m.webhook_deliveries.clone(),
         );
+    }
+
+    /// The store's gauges, read at scrape time.
+    fn register_store_gauges(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "storyforge_jobs",
             "Jobs in the store by status",
@@ -226,15 +241,6 @@ impl Metrics {
             "1 when the job store answered this scrape",
             m.store_up.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
-    }
-
-    /// A shared handle, as the API and workers hold it.
-    pub fn shared() -> Arc<Metrics> {
-        Arc::new(Metrics::new())
     }
 
     /// Every metric in the OpenMetrics text format, with the store's gauges read from `store`

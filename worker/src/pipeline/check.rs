@@ -111,158 +111,218 @@ pub fn problems(
     story: &str,
     others: &[(&str, &TestCase)],
 ) -> Vec<String> {
-    let mut problems = Vec::new();
-    let text = case_text(case);
-    let tried = numbers_in(&format!("{} {}", case.given, case.when));
-    let missing: Vec<&String> = condition
-        .values
-        .iter()
-        .filter(|v| !holds_number(&tried, v))
-        .collect();
-    if !missing.is_empty() {
-        let values: Vec<&str> = missing.iter().map(|v| v.as_str()).collect();
-        problems.push(format!(
-            "its \"given\" or \"when\" does not try the value {} that condition {} is about ({})",
-            values.join(", "),
-            condition.id,
-            condition.text
-        ));
-    } else if condition.values.is_empty() {
-        let have = content_tokens(&text);
+    let check = CaseCheck {
+        case,
+        condition,
+        criteria,
+    };
+    let mut problems: Vec<String> = [
+        check.off_condition(),
+        check.wrong_outcome(),
+        check.restated_criterion(),
+        wrong_side_number(case, condition, criteria),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    problems.extend(check.step_problems());
+    problems.extend(
+        [
+            check.copied_text(),
+            pastes_story(&case.given, story).then(|| {
+                "\"given\" repeats the user story; state the situation before the action instead"
+                    .to_string()
+            }),
+            check.repeated(others),
+            check.unsupported_criterion(),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    problems
+}
+
+/// One case checked against its condition.
+struct CaseCheck<'a> {
+    case: &'a TestCase,
+    condition: &'a TestCondition,
+    criteria: &'a [Criterion],
+}
+
+impl CaseCheck<'_> {
+    /// The case does not try the condition's values, or (without values) is not about its words.
+    fn off_condition(&self) -> Option<String> {
+        let (case, condition) = (self.case, self.condition);
+        let tried = numbers_in(&format!("{} {}", case.given, case.when));
+        let missing: Vec<&str> = condition
+            .values
+            .iter()
+            .filter(|v| !holds_number(&tried, v))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!(
+                "its \"given\" or \"when\" does not try the value {} that condition {} is about ({})",
+                missing.join(", "),
+                condition.id,
+                condition.text
+            ));
+        }
+        if !condition.values.is_empty() {
+            return None;
+        }
+        let have = content_tokens(&case_text(case));
         let wanted = &condition.key_words;
         let needed = CONDITION_WORDS.min(wanted.len());
         let found = wanted.iter().filter(|w| have.contains(w)).count();
-        if found < needed {
-            problems.push(format!(
+        (found < needed).then(|| {
+            format!(
                 "it is not about condition {} ({}): say so in the title and the steps",
                 condition.id, condition.text
-            ));
+            )
+        })
+    }
+
+    /// "then" contradicts the outcome the condition expects.
+    fn wrong_outcome(&self) -> Option<String> {
+        let (case, condition) = (self.case, self.condition);
+        match condition.expect {
+            Expect::Refused
+                if !REFUSED_OUTCOME.is_match(&case.then) || clauses::denies_refusal(&case.then) =>
+            {
+                Some(format!(
+                    "condition {} expects a refusal, but \"then\" does not say the action is refused or how the user is told",
+                    condition.id
+                ))
+            }
+            // A clause met may be tested by its restriction enforced ("can only be used once"),
+            // so only a condition that plainly expects success holds its case to it.
+            Expect::Accepted
+                if condition.technique != Technique::Clause
+                    && reads_refusal(&clauses::main_clause(&without_asides(&case.then))) =>
+            {
+                Some(format!(
+                    "condition {} expects the action to succeed, but \"then\" says it is refused or fails",
+                    condition.id
+                ))
+            }
+            _ => None,
         }
     }
-    match condition.expect {
-        Expect::Refused
-            if !REFUSED_OUTCOME.is_match(&case.then) || clauses::denies_refusal(&case.then) =>
-        {
-            problems.push(format!(
-            "condition {} expects a refusal, but \"then\" does not say the action is refused or how the user is told",
-            condition.id
-        ))
-        }
-        // A clause met may be tested by its restriction enforced ("can only be used once"),
-        // so only a condition that plainly expects success holds its case to it.
-        Expect::Accepted
-            if condition.technique != Technique::Clause
-                && reads_refusal(&clauses::main_clause(&without_asides(&case.then))) =>
-        {
-            problems.push(format!(
-            "condition {} expects the action to succeed, but \"then\" says it is refused or fails",
-            condition.id
-        ))
-        }
-        _ => {}
-    }
-    if let Some(criterion) = criteria
-        .iter()
-        .find(|c| Some(&c.id) == condition.criterion.as_ref())
-        .filter(|c| clauses::split(&c.text).len() > 1)
-        && normalised(&without_asides(&case.then)).contains(&normalised(&criterion.text))
-    {
-        problems.push(format!(
-            "\"then\" repeats {} whole; state what the tester observes for condition {}",
-            criterion.id, condition.id
-        ));
-    }
-    if let Some(wrong) = wrong_side_number(case, condition, criteria) {
-        problems.push(wrong);
-    }
-    for (field, step) in [
-        ("given", &case.given),
-        ("when", &case.when),
-        ("then", &case.then),
-    ] {
-        if cut_off(step) {
-            problems.push(format!("\"{field}\" stops mid-sentence; write it out"));
-        }
-        let joined = step.matches(" and ").count();
-        if joined > MAX_JOINED {
-            problems.push(format!(
-                "\"{field}\" strings {} things together; keep to what condition {} is about",
-                joined + 1,
-                condition.id
-            ));
-        }
-    }
-    if format!("{} {}", case.title, case.then).contains("expected outcome") {
-        problems.push(
-            "it copies \"expected outcome\" from the prompt; name the behaviour and state what the tester observes".to_string(),
-        );
-    } else if LABEL.is_match(&case.then) {
-        problems.push(
-            "\"then\" starts with the expected-outcome label; state what the tester observes"
-                .to_string(),
-        );
-    } else if !matches!(
-        condition.technique,
-        Technique::Clause | Technique::Branch | Technique::Repeat
-    ) && overlap(
-        &content_tokens(&case.then),
-        &content_tokens(&condition.text),
-    ) >= COPIED
-        && overlap(
-            &content_tokens(&condition.text),
-            &content_tokens(&case.then),
-        ) >= COPIED
-    {
-        problems.push(format!(
-            "\"then\" repeats condition {}'s text; state what the tester observes",
-            condition.id
-        ));
-    }
-    if pastes_story(&case.given, story) {
-        problems.push(
-            "\"given\" repeats the user story; state the situation before the action instead"
-                .to_string(),
-        );
-    }
-    // Two sides of one limit, or two alternatives of one refusal, read alike but for the value
-    // or the word their conditions are about: not a repeat. The same steps under another
-    // title are.
-    let have = content_tokens(&text);
-    let adds_nothing = |other: &TestCase| {
-        let theirs = content_tokens(&case_text(other));
-        let their_numbers = numbers_in(&without_asides(&case_text(other)));
-        condition
-            .values
+
+    /// "then" repeats a criterion of several clauses whole instead of this condition's outcome.
+    fn restated_criterion(&self) -> Option<String> {
+        let criterion = self
+            .criteria
             .iter()
-            .all(|v| holds_number(&their_numbers, v))
-            && !condition
-                .key_words
+            .find(|c| Some(&c.id) == self.condition.criterion.as_ref())
+            .filter(|c| clauses::split(&c.text).len() > 1)?;
+        normalised(&without_asides(&self.case.then))
+            .contains(&normalised(&criterion.text))
+            .then(|| {
+                format!(
+                    "\"then\" repeats {} whole; state what the tester observes for condition {}",
+                    criterion.id, self.condition.id
+                )
+            })
+    }
+
+    /// Steps cut off mid-sentence, or stringing too many things together.
+    fn step_problems(&self) -> Vec<String> {
+        let case = self.case;
+        let mut problems = Vec::new();
+        for (field, step) in [
+            ("given", &case.given),
+            ("when", &case.when),
+            ("then", &case.then),
+        ] {
+            if cut_off(step) {
+                problems.push(format!("\"{field}\" stops mid-sentence; write it out"));
+            }
+            let joined = step.matches(" and ").count();
+            if joined > MAX_JOINED {
+                problems.push(format!(
+                    "\"{field}\" strings {} things together; keep to what condition {} is about",
+                    joined + 1,
+                    self.condition.id
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The prompt's "expected outcome" label or the condition's own text copied into the case.
+    fn copied_text(&self) -> Option<String> {
+        let (case, condition) = (self.case, self.condition);
+        if format!("{} {}", case.title, case.then).contains("expected outcome") {
+            return Some(
+                "it copies \"expected outcome\" from the prompt; name the behaviour and state what the tester observes".to_string(),
+            );
+        }
+        if LABEL.is_match(&case.then) {
+            return Some(
+                "\"then\" starts with the expected-outcome label; state what the tester observes"
+                    .to_string(),
+            );
+        }
+        let (then, text) = (content_tokens(&case.then), content_tokens(&condition.text));
+        let copied = !matches!(
+            condition.technique,
+            Technique::Clause | Technique::Branch | Technique::Repeat
+        ) && overlap(&then, &text) >= COPIED
+            && overlap(&text, &then) >= COPIED;
+        copied.then(|| {
+            format!(
+                "\"then\" repeats condition {}'s text; state what the tester observes",
+                condition.id
+            )
+        })
+    }
+
+    /// The case repeats one kept for another condition. Two sides of one limit, or two
+    /// alternatives of one refusal, read alike but for the value or the word their conditions
+    /// are about: not a repeat. The same steps under another title are.
+    fn repeated(&self, others: &[(&str, &TestCase)]) -> Option<String> {
+        let (case, condition) = (self.case, self.condition);
+        let have = content_tokens(&case_text(case));
+        let adds_nothing = |other: &TestCase| {
+            let theirs = content_tokens(&case_text(other));
+            let their_numbers = numbers_in(&without_asides(&case_text(other)));
+            condition
+                .values
                 .iter()
-                .any(|w| have.contains(w) && !theirs.contains(w))
-    };
-    let steps = |c: &TestCase| normalised(&format!("{} {} {}", c.given, c.when, c.then));
-    if let Some((id, _)) = others.iter().find(|(_, other)| {
-        (near_duplicate(other, case) && adds_nothing(other)) || steps(other) == steps(case)
-    }) {
-        problems.push(format!(
+                .all(|v| holds_number(&their_numbers, v))
+                && !condition
+                    .key_words
+                    .iter()
+                    .any(|w| have.contains(w) && !theirs.contains(w))
+        };
+        let steps = |c: &TestCase| normalised(&format!("{} {} {}", c.given, c.when, c.then));
+        let (id, _) = others.iter().find(|(_, other)| {
+            (near_duplicate(other, case) && adds_nothing(other)) || steps(other) == steps(case)
+        })?;
+        Some(format!(
             "it repeats the test case written for condition {id}; test {} instead",
             condition.text
-        ));
+        ))
     }
-    if let Some(criterion) = &condition.criterion
-        && supported_covers(
-            case,
+
+    /// The case's text does not support the criterion its condition belongs to.
+    fn unsupported_criterion(&self) -> Option<String> {
+        let criterion = self.condition.criterion.as_ref()?;
+        supported_covers(
+            self.case,
             std::slice::from_ref(criterion),
-            criteria,
-            Some(condition),
+            self.criteria,
+            Some(self.condition),
         )
         .is_empty()
-    {
-        problems.push(format!(
-            "it does not test {criterion}: its text has too little of what {criterion} says"
-        ));
+        .then(|| {
+            format!(
+                "it does not test {criterion}: its text has too little of what {criterion} says"
+            )
+        })
     }
-    problems
 }
 
 /// `text` without its parenthesised asides: "handled normally (the rule: … returns 503)" says

@@ -13,7 +13,7 @@
 //! derived condition with the case that tests it (or none, and why), and says whether the job
 //! is complete: at least `min_cases` cases and a case for every acceptance criterion.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use storyforge_domain::job::{Condition, Criterion, Origin, TestCase};
 
@@ -326,8 +326,48 @@ impl Collection {
     /// The end: cases numbered in condition order, every condition with its case, and an
     /// account of what is missing.
     pub fn finish(&mut self) -> Collected {
+        let (cases, case_of) = self.numbered_cases();
+        self.note_conditions_without_cases();
+        let uncovered = self.uncovered(&cases);
+        let mut shortfall = Vec::new();
+        if !uncovered.is_empty() {
+            shortfall.push(format!(
+                "{} {} no test case",
+                uncovered.join(", "),
+                if uncovered.len() == 1 { "has" } else { "have" }
+            ));
+        }
+        if cases.len() < self.min && !cases.is_empty() {
+            shortfall.push(format!(
+                "only {} valid test case(s) of the {} required (min_cases)",
+                cases.len(),
+                self.min
+            ));
+        }
+        for note in &shortfall {
+            self.note(note.clone());
+        }
+        let complete = cases.len() >= self.min && uncovered.is_empty();
+        let conditions = self
+            .conditions
+            .iter()
+            .map(|c| c.public(case_of.get(&c.id).cloned()))
+            .collect();
+        let nothing_because = cases.is_empty().then(|| self.why_nothing());
+        Collected {
+            cases,
+            conditions,
+            complete,
+            shortfall,
+            notes: std::mem::take(&mut self.notes),
+            nothing_because,
+        }
+    }
+
+    /// The kept cases numbered `TC_001`… in condition order, and each condition's case id.
+    fn numbered_cases(&self) -> (Vec<TestCase>, HashMap<String, String>) {
         let mut cases = Vec::new();
-        let mut case_of = std::collections::HashMap::new();
+        let mut case_of = HashMap::new();
         for slot in &self.slots {
             if let Some((case, origin)) = &slot.case {
                 let id = format!("TC_{:03}", cases.len() + 1);
@@ -340,6 +380,12 @@ impl Collection {
                 });
             }
         }
+        (cases, case_of)
+    }
+
+    /// Notes the conditions left without a case: those beyond `max_cases`, and those no valid
+    /// case was written for.
+    fn note_conditions_without_cases(&mut self) {
         let unselected: Vec<&str> = self
             .conditions
             .iter()
@@ -367,63 +413,36 @@ impl Collection {
                 unanswered.join(", ")
             ));
         }
-        let uncovered: Vec<String> = self
-            .criteria
+    }
+
+    /// The criteria no case covers.
+    fn uncovered(&self, cases: &[TestCase]) -> Vec<String> {
+        self.criteria
             .iter()
             .filter(|c| !cases.iter().any(|case| case.covers.contains(&c.id)))
             .map(|c| c.id.clone())
-            .collect();
-        let mut shortfall = Vec::new();
-        if !uncovered.is_empty() {
-            shortfall.push(format!(
-                "{} {} no test case",
-                uncovered.join(", "),
-                if uncovered.len() == 1 { "has" } else { "have" }
-            ));
-        }
-        if cases.len() < self.min && !cases.is_empty() {
-            shortfall.push(format!(
-                "only {} valid test case(s) of the {} required (min_cases)",
-                cases.len(),
-                self.min
-            ));
-        }
-        for note in &shortfall {
-            self.note(note.clone());
-        }
-        let complete = cases.len() >= self.min && uncovered.is_empty();
-        let conditions = self
-            .conditions
+            .collect()
+    }
+
+    /// Why a collection holds no case: an error code and a sentence with the first problems.
+    fn why_nothing(&self) -> (&'static str, String) {
+        let problems: Vec<String> = self
+            .slots
             .iter()
-            .map(|c| c.public(case_of.get(&c.id).cloned()))
+            .filter_map(|s| s.failed.as_ref())
+            .flat_map(|(_, problems)| problems.clone())
+            .take(5)
             .collect();
-        let nothing_because = cases.is_empty().then(|| {
-            let problems: Vec<String> = self
-                .slots
-                .iter()
-                .filter_map(|s| s.failed.as_ref())
-                .flat_map(|(_, problems)| problems.clone())
-                .take(5)
-                .collect();
-            if problems.is_empty() {
-                (
-                    "no_test_cases",
-                    "no valid test case was written for any test condition".to_string(),
-                )
-            } else {
-                (
-                    "validation_failed",
-                    format!("no valid test case: {}", problems.join("; ")),
-                )
-            }
-        });
-        Collected {
-            cases,
-            conditions,
-            complete,
-            shortfall,
-            notes: std::mem::take(&mut self.notes),
-            nothing_because,
+        if problems.is_empty() {
+            (
+                "no_test_cases",
+                "no valid test case was written for any test condition".to_string(),
+            )
+        } else {
+            (
+                "validation_failed",
+                format!("no valid test case: {}", problems.join("; ")),
+            )
         }
     }
 }

@@ -193,13 +193,26 @@ pub fn from_story(
         .iter()
         .fold(story.to_string(), |all, c| all + "\n" + &c.text);
     let goal = parts.goal.trim();
-    let role = &parts.role;
-    let risk = |situation: String, expect: Expect, outcome: String| Risk {
+    let (mut risks, from_text) = feature_risks(goal, &all_text);
+    risks.extend(goal_risks(goal, &parts.role));
+    risks.extend(from_text);
+    risks.extend(text_risks(&all_text, &parts.role));
+    risks.truncate(limit);
+    risks
+}
+
+/// A risk of the story as a whole.
+fn risk(situation: String, expect: Expect, outcome: String) -> Risk {
+    Risk {
         criterion: None,
         situation,
         expect,
         outcome,
-    };
+    }
+}
+
+/// The feature checklist's risks: those the goal names, then those the rest of the text does.
+fn feature_risks(goal: &str, all_text: &str) -> (Vec<Risk>, Vec<Risk>) {
     let mut from_goal = Vec::new();
     let mut from_text = Vec::new();
     for (rule, (_, situation, expect, outcome)) in FEATURE_RULES.iter().zip(FEATURES) {
@@ -212,10 +225,17 @@ pub fn from_story(
             .any(|word| situation.contains(word));
         if rule.is_match(goal) {
             from_goal.push(found);
-        } else if !goal_only && rule.is_match(&all_text) {
+        } else if !goal_only && rule.is_match(all_text) {
             from_text.push(found);
         }
     }
+    (from_goal, from_text)
+}
+
+/// The risks of what the goal does: undoing it, acting on something gone, creating (bad input,
+/// a double submit), changing shared state at once.
+fn goal_risks(goal: &str, role: &str) -> Vec<Risk> {
+    let mut from_goal = Vec::new();
     let goal_lower = goal.to_lowercase();
     if let Some((verb, inverse)) = INVERSES
         .iter()
@@ -268,7 +288,14 @@ pub fn from_story(
             "one change wins and the other user is told, no change is silently lost".to_string(),
         ));
     }
-    if let Some(found) = EXPIRES.find(&all_text) {
+    from_goal
+}
+
+/// The risks the whole text points at: an expiry it does not mention, a dependency that does not
+/// answer, money's fractions, an empty list.
+fn text_risks(all_text: &str, role: &str) -> Vec<Risk> {
+    let mut from_text = Vec::new();
+    if let Some(found) = EXPIRES.find(all_text) {
         let noun = found
             .as_str()
             .to_lowercase()
@@ -294,7 +321,7 @@ pub fn from_story(
             format!("nothing is lost: the {role} is told, or it is retried later"),
         ));
     }
-    if MONEY.is_match(&all_text) {
+    if MONEY.is_match(all_text) {
         from_text.push(risk(
             "an amount with a fraction of a cent, such as 10.005".to_string(),
             Expect::Other,
@@ -302,7 +329,7 @@ pub fn from_story(
                 .to_string(),
         ));
     }
-    if let Some(found) = LISTS.find(&all_text) {
+    if let Some(found) = LISTS.find(all_text) {
         let noun = found.as_str().to_lowercase();
         from_text.push(risk(
             format!("nothing to show: the {noun} would be empty"),
@@ -310,10 +337,7 @@ pub fn from_story(
             format!("an empty {noun} is shown with a message, not an error or a blank page"),
         ));
     }
-    let mut risks = from_goal;
-    risks.extend(from_text);
-    risks.truncate(limit);
-    risks
+    from_text
 }
 
 /// "their invoices for last year" → "an invoice"-like object words: the goal's object up to a

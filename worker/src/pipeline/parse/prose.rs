@@ -289,13 +289,22 @@ impl Parser {
         if text.is_empty() {
             return;
         }
+        if self.gherkin_keyword(text) {
+            return;
+        }
+        self.content(&line, previous_plain);
+    }
+
+    /// A Gherkin keyword line (tags, `Feature:`, `Background:`, `Rule:`, `Scenario:`,
+    /// `Examples:`), acted on; false when `text` is none.
+    fn gherkin_keyword(&mut self, text: &str) -> bool {
         if text.starts_with('@') && text.split_whitespace().all(|tag| tag.starts_with('@')) {
             let priority = text
                 .split_whitespace()
                 .find(|tag| normalise_priority(tag).is_some())
                 .map(|tag| tag.trim_start_matches('@').to_owned());
             self.pending_tags = priority.or(self.pending_tags.take());
-            return;
+            return true;
         }
         if FEATURE.is_match(text) {
             self.gherkin = true;
@@ -303,17 +312,17 @@ impl Parser {
             self.background.clear();
             self.feature_priority = self.pending_tags.take();
             self.mode = Mode::Steps;
-            return;
+            return true;
         }
         if BACKGROUND.is_match(text) {
             self.gherkin = true;
             self.close();
             self.mode = Mode::Background;
             self.slot = None;
-            return;
+            return true;
         }
         if RULE.is_match(text) {
-            return;
+            return true;
         }
         if let Some(found) = SCENARIO.captures(text) {
             self.gherkin = true;
@@ -321,14 +330,21 @@ impl Parser {
             let outline = keyword.contains("outline") || keyword.contains("template");
             let header = Header::read(&found[2]);
             self.start_case(header, outline);
-            return;
+            return true;
         }
         if EXAMPLES.is_match(text) {
             if self.current.is_some() {
                 self.mode = Mode::Examples;
             }
-            return;
+            return true;
         }
+        false
+    }
+
+    /// A line of content: a case's heading, a step, a labelled field, a list item under a field,
+    /// or plain text that may name the next case.
+    fn content(&mut self, line: &Line, previous_plain: Option<String>) {
+        let text = line.text.as_str();
         if line.heading
             && FIELD
                 .captures(text)
