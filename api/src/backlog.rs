@@ -119,23 +119,18 @@ fn column(header: &str) -> Column {
     }
 }
 
-/// A CSV backlog; the batch gets default options and no webhook (send JSON for those).
-pub fn from_csv(body: &[u8], limits: Limits) -> Result<Backlog, ApiError> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(body);
-    let mut records = reader.byte_records();
-    let unreadable = |row: u64, detail: String| ApiError::UnreadableCsv { row, detail };
-
-    let header = match records.next() {
+/// The header row: the record, its names, and the column each names; an error when it cannot
+/// be read, is missing, or names no story column.
+fn header_row(
+    first: Option<csv::Result<csv::ByteRecord>>,
+) -> Result<(csv::ByteRecord, Vec<String>, Vec<Column>), ApiError> {
+    let header = match first {
         Some(Ok(record)) => record,
         Some(Err(e)) => {
-            return Err(unreadable(
-                1,
-                format!("row 1 (the header) cannot be read: {e}"),
-            ));
+            return Err(ApiError::UnreadableCsv {
+                row: 1,
+                detail: format!("row 1 (the header) cannot be read: {e}"),
+            });
         }
         None => {
             return Err(ApiError::invalid(
@@ -144,7 +139,10 @@ pub fn from_csv(body: &[u8], limits: Limits) -> Result<Backlog, ApiError> {
             ));
         }
     };
-    let headers = text_fields(&header).map_err(|e| unreadable(1, format!("row 1: {e}")))?;
+    let headers = text_fields(&header).map_err(|e| ApiError::UnreadableCsv {
+        row: 1,
+        detail: format!("row 1: {e}"),
+    })?;
     let columns: Vec<Column> = headers.iter().map(|h| column(h)).collect();
     if !columns
         .iter()
@@ -158,6 +156,19 @@ pub fn from_csv(body: &[u8], limits: Limits) -> Result<Backlog, ApiError> {
             ),
         ));
     }
+    Ok((header, headers, columns))
+}
+
+/// A CSV backlog; the batch gets default options and no webhook (send JSON for those).
+pub fn from_csv(body: &[u8], limits: Limits) -> Result<Backlog, ApiError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(body);
+    let mut records = reader.byte_records();
+    let unreadable = |row: u64, detail: String| ApiError::UnreadableCsv { row, detail };
+    let (header, headers, columns) = header_row(records.next())?;
 
     // Spreadsheet rows: the header is row 1; a record spanning several lines is one row; the
     // blank lines the reader skips are rows too. A row is one more than the line breaks before

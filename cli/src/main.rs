@@ -69,34 +69,7 @@ enum Command {
         json: bool,
     },
     /// Run an evaluation set and write report.json, report.md and report.html.
-    Eval {
-        /// The evaluation set (JSON: id, user_story, acceptance_criteria, must_cover, …).
-        dataset: PathBuf,
-        #[command(flatten)]
-        api: ApiArg,
-        /// Run in this process on an embedded store, with the configured provider (the built-in
-        /// test designer when none is), instead of against a running API.
-        #[arg(long, conflicts_with = "url")]
-        local: bool,
-        #[arg(long, default_value = ".")]
-        out: PathBuf,
-        /// An earlier report.json to set beside this run.
-        #[arg(long)]
-        compare: Option<PathBuf>,
-        /// Measure the cases of this earlier report.json again (strict rule and judge) instead
-        /// of generating.
-        #[arg(long, conflicts_with_all = ["url", "local"])]
-        rejudge: Option<PathBuf>,
-        /// Stories in flight at once (1 for a model server that answers one request at a time,
-        /// so that each job's processing time is its own).
-        #[arg(long, default_value_t = eval::run::IN_FLIGHT)]
-        concurrency: usize,
-        #[command(flatten)]
-        judge: JudgeArgs,
-        /// Hand labels (TSV: id, must_cover, …, read_by_hand) to measure the judge against.
-        #[arg(long)]
-        labels: Option<PathBuf>,
-    },
+    Eval(EvalArgs),
     /// Write a finished job's or batch's results to a file.
     Results {
         id: String,
@@ -108,6 +81,87 @@ enum Command {
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },
+}
+
+/// `storyforge eval`'s arguments.
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// The evaluation set (JSON: id, user_story, acceptance_criteria, must_cover, …).
+    dataset: PathBuf,
+    #[command(flatten)]
+    api: ApiArg,
+    /// Run in this process on an embedded store, with the configured provider (the built-in
+    /// test designer when none is), instead of against a running API.
+    #[arg(long, conflicts_with = "url")]
+    local: bool,
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// An earlier report.json to set beside this run.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// Measure the cases of this earlier report.json again (strict rule and judge) instead
+    /// of generating.
+    #[arg(long, conflicts_with_all = ["url", "local"])]
+    rejudge: Option<PathBuf>,
+    /// Stories in flight at once (1 for a model server that answers one request at a time,
+    /// so that each job's processing time is its own).
+    #[arg(long, default_value_t = eval::run::IN_FLIGHT)]
+    concurrency: usize,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    /// Hand labels (TSV: id, must_cover, …, read_by_hand) to measure the judge against.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+}
+
+impl EvalArgs {
+    async fn run(self, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+        let EvalArgs {
+            dataset,
+            api,
+            local,
+            out,
+            compare,
+            rejudge,
+            concurrency,
+            judge,
+            labels,
+        } = self;
+        let settings = Settings::load(config).context("loading configuration")?;
+        let mlflow = settings
+            .mlflow_tracking_uri
+            .as_deref()
+            .map(|uri| MlflowClient::new(uri, &settings.mlflow_experiment));
+        let judge = judge
+            .settings(settings.eval_judge_llm.clone())?
+            .map(eval::judged::CoverJudge::new)
+            .transpose()?;
+        let mut _telemetry = None;
+        let target = if let Some(earlier) = rejudge {
+            Target::Rejudge(Box::new(eval::report::Report::load(&earlier)?))
+        } else if local {
+            // Progress lines say what happens; the deployment's own logs only when asked.
+            _telemetry = Some(storyforge_runtime::telemetry::init(
+                "storyforge",
+                settings.log_format,
+                "warn",
+            ));
+            Target::Local(Box::new(settings))
+        } else {
+            Target::Api(Api::new(api.url)?)
+        };
+        let evaluation = Evaluation {
+            mlflow,
+            dataset: &dataset,
+            target,
+            out: &out,
+            compare: compare.as_deref(),
+            concurrency,
+            judge,
+            labels: labels.as_deref(),
+        };
+        eval::eval(evaluation).await
+    }
 }
 
 /// The judge of the judged must-cover check; each overrides `STORYFORGE_EVAL_JUDGE_*`.
@@ -198,53 +252,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             };
             submit::submit(&Api::new(api.url)?, submit).await
         }
-        Command::Eval {
-            dataset,
-            api,
-            local,
-            out,
-            compare,
-            rejudge,
-            concurrency,
-            judge,
-            labels,
-        } => {
-            let settings =
-                Settings::load(args.config.as_deref()).context("loading configuration")?;
-            let mlflow = settings
-                .mlflow_tracking_uri
-                .as_deref()
-                .map(|uri| MlflowClient::new(uri, &settings.mlflow_experiment));
-            let judge = judge
-                .settings(settings.eval_judge_llm.clone())?
-                .map(eval::judged::CoverJudge::new)
-                .transpose()?;
-            let mut _telemetry = None;
-            let target = if let Some(earlier) = rejudge {
-                Target::Rejudge(Box::new(eval::report::Report::load(&earlier)?))
-            } else if local {
-                // Progress lines say what happens; the deployment's own logs only when asked.
-                _telemetry = Some(storyforge_runtime::telemetry::init(
-                    "storyforge",
-                    settings.log_format,
-                    "warn",
-                ));
-                Target::Local(Box::new(settings))
-            } else {
-                Target::Api(Api::new(api.url)?)
-            };
-            let evaluation = Evaluation {
-                mlflow,
-                dataset: &dataset,
-                target,
-                out: &out,
-                compare: compare.as_deref(),
-                concurrency,
-                judge,
-                labels: labels.as_deref(),
-            };
-            eval::eval(evaluation).await
-        }
+        Command::Eval(eval) => eval.run(args.config.as_deref()).await,
         Command::Status { id, api, json } => status::status(&Api::new(api.url)?, &id, json).await,
         Command::Results {
             id,

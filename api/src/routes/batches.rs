@@ -26,7 +26,7 @@ use crate::extract::BatchId;
 use crate::problems::{IdempotencyConflict, InvalidQuery, NoSuchBatch, StoreUnavailable};
 use crate::schema::{BatchPageSchema, BatchRequestSchema, ProblemSchema};
 use crate::state::AppState;
-use crate::submission;
+use crate::submission::{self, JobRequest};
 
 /// Creates a batch: every valid story becomes a job, all in one atomic step.
 ///
@@ -90,25 +90,7 @@ pub(crate) async fn create(
         BodyType::Json => backlog::from_json(&body, limits)?,
         BodyType::Csv => backlog::from_csv(&body, limits)?,
     };
-    let mut accepted = Vec::new();
-    let mut rejected = Vec::new();
-    for story in backlog.stories {
-        match story.outcome {
-            Ok(request) => accepted.push(request),
-            Err(errors) => rejected.push((story.row, errors)),
-        }
-    }
-    if !rejected.is_empty() && !skip_invalid {
-        return Err(ApiError::Invalid(
-            rejected
-                .into_iter()
-                .flat_map(|(_, errors)| errors)
-                .collect(),
-        ));
-    }
-    if accepted.is_empty() {
-        return Err(ApiError::invalid("", "has no valid story"));
-    }
+    let (accepted, rejected) = sorted_stories(backlog.stories, skip_invalid)?;
     let fingerprint = submission::fingerprint(&json!({
         "batch": backlog.fields,
         "stories": accepted,
@@ -145,9 +127,51 @@ pub(crate) async fn create(
         state.metrics.jobs_submitted.inc_by(batch.total);
     }
 
+    accepted_response(&batch, skip_invalid.then_some(rejected), created.replayed)
+}
+
+/// The rows of a backlog that failed their checks, each with its errors.
+type Rejected = Vec<(u64, Vec<FieldError>)>;
+
+/// The stories that passed their checks, and the rows that did not with their errors; unless
+/// `skip_invalid`, any rejected row refuses the whole backlog, and a backlog without a valid
+/// story is refused either way.
+fn sorted_stories(
+    stories: Vec<backlog::BacklogStory>,
+    skip_invalid: bool,
+) -> Result<(Vec<JobRequest>, Rejected), ApiError> {
+    let mut accepted = Vec::new();
+    let mut rejected = Vec::new();
+    for story in stories {
+        match story.outcome {
+            Ok(request) => accepted.push(request),
+            Err(errors) => rejected.push((story.row, errors)),
+        }
+    }
+    if !rejected.is_empty() && !skip_invalid {
+        return Err(ApiError::Invalid(
+            rejected
+                .into_iter()
+                .flat_map(|(_, errors)| errors)
+                .collect(),
+        ));
+    }
+    if accepted.is_empty() {
+        return Err(ApiError::invalid("", "has no valid story"));
+    }
+    Ok((accepted, rejected))
+}
+
+/// The `202` for a created (or replayed) batch: its document, the rows skipped when asked to
+/// skip invalid ones, its `Location`.
+fn accepted_response(
+    batch: &Batch,
+    rejected: Option<Rejected>,
+    replayed: bool,
+) -> Result<Response, ApiError> {
     let mut document =
-        serde_json::to_value(&batch).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if skip_invalid {
+        serde_json::to_value(batch).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(rejected) = rejected {
         document["rejected"] = rejected
             .into_iter()
             .map(|(row, errors)| json!({"row": row, "errors": errors}))
@@ -157,7 +181,7 @@ pub(crate) async fn create(
     let location = HeaderValue::from_str(&format!("/v1/batches/{}", batch.id))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     response.headers_mut().insert(header::LOCATION, location);
-    if created.replayed {
+    if replayed {
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));

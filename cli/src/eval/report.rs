@@ -129,45 +129,17 @@ impl Summary {
                     .count()
             })
             .sum();
-        let judged: Vec<_> = items.iter().filter_map(|i| i.judge.as_ref()).collect();
         let costs: Vec<f64> = items.iter().filter_map(|i| i.cost_usd).collect();
         let all = || items.iter().flat_map(|i| i.must_cover.iter());
         let answered = || all().filter(|m| m.judged_case.is_some());
         let judged_covered = |m: &CoverMatch| matches!(m.judged_case, Some(Some(_)));
-        let by_model = |m: &CoverMatch, item: &ItemResult| {
-            matches!(&m.judged_case, Some(Some(id)) if item
-                .test_cases
-                .iter()
-                .any(|c| &c.id == id && c.origin != Some(Origin::Designer)))
-        };
-        let model_cases = {
-            let (hit, n) = items
-                .iter()
-                .flat_map(|i| i.must_cover.iter().map(move |m| (i, m)))
-                .filter(|(_, m)| m.judged_case.is_some())
-                .fold((0, 0), |(hit, n), (i, m)| {
-                    (hit + usize::from(by_model(m, i)), n + 1)
-                });
-            (n > 0).then(|| hit as f64 / n as f64)
-        };
-        let mut by_category = BTreeMap::new();
-        for category in all().filter_map(|m| m.category.clone()) {
-            by_category.entry(category.clone()).or_insert_with(|| {
-                let of = || all().filter(|m| m.category.as_deref() == Some(category.as_str()));
-                CategoryRecall {
-                    items: of().count(),
-                    strict: share(of(), |m| m.matched_case.is_some()).unwrap_or(0.0),
-                    judged: share(of().filter(|m| m.judged_case.is_some()), judged_covered),
-                }
-            });
-        }
         Summary {
             must_cover_recall_judged: share(answered(), judged_covered),
             must_cover_judged_matched: (answered().count() > 0)
                 .then(|| answered().filter(|m| judged_covered(m)).count()),
-            must_cover_recall_judged_model_cases: model_cases,
+            must_cover_recall_judged_model_cases: judged_model_share(items),
+            by_category: recall_by_category(items),
             judge_errors: all().filter(|m| m.judge_error.is_some()).count(),
-            by_category,
             agreement: None,
             cache: items.iter().any(|i| i.cached),
             mean_llm_calls: mean(items.iter().map(|i| i.llm_calls as f64)).unwrap_or(0.0),
@@ -191,14 +163,58 @@ impl Summary {
             mean_latency_ms: mean(items.iter().map(|i| i.latency_ms as f64)).unwrap_or(0.0),
             tokens: items.iter().map(|i| i.tokens).sum(),
             cost_usd: (!costs.is_empty()).then(|| costs.iter().sum()),
-            judge: JudgeMeans {
-                judged: judged.iter().filter(|j| j.relevance.is_some()).count(),
-                means: JudgeScores {
-                    relevance: mean(judged.iter().filter_map(|j| j.relevance)),
-                    coverage: mean(judged.iter().filter_map(|j| j.coverage)),
-                    clarity: mean(judged.iter().filter_map(|j| j.clarity)),
-                    error: None,
-                },
+            judge: JudgeMeans::of(items),
+        }
+    }
+}
+
+/// The share of the judged phrases a model-written case covers (not one the designer wrote).
+fn judged_model_share(items: &[ItemResult]) -> Option<f64> {
+    let by_model = |m: &CoverMatch, item: &ItemResult| {
+        matches!(&m.judged_case, Some(Some(id)) if item
+            .test_cases
+            .iter()
+            .any(|c| &c.id == id && c.origin != Some(Origin::Designer)))
+    };
+    let (hit, n) = items
+        .iter()
+        .flat_map(|i| i.must_cover.iter().map(move |m| (i, m)))
+        .filter(|(_, m)| m.judged_case.is_some())
+        .fold((0, 0), |(hit, n), (i, m)| {
+            (hit + usize::from(by_model(m, i)), n + 1)
+        });
+    (n > 0).then(|| hit as f64 / n as f64)
+}
+
+/// Strict and judged recall for each must-cover category.
+fn recall_by_category(items: &[ItemResult]) -> BTreeMap<String, CategoryRecall> {
+    let all = || items.iter().flat_map(|i| i.must_cover.iter());
+    let judged_covered = |m: &CoverMatch| matches!(m.judged_case, Some(Some(_)));
+    let mut by_category = BTreeMap::new();
+    for category in all().filter_map(|m| m.category.clone()) {
+        by_category.entry(category.clone()).or_insert_with(|| {
+            let of = || all().filter(|m| m.category.as_deref() == Some(category.as_str()));
+            CategoryRecall {
+                items: of().count(),
+                strict: share(of(), |m| m.matched_case.is_some()).unwrap_or(0.0),
+                judged: share(of().filter(|m| m.judged_case.is_some()), judged_covered),
+            }
+        });
+    }
+    by_category
+}
+
+impl JudgeMeans {
+    /// The judge's mean scores over the jobs it scored.
+    fn of(items: &[ItemResult]) -> JudgeMeans {
+        let judged: Vec<_> = items.iter().filter_map(|i| i.judge.as_ref()).collect();
+        JudgeMeans {
+            judged: judged.iter().filter(|j| j.relevance.is_some()).count(),
+            means: JudgeScores {
+                relevance: mean(judged.iter().filter_map(|j| j.relevance)),
+                coverage: mean(judged.iter().filter_map(|j| j.coverage)),
+                clarity: mean(judged.iter().filter_map(|j| j.clarity)),
+                error: None,
             },
         }
     }
@@ -349,6 +365,16 @@ fn summary_rows(report: &Report) -> Vec<(&'static str, String)> {
 /// The report as Markdown: the summary (beside the earlier run's), each story, each match.
 pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
     let mut md = String::from("# StoryForge evaluation\n\n");
+    summary_section(&mut md, report, compare);
+    category_section(&mut md, report);
+    disagreement_section(&mut md, report);
+    stories_section(&mut md, report, compare);
+    matches_section(&mut md, report);
+    md
+}
+
+/// The summary: each measure, beside the earlier run's when there is one.
+fn summary_section(md: &mut String, report: &Report, compare: Option<&Report>) {
     match compare {
         Some(before) => {
             md.push_str("| measure | this run | earlier run |\n|---|---|---|\n");
@@ -365,6 +391,10 @@ pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
             }
         }
     }
+}
+
+/// Strict and judged recall by must-cover category.
+fn category_section(md: &mut String, report: &Report) {
     if !report.summary.by_category.is_empty() {
         md.push_str("\n## Recall by category\n\n| category | phrases | strict | judged |\n|---|---|---|---|\n");
         for (category, recall) in &report.summary.by_category {
@@ -377,6 +407,10 @@ pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
             );
         }
     }
+}
+
+/// The phrases where the strict rule and the judge disagree.
+fn disagreement_section(md: &mut String, report: &Report) {
     let disagreements = disagreements(report);
     if !disagreements.is_empty() {
         md.push_str("\n## Where the strict rule and the judge disagree\n\n| id | must cover | strict | judged |\n|---|---|---|---|\n");
@@ -390,6 +424,10 @@ pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
             );
         }
     }
+}
+
+/// One row per story.
+fn stories_section(md: &mut String, report: &Report, compare: Option<&Report>) {
     md.push_str("\n## Stories\n\n| id | status | cases (expected) | must-cover | recall | latency (ms) | tokens | judge relevance |");
     if compare.is_some() {
         md.push_str(" earlier recall |");
@@ -425,6 +463,10 @@ pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
         }
         md.push('\n');
     }
+}
+
+/// Every must-cover phrase and the case that covers it, by each rule.
+fn matches_section(md: &mut String, report: &Report) {
     md.push_str("\n## Must-cover matches\n\nStrict rule: a phrase is covered by a case holding every one of its content words but generic outcome words such as \"successful\" (stemmed, a few synonym groups; `cli/src/eval/must_cover.rs`); a missed phrase names the nearest case and the words it lacks. Judged: the case a judge model found to test the phrase (`cli/src/eval/judged.rs`).\n\n| id | category | must cover | strict | title | score | judged |\n|---|---|---|---|---|---|---|\n");
     for item in &report.items {
         for m in &item.must_cover {
@@ -441,7 +483,6 @@ pub fn markdown(report: &Report, compare: Option<&Report>) -> String {
             );
         }
     }
-    md
 }
 
 /// The phrases where the strict rule and the judge disagree about whether any case covers them.

@@ -315,12 +315,25 @@ fn start_ms(job: &Job) -> i64 {
 
 /// What CONTRACT.md lists for a job's run.
 fn job_data(ctx: &Context, job: &Job) -> RunData {
-    let settings = &ctx.settings;
-    let result = job.result.as_ref();
-    let usage: Option<&Usage> = result
-        .map(|r| &r.usage)
-        .or_else(|| job.error.as_ref().and_then(|e| e.usage.as_ref()));
     let mut data = RunData::default();
+    job_params(&mut data, &ctx.settings, job);
+    job_metrics(&mut data, job);
+    job_tags(&mut data, job);
+    data
+}
+
+/// What the job's calls cost, whether it succeeded or failed.
+fn job_usage(job: &Job) -> Option<&Usage> {
+    job.result
+        .as_ref()
+        .map(|r| &r.usage)
+        .or_else(|| job.error.as_ref().and_then(|e| e.usage.as_ref()))
+}
+
+/// The run's params: what the job was generated with.
+fn job_params(data: &mut RunData, settings: &Settings, job: &Job) {
+    let result = job.result.as_ref();
+    let usage = job_usage(job);
     let model = usage
         .map(|u| u.model.clone())
         .or_else(|| job.options.model.clone())
@@ -343,7 +356,11 @@ fn job_data(ctx: &Context, job: &Job) -> RunData {
     data.param("temperature", settings.temperature);
     data.param("min_cases", job.options.min_cases());
     data.param("max_cases", job.options.max_cases());
-    if let Some(usage) = usage {
+}
+
+/// The run's metrics: what the calls cost, and what the result and the judge say.
+fn job_metrics(data: &mut RunData, job: &Job) {
+    if let Some(usage) = job_usage(job) {
         data.metric("latency_ms", usage.latency_ms as f64);
         data.metric("prompt_tokens", usage.prompt_tokens as f64);
         data.metric("completion_tokens", usage.completion_tokens as f64);
@@ -352,33 +369,36 @@ fn job_data(ctx: &Context, job: &Job) -> RunData {
             data.metric("cost_usd", cost);
         }
     }
-    if let Some(result) = result {
-        data.metric("repairs", f64::from(result.validation.repairs));
-        data.metric("test_case_count", result.test_cases.len() as f64);
-        data.metric(
-            "structure_valid",
-            if result.validation.structure_valid {
-                1.0
-            } else {
-                0.0
-            },
-        );
-        data.metric("coverage_score", result.coverage.score);
-        if let Some(quality) = &result.quality {
-            for (name, score) in [
-                ("relevance", quality.relevance),
-                ("coverage", quality.coverage),
-                ("clarity", quality.clarity),
-            ] {
-                if let Some(score) = score {
-                    data.metric(name, score);
-                }
-            }
-            if let Some(error) = &quality.error {
-                data.tag("storyforge.judge_error", &error.code);
+    let Some(result) = &job.result else { return };
+    data.metric("repairs", f64::from(result.validation.repairs));
+    data.metric("test_case_count", result.test_cases.len() as f64);
+    data.metric(
+        "structure_valid",
+        if result.validation.structure_valid {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    data.metric("coverage_score", result.coverage.score);
+    if let Some(quality) = &result.quality {
+        for (name, score) in [
+            ("relevance", quality.relevance),
+            ("coverage", quality.coverage),
+            ("clarity", quality.clarity),
+        ] {
+            if let Some(score) = score {
+                data.metric(name, score);
             }
         }
+        if let Some(error) = &quality.error {
+            data.tag("storyforge.judge_error", &error.code);
+        }
     }
+}
+
+/// The run's tags: which job, story and batch it is, its status and trace.
+fn job_tags(data: &mut RunData, job: &Job) {
     data.tag("storyforge.job_id", job.id);
     if let Some(trace_id) = job.traceparent.as_deref().and_then(telemetry::trace_id) {
         data.tag("storyforge.trace_id", trace_id);
@@ -393,7 +413,6 @@ fn job_data(ctx: &Context, job: &Job) -> RunData {
     if let Some(error) = &job.error {
         data.tag("storyforge.error_code", &error.code);
     }
-    data
 }
 
 /// A batch's counts and summed usage, and its jobs' means, read from the store.

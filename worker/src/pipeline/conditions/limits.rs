@@ -247,20 +247,10 @@ pub fn find(clause: &str) -> Vec<Limit> {
             continue;
         };
         let is_time = TIME_UNITS.contains(&unit.to_lowercase().as_str());
-        let bound = match bound {
-            // "up to 2 business days before the payment date": at least that early.
-            Bound::AtMost
-                if is_time
-                    && lower[whole.end() + unit_end..]
-                        .trim_start()
-                        .starts_with("before") =>
-            {
-                Bound::AtLeast
-            }
-            // "after 7 days", "for 15 minutes": a span of time.
-            Bound::Count if is_time => Bound::Span,
-            Bound::Above if is_time && before.trim_end().ends_with("after") => Bound::Span,
-            other => other,
+        let bound = if is_time {
+            time_bound(bound, before, &lower[whole.end() + unit_end..])
+        } else {
+            bound
         };
         let phrase = clause[phrase_start..whole.end() + unit_end]
             .trim()
@@ -289,6 +279,18 @@ pub fn find(clause: &str) -> Vec<Limit> {
         limits.retain(|l| !l.is_time);
     }
     limits
+}
+
+/// A bound on a time, read with the words `before` and `after` the number: "up to 2 business
+/// days before the payment date" is at least that early; "after 7 days", "for 15 minutes" are
+/// spans of time.
+fn time_bound(bound: Bound, before: &str, after: &str) -> Bound {
+    match bound {
+        Bound::AtMost if after.trim_start().starts_with("before") => Bound::AtLeast,
+        Bound::Count => Bound::Span,
+        Bound::Above if before.trim_end().ends_with("after") => Bound::Span,
+        other => other,
+    }
 }
 
 /// The words of `clause` after byte `end`, when they say something: "need approval from a team

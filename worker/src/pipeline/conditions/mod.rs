@@ -504,42 +504,52 @@ impl Deriving<'_> {
             self.limit(id, clause, &limit);
         }
         if let Some(branch) = branch {
-            let outcome = branch.outcome.clone().unwrap_or_else(|| {
-                format!("what the other branch calls for, not what this clause says ({clause})")
-            });
-            self.push_with(
-                id,
-                Draft {
-                    technique: Technique::Branch,
-                    text: format!("{} (the other branch of: {clause})", branch.situation),
-                    expect: if reads_refusal(&outcome) {
-                        Expect::Refused
-                    } else {
-                        Expect::Other
-                    },
-                    outcome,
-                    action: self.attempt(),
-                    tier: FAR_SIDE,
-                    value: None,
-                },
-                Some(branch.situation),
-                None,
-            );
+            self.other_branch(id, clause, branch);
         }
         if clauses::states_once(clause) {
-            self.push(
-                id,
-                Draft {
-                    technique: Technique::Repeat,
-                    text: format!("a second time, where \"{clause}\""),
-                    expect: Expect::Other,
-                    outcome: format!("the second time is refused or ignored (the rule: {clause})"),
-                    action: "does it a second time".to_string(),
-                    tier: EXTRA,
-                    value: None,
-                },
-            );
+            self.repeat(id, clause);
         }
+    }
+
+    /// The other branch of an "if", "unless" or "otherwise" clause.
+    fn other_branch(&mut self, id: Option<&str>, clause: &str, branch: clauses::Branch) {
+        let outcome = branch.outcome.clone().unwrap_or_else(|| {
+            format!("what the other branch calls for, not what this clause says ({clause})")
+        });
+        self.push_with(
+            id,
+            Draft {
+                technique: Technique::Branch,
+                text: format!("{} (the other branch of: {clause})", branch.situation),
+                expect: if reads_refusal(&outcome) {
+                    Expect::Refused
+                } else {
+                    Expect::Other
+                },
+                outcome,
+                action: self.attempt(),
+                tier: FAR_SIDE,
+                value: None,
+            },
+            Some(branch.situation),
+            None,
+        );
+    }
+
+    /// "once", "only one", "single-use" tried a second time.
+    fn repeat(&mut self, id: Option<&str>, clause: &str) {
+        self.push(
+            id,
+            Draft {
+                technique: Technique::Repeat,
+                text: format!("a second time, where \"{clause}\""),
+                expect: Expect::Other,
+                outcome: format!("the second time is refused or ignored (the rule: {clause})"),
+                action: "does it a second time".to_string(),
+                tier: EXTRA,
+                value: None,
+            },
+        );
     }
 
     /// The criterion broken, when it states a rule input can break.

@@ -169,26 +169,7 @@ pub fn parse_test_cases(reply: &str) -> Result<ParsedReply, ParseError> {
 
     let raw = if harvest.cases.is_empty() {
         truncated = false;
-        let text = json::blank_case_values(body, &found);
-        let prose = prose::parse_prose(&text);
-        if !prose.cases.is_empty() {
-            add_note(
-                &mut notes,
-                if prose.gherkin {
-                    "parsed Gherkin"
-                } else {
-                    "parsed Markdown list"
-                },
-            );
-            if prose.background {
-                add_note(&mut notes, "applied Background steps to every scenario");
-            }
-            if prose.examples {
-                add_note(&mut notes, "kept Scenario Outline examples as text in then");
-            }
-        }
-        skipped_note(&mut notes, prose.skipped);
-        prose.cases
+        from_prose(&json::blank_case_values(body, &found), &mut notes)
     } else {
         if contributing > 1 {
             add_note(
@@ -196,17 +177,7 @@ pub fn parse_test_cases(reply: &str) -> Result<ParsedReply, ParseError> {
                 format!("merged cases from {contributing} JSON blocks"),
             );
         }
-        if harvest.decoded {
-            add_note(&mut notes, "decoded JSON embedded in a string");
-        }
-        if harvest.renamed_fields {
-            add_note(&mut notes, "mapped field names");
-        }
-        if harvest.joined_arrays {
-            add_note(&mut notes, "joined step arrays");
-        }
-        skipped_note(&mut notes, harvest.skipped);
-        harvest.cases
+        harvested(harvest, &mut notes)
     };
 
     if raw.is_empty() {
@@ -227,6 +198,44 @@ pub fn parse_test_cases(reply: &str) -> Result<ParsedReply, ParseError> {
         truncated,
         notes,
     })
+}
+
+/// The cases of a reply with no JSON case in it, read as Gherkin or a Markdown list.
+fn from_prose(text: &str, notes: &mut Vec<String>) -> Vec<vocabulary::RawCase> {
+    let prose = prose::parse_prose(text);
+    if !prose.cases.is_empty() {
+        add_note(
+            notes,
+            if prose.gherkin {
+                "parsed Gherkin"
+            } else {
+                "parsed Markdown list"
+            },
+        );
+        if prose.background {
+            add_note(notes, "applied Background steps to every scenario");
+        }
+        if prose.examples {
+            add_note(notes, "kept Scenario Outline examples as text in then");
+        }
+    }
+    skipped_note(notes, prose.skipped);
+    prose.cases
+}
+
+/// The cases harvested from the reply's JSON, with notes on how they were read.
+fn harvested(harvest: cases::Harvest, notes: &mut Vec<String>) -> Vec<vocabulary::RawCase> {
+    if harvest.decoded {
+        add_note(notes, "decoded JSON embedded in a string");
+    }
+    if harvest.renamed_fields {
+        add_note(notes, "mapped field names");
+    }
+    if harvest.joined_arrays {
+        add_note(notes, "joined step arrays");
+    }
+    skipped_note(notes, harvest.skipped);
+    harvest.cases
 }
 
 /// Reads a judge's verdict: three scores on the model's 0–10 scale, normalised to 0–1.
