@@ -4,7 +4,7 @@
 use crate::record::{batch_from_fields, corrupt, to_json, utc_millis};
 use crate::{
     ApiStore, CancelOutcome, Changes, Created, CreatedBatch, DeliveryAttempt, ListQuery, Page,
-    Redelivery, StoreError, StoreStats, Subject, split_page,
+    Redelivery, StoreError, StoreStats, Subject,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -65,42 +65,12 @@ impl ApiStore for RedisJobStore {
             (None, Some(status)) => self.key(&format!("idx:{}", status.as_str())),
             (None, None) => self.key("idx:all"),
         };
+        // With a batch filter the index holds every status: read more per round.
         let limit = query.limit.max(1);
-        let mut items = Vec::new();
-        let mut upper = match query.cursor {
-            Some(cursor) => format!("({cursor}"),
-            None => "+".to_string(),
-        };
-        let mut conn = self.conn.clone();
-        // Expired jobs and (with a batch filter) other statuses are skipped, so read in rounds.
-        loop {
-            let ids: Vec<String> = conn
-                .zrevrangebylex_limit(&index, &upper, "-", 0, (limit * 2) as isize)
-                .await
-                .map_err(unavailable)?;
-            let exhausted = ids.len() < limit * 2;
-            let jobs = self.load(&ids).await?;
-            for (id, job) in ids.iter().zip(jobs) {
-                upper = format!("({id}");
-                match job {
-                    None => {
-                        let _: () = conn.zrem(&index, id).await.map_err(unavailable)?;
-                    }
-                    Some(job) if query.status.is_none_or(|s| s == job.status) => {
-                        items.push(job);
-                        if items.len() == limit + 1 {
-                            break;
-                        }
-                    }
-                    Some(_) => {}
-                }
-            }
-            if items.len() > limit || exhausted {
-                break;
-            }
-        }
-        let (items, next_cursor) = split_page(items, limit, |j| j.id);
-        Ok(Page { items, next_cursor })
+        self.page(&index, limit, query.cursor, limit * 2, |job: &Job| {
+            query.status.is_none_or(|s| s == job.status)
+        })
+        .await
     }
 
     async fn cancel(&self, id: Uuid) -> Result<CancelOutcome<Job>, StoreError> {
@@ -242,40 +212,15 @@ impl ApiStore for RedisJobStore {
         limit: usize,
         cursor: Option<Uuid>,
     ) -> Result<Page<Batch>, StoreError> {
-        let index = self.key("idx:batches");
         let limit = limit.max(1);
-        let mut items = Vec::new();
-        let mut upper = match cursor {
-            Some(cursor) => format!("({cursor}"),
-            None => "+".to_string(),
-        };
-        let mut conn = self.conn.clone();
-        // Expired batches are dropped from the index as they are met, so read in rounds.
-        loop {
-            let ids: Vec<String> = conn
-                .zrevrangebylex_limit(&index, &upper, "-", 0, (limit + 1) as isize)
-                .await
-                .map_err(unavailable)?;
-            let exhausted = ids.len() < limit + 1;
-            for id in &ids {
-                upper = format!("({id}");
-                let uuid: Uuid = id.parse().map_err(corrupt)?;
-                match self.get_batch(uuid).await? {
-                    Some(batch) => items.push(batch),
-                    None => {
-                        let _: () = conn.zrem(&index, id).await.map_err(unavailable)?;
-                    }
-                }
-                if items.len() == limit + 1 {
-                    break;
-                }
-            }
-            if items.len() > limit || exhausted {
-                break;
-            }
-        }
-        let (items, next_cursor) = split_page(items, limit, |b| b.id);
-        Ok(Page { items, next_cursor })
+        self.page(
+            &self.key("idx:batches"),
+            limit,
+            cursor,
+            limit + 1,
+            |_: &Batch| true,
+        )
+        .await
     }
 
     async fn cancel_batch(&self, id: Uuid) -> Result<CancelOutcome<Batch>, StoreError> {

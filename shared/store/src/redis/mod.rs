@@ -50,10 +50,10 @@ use uuid::Uuid;
 
 use crate::record::{batch_from_fields, corrupt, job_from_fields, json_field, utc_millis};
 use crate::{
-    Delivery, DeliveryOutcome, Lease, LeaseState, StoreError, StorePolicy, Subject, Ticket, Work,
-    WorkKind,
+    ApiStore, Delivery, DeliveryOutcome, Lease, LeaseState, Page, StoreError, StorePolicy, Subject,
+    Ticket, Work, WorkKind, split_page,
 };
-use storyforge_domain::batch::BatchSpec;
+use storyforge_domain::batch::{Batch, BatchSpec};
 use storyforge_domain::job::{Job, JobError, JobSpec};
 
 macro_rules! script {
@@ -336,6 +336,53 @@ impl RedisJobStore {
         Ok((target, Some(document)))
     }
 
+    /// Up to `limit` records `keep` accepts, read newest first from the lexical `index` below
+    /// `cursor`, `round` ids at a time (expired ones and those `keep` refuses are skipped, so it
+    /// reads in rounds); ids whose record expired are dropped from the index as they are met.
+    async fn page<T: Listed>(
+        &self,
+        index: &str,
+        limit: usize,
+        cursor: Option<Uuid>,
+        round: usize,
+        keep: impl Fn(&T) -> bool + Send + Sync,
+    ) -> Result<Page<T>, StoreError> {
+        let mut items = Vec::new();
+        let mut upper = match cursor {
+            Some(cursor) => format!("({cursor}"),
+            None => "+".to_string(),
+        };
+        let mut conn = self.conn.clone();
+        loop {
+            let ids: Vec<String> = conn
+                .zrevrangebylex_limit(index, &upper, "-", 0, round as isize)
+                .await
+                .map_err(unavailable)?;
+            let exhausted = ids.len() < round;
+            let records = T::load_many(self, &ids).await?;
+            for (id, record) in ids.iter().zip(records) {
+                upper = format!("({id}");
+                match record {
+                    None => {
+                        let _: () = conn.zrem(index, id).await.map_err(unavailable)?;
+                    }
+                    Some(record) if keep(&record) => {
+                        items.push(record);
+                        if items.len() == limit + 1 {
+                            break;
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            if items.len() > limit || exhausted {
+                break;
+            }
+        }
+        let (items, next_cursor) = split_page(items, limit, T::id);
+        Ok(Page { items, next_cursor })
+    }
+
     async fn load(&self, ids: &[String]) -> Result<Vec<Option<Job>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -366,6 +413,50 @@ fn parse_lease_state(state: &str) -> Result<LeaseState, StoreError> {
         "lost" => Ok(LeaseState::Lost),
         "canceled" => Ok(LeaseState::Canceled),
         other => Err(corrupt(format!("unexpected lease state {other:?}"))),
+    }
+}
+
+/// A record listed from a lexical index of its ids: a job or a batch.
+#[async_trait::async_trait]
+trait Listed: Sized + Send {
+    fn id(&self) -> Uuid;
+
+    /// The records of `ids`, `None` for one that expired.
+    async fn load_many(
+        store: &RedisJobStore,
+        ids: &[String],
+    ) -> Result<Vec<Option<Self>>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl Listed for Job {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn load_many(
+        store: &RedisJobStore,
+        ids: &[String],
+    ) -> Result<Vec<Option<Job>>, StoreError> {
+        store.load(ids).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Listed for Batch {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    async fn load_many(
+        store: &RedisJobStore,
+        ids: &[String],
+    ) -> Result<Vec<Option<Batch>>, StoreError> {
+        let mut batches = Vec::with_capacity(ids.len());
+        for id in ids {
+            batches.push(store.get_batch(id.parse().map_err(corrupt)?).await?);
+        }
+        Ok(batches)
     }
 }
 

@@ -28,12 +28,7 @@ impl ApiStore for SqliteJobStore {
         let id = Uuid::now_v7().to_string();
         let mut step = self.begin().await?;
         let (replayed, id) = match step.idempotency("job", idempotency, &id).await? {
-            Some((true, earlier)) => (true, earlier),
-            Some((false, _)) => {
-                return Err(StoreError::IdempotencyConflict {
-                    key: idempotency.map(|(k, _)| k.to_string()).unwrap_or_default(),
-                });
-            }
+            Some(earlier) => (true, earlier),
             None => {
                 let lane = spec.batch_id.map(|b| b.to_string()).unwrap_or_default();
                 step.insert_job(&id, spec, &lane).await?;
@@ -223,12 +218,7 @@ impl ApiStore for SqliteJobStore {
         let id = uuid.to_string();
         let mut step = self.begin().await?;
         let (replayed, batch_id) = match step.idempotency("batch", idempotency, &id).await? {
-            Some((true, earlier)) => (true, earlier),
-            Some((false, _)) => {
-                return Err(StoreError::IdempotencyConflict {
-                    key: idempotency.map(|(k, _)| k.to_string()).unwrap_or_default(),
-                });
-            }
+            Some(earlier) => (true, earlier),
             None => {
                 sqlx::query(
                     "INSERT INTO batches (id, spec, status, total, n_queued, created_at)

@@ -390,14 +390,15 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// With an idempotency key: the earlier submission's id when it still exists, as
-    /// replay (same body) or conflict; else the key is taken for `id`.
+    /// With an idempotency key: the earlier submission's id when it still exists and had the
+    /// same body (a replay), an [`StoreError::IdempotencyConflict`] when it had another; else
+    /// the key is taken for `id`.
     pub(super) async fn idempotency(
         &mut self,
         scope: &str,
         key_and_hash: Option<(&str, &str)>,
         id: &str,
-    ) -> Result<Option<(bool, String)>, StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         let Some((key, hash)) = key_and_hash else {
             return Ok(None);
         };
@@ -417,7 +418,12 @@ impl Step<'_> {
         .await
         .map_err(db_error)?;
         if let Some((earlier, earlier_hash)) = earlier {
-            return Ok(Some((earlier_hash == hash, earlier)));
+            return match earlier_hash == hash {
+                true => Ok(Some(earlier)),
+                false => Err(StoreError::IdempotencyConflict {
+                    key: key.to_string(),
+                }),
+            };
         }
         sqlx::query(
             "INSERT OR REPLACE INTO idempotency (scope, key, id, hash, expires_at)
