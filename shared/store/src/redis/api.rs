@@ -74,15 +74,8 @@ impl ApiStore for RedisJobStore {
     }
 
     async fn cancel(&self, id: Uuid) -> Result<CancelOutcome<Job>, StoreError> {
-        let mut invocation = self.invocation(&CANCEL);
-        invocation
-            .arg(id.to_string())
-            .arg(millis(self.policy.job_ttl));
-        let outcome: String = self.run(&invocation).await?;
-        Ok(CancelOutcome::of(
-            outcome == "canceled",
-            self.get(id).await?,
-        ))
+        let canceled = self.canceled(&CANCEL, id).await?;
+        Ok(CancelOutcome::of(canceled, self.get(id).await?))
     }
 
     async fn deliveries(
@@ -224,15 +217,8 @@ impl ApiStore for RedisJobStore {
     }
 
     async fn cancel_batch(&self, id: Uuid) -> Result<CancelOutcome<Batch>, StoreError> {
-        let mut invocation = self.invocation(&CANCEL_BATCH);
-        invocation
-            .arg(id.to_string())
-            .arg(millis(self.policy.job_ttl));
-        let outcome: String = self.run(&invocation).await?;
-        Ok(CancelOutcome::of(
-            outcome == "canceled",
-            self.get_batch(id).await?,
-        ))
+        let canceled = self.canceled(&CANCEL_BATCH, id).await?;
+        Ok(CancelOutcome::of(canceled, self.get_batch(id).await?))
     }
 
     async fn provider_reports(&self) -> Result<Vec<ProviderReport>, StoreError> {

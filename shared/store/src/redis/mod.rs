@@ -336,6 +336,16 @@ impl RedisJobStore {
         Ok((target, Some(document)))
     }
 
+    /// Runs a cancel `script` on the job or batch `id`: whether it canceled anything.
+    async fn canceled(&self, script: &Script, id: Uuid) -> Result<bool, StoreError> {
+        let mut invocation = self.invocation(script);
+        invocation
+            .arg(id.to_string())
+            .arg(millis(self.policy.job_ttl));
+        let outcome: String = self.run(&invocation).await?;
+        Ok(outcome == "canceled")
+    }
+
     /// Up to `limit` records `keep` accepts, read newest first from the lexical `index` below
     /// `cursor`, `round` ids at a time (expired ones and those `keep` refuses are skipped, so it
     /// reads in rounds); ids whose record expired are dropped from the index as they are met.
