@@ -11,7 +11,7 @@
 //!   the same checks for each story of a batch.
 //! - `backlog.rs`: a `POST /v1/batches` body, JSON or CSV, into checked stories.
 //! - `export.rs`: finished jobs as NDJSON, JSON, CSV and Gherkin.
-//! - `extract.rs`: typed path extractors, [`JobId`](extract::JobId) and `BatchId`.
+//! - `extract.rs`: typed path extractors, `JobId` and `BatchId`.
 //! - `routes/`: one file per area — `jobs.rs` (`/v1/jobs…`), `batches.rs` (`/v1/batches…`),
 //!   `results.rs` (`…/results`), `events.rs` (`…/events`, Server-Sent Events),
 //!   `deliveries.rs` (webhook attempts and redelivery),

@@ -1,7 +1,17 @@
-//! Test support: a private `redis-server` per test binary, a fake LLM HTTP server speaking the
+//! Test support: a private `redis-server` for the suite, a fake LLM HTTP server speaking the
 //! providers' real wire formats, helpers to run StoryForge's own binaries as child processes, and
 //! [`app::TestEnv`], one isolated StoryForge deployment per test, and a webhook receiver that
 //! checks signatures on its own, and a real MLflow tracking server.
+//!
+//! # Layout
+//! - [`app`]: [`app::TestEnv`], one deployment per test, on the store the suite runs against.
+//! - [`fake_llm`]: the fake LLM server and the replies tests script it with (`replies.rs`).
+//! - [`redis_server`], [`mlflow_server`], [`webhook_receiver`]: the real servers tests talk to.
+//! - [`process`]: StoryForge's own binaries as child processes, and waiting for conditions.
+//! - [`metrics_text`]: samples read out of a `/metrics` exposition.
+//!
+//! The suite itself is `tests/suite/` (one test binary, a module per area); the benchmarks and
+//! the dev-set runner are `src/bin/`.
 
 pub mod app;
 pub mod fake_llm;

@@ -1,5 +1,6 @@
-//! `storyforge-worker`: one worker process. Start as many as you like, on as many machines as
-//! share the Redis.
+//! `storyforge-worker`: one worker process. With a Redis, start as many as you like, on as many
+//! machines as share it; on the embedded store (`STORYFORGE_STORE_DIR`), on the one machine that
+//! holds its files.
 
 use std::path::PathBuf;
 

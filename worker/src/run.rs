@@ -4,7 +4,7 @@
 //!
 //! Shutdown: when `shutdown` resolves the worker stops fetching, lets running work finish for
 //! `shutdown_grace`, then tells the rest to hand their items back, and returns once the ticket
-//! worker has drained. If the ticket worker dies (say Redis restarted), it is started again
+//! worker has drained. If the ticket worker dies (say a restarted Redis), it is started again
 //! under a new unique name — apalis-redis silently refuses a name reused within its heartbeat
 //! window.
 

@@ -3,6 +3,10 @@
 //!
 //! Only what StoryForge writes: one run per finished job, a parent run per batch, one run per
 //! evaluation. Callers decide what goes in a run; nothing secret is ever passed here.
+//!
+//! # Layout
+//! One file: [`MlflowClient`] (experiments, runs, `log-batch`, artifacts, trace links), the
+//! [`RunData`] a caller fills, and [`MlflowError`], which says whether a retry could help.
 
 use std::time::Duration;
 

@@ -40,7 +40,7 @@ pub enum ConfigError {
 /// Everything the API and the workers are configured with.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The Redis holding the queue and the job store.
+    /// The Redis holding the job store and the tickets, unless `store_dir` is set.
     pub redis_url: String,
     /// Whether a Redis was configured (`STORYFORGE_REDIS_URL` or `REDIS_URL`); `storyforge up`
     /// embeds its store when not.
@@ -48,7 +48,8 @@ pub struct Settings {
     /// The embedded store's directory (`STORYFORGE_STORE_DIR`): when set, jobs and tickets are
     /// kept in SQLite files there instead of Redis — one machine only.
     pub store_dir: Option<PathBuf>,
-    /// Prefix of every Redis key, so deployments and test runs can share one Redis.
+    /// Prefix of every Redis key (and of the embedded store's ticket queue), so deployments and
+    /// test runs can share one Redis.
     pub namespace: String,
     pub api_addr: SocketAddr,
     /// Jobs one worker process runs at once.

@@ -293,7 +293,7 @@ pub enum Redelivery {
     NotFound,
 }
 
-/// Change hints from [`JobStore::watch`].
+/// Change hints from [`ApiStore::watch`].
 pub type Changes = futures::stream::BoxStream<'static, ()>;
 
 /// What `create_batch` did.

@@ -16,6 +16,11 @@
 //! [`SqliteTransport`] is apalis-sqlite 1.0 on its own file beside the embedded store's, so
 //! that polling for tickets never waits on the store's writer. The same rules hold: handlers
 //! never ask apalis to retry, the store reconciles, `vacuum` deletes finished tickets.
+//!
+//! # Layout
+//! One file: the [`TicketTransport`] trait, [`open`] (the transport beside the configured
+//! store), [`dispatch_due`] (the dispatcher's step: due work from the store into tickets), and
+//! the two transports, [`RedisTransport`] and [`SqliteTransport`].
 
 use std::path::Path;
 use std::sync::Arc;

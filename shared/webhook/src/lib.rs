@@ -7,6 +7,11 @@
 //! resolver drops such addresses from every lookup, so the connection goes only to an address
 //! that passed the check and DNS rebinding cannot get in. `STORYFORGE_WEBHOOK_ALLOW_PRIVATE`
 //! turns the rule off.
+//!
+//! # Layout
+//! One file: [`signature`] (HMAC-SHA256 over id, timestamp and body), [`check_destination`] and
+//! [`literal_refusal`] (the address rule at submission), [`delivery_client`] (the HTTP client
+//! whose resolver applies the rule at delivery).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

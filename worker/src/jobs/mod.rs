@@ -6,7 +6,7 @@
 //! the lease still holds. A lost lease or a canceled job stops the work without writing; a
 //! stopping worker whose grace period ran out hands the item back uncounted. The work says how
 //! it went in one [`Outcome`] — done, retry (no sooner than the other side asked), give up —
-//! and the runner turns a retry into a delay with [`backoff`] from the kind's
+//! and the runner turns a retry into a delay with `backoff` from the kind's
 //! [`BackgroundJob::retry_base`] and [`BackgroundJob::MAX_RETRY_DELAY`]: no kind computes
 //! its own delay or has a retry loop of its own.
 //!
@@ -15,7 +15,7 @@
 //! - [`log_mlflow_run`]: a finished job or batch → its MLflow run.
 //!
 //! # Adding a kind of durable work
-//! 1. In the store (`storyforge-store`): a [`WorkKind`] and a [`Work`] variant with what a
+//! 1. In the store (`storyforge-store`): a `WorkKind` and a `Work` variant with what a
 //!    claimed item carries, its attempt cap in `StorePolicy::max_attempts`, and its commit in
 //!    `WorkerStore`, written in both backends (a Lua script in `redis/lua/`, a step in
 //!    `sqlite/worker.rs`).

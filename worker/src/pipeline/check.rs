@@ -415,7 +415,7 @@ pub fn misplaced(
 }
 
 /// The problem of a model's case that copies the prompt's worked example instead of its own
-/// story: [`EXAMPLE_WORDS`] or more of `example_words` (words only the example uses) that
+/// story: `EXAMPLE_WORDS` or more of `example_words` (words only the example uses) that
 /// `story` does not use either, or any of them in what the case expects ("the loan is
 /// accepted" in a case about a bank transfer).
 pub fn copies_example(case: &TestCase, example_words: &[String], story: &str) -> Option<String> {

@@ -2,7 +2,7 @@
 //! cases, near-duplicates, and acceptance-criteria traceability.
 //!
 //! A case is *negative* when its title, action or outcome says something is refused, invalid,
-//! failing or absent (see [`NEGATIVE_MARKERS`]); every other case is *positive*. The score follows
+//! failing or absent (see `NEGATIVE_MARKERS`); every other case is *positive*. The score follows
 //! seed 000: 0.4 for enough cases, 0.3 for at least two priorities, 0.15 each for positive and
 //! negative cases; it passes at 0.7. Two cases are near-duplicates — the same test twice — when
 //! the word sets of their situation, action and expected outcome (`given`, `when`, `then`)

@@ -1,4 +1,4 @@
-//! [`JobStore`] on Redis. Every state change is one Lua script (in `lua/`), so it is atomic; the
+//! [`JobStore`](crate::JobStore) on Redis. Every state change is one Lua script (in `lua/`), so it is atomic; the
 //! scripts read Redis's own clock, so workers on machines with skewed clocks agree on leases.
 //!
 //! # Key layout (all under the namespace `ns`)

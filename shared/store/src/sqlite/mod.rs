@@ -1,4 +1,4 @@
-//! [`JobStore`] embedded in a SQLite file, for one machine: `storyforge up` with no Redis.
+//! [`JobStore`](crate::JobStore) embedded in a SQLite file, for one machine: `storyforge up` with no Redis.
 //!
 //! It keeps the Redis store's guarantees by the same design (see the module above): every state
 //! change is one `BEGIN IMMEDIATE` transaction, and every commit of a worker checks the lease

@@ -15,7 +15,7 @@
 //!   15 minutes");
 //! - **branch**: the other side of "if", "unless", "only when", "otherwise";
 //! - **repeat**: "once", "only one", "single-use" tried a second time;
-//! - **role**: "only <role> can" tried by someone else;
+//! - **role**: "only \<role\> can" tried by someone else;
 //! - **violation**: the criterion broken, when it states a rule input can break ("must", "is
 //!   required", "only … accepted", a scenario's "valid …") and nothing above refuses already.
 //!

@@ -34,7 +34,7 @@ pub struct PreparedStory {
 }
 
 /// Prepares `story` with its submitted `criteria`, keeping the text and criteria within
-/// `budget_chars` characters where the criteria leave room for at least [`MIN_STORY_CHARS`].
+/// `budget_chars` characters where the criteria leave room for at least `MIN_STORY_CHARS`.
 pub fn prepare(story: &str, criteria: &[String], budget_chars: usize) -> PreparedStory {
     let mut blocks = markup::blocks(story);
     let mut notes = Vec::new();
