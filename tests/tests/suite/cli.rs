@@ -1,6 +1,7 @@
 //! The `storyforge` command as a user runs it: `up` from a directory that holds nothing of the
 //! repository serves jobs to completion with its built-in prompts, and stops with the reason,
-//! non-zero, when its worker half cannot start; its API's `/metrics` shows its worker's counters. With nothing configured it keeps its jobs in an
+//! non-zero, when its worker half cannot start; its API's `/metrics` shows its worker's counters,
+//! and its log in a file carries no colour codes. With nothing configured it keeps its jobs in an
 //! embedded store that survives SIGKILL, and bad start-up conditions end in one sentence.
 
 use std::time::Duration;
@@ -53,7 +54,7 @@ async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
     let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     let (vars, base) = up_env(&env);
     let empty = tempfile::tempdir().expect("an empty directory");
-    let _up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
+    let up = ChildProcess::spawn_in(empty.path(), "storyforge", &["up"], &pairs(&vars));
     let http = reqwest::Client::new();
     wait_healthy(&http, &base).await;
 
@@ -101,6 +102,11 @@ async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
         Some(1.0),
         "the worker half's counter is on the API's /metrics: {metrics}"
     );
+
+    // Its log goes to a file, not a terminal: plain text, no colour codes.
+    let log = up.log_contents();
+    assert!(log.contains("StoryForge is up"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file: {log:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
