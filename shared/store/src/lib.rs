@@ -357,19 +357,18 @@ pub struct Page<T> {
     pub next_cursor: Option<Uuid>,
 }
 
-/// A page from up to `limit + 1` items read newest first: the first `limit`, and the cursor
-/// for the next page (the last item's id) when there were more.
-pub(crate) fn split_page<T>(
-    mut items: Vec<T>,
-    limit: usize,
-    id: fn(&T) -> Uuid,
-) -> (Vec<T>, Option<Uuid>) {
+/// The page of `items` read newest first, up to `limit + 1` of them: the first `limit`, and the
+/// cursor for the next page (the last kept item's id) when there were more.
+pub(crate) fn page_of<T>(mut items: Vec<T>, limit: usize, id: fn(&T) -> Uuid) -> Page<T> {
     if items.len() <= limit {
-        return (items, None);
+        return Page {
+            items,
+            next_cursor: None,
+        };
     }
     items.truncate(limit);
-    let next = items.last().map(id);
-    (items, next)
+    let next_cursor = items.last().map(id);
+    Page { items, next_cursor }
 }
 
 /// What a reconcile pass changed; for logs and tests.

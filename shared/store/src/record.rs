@@ -125,3 +125,12 @@ pub(crate) fn batch_from_fields(id: Uuid, fields: &Fields) -> Result<Batch, Stor
         },
     })
 }
+
+/// A cached result read back under `key`, if there was one.
+pub(crate) fn cached_result(
+    key: &str,
+    text: Option<String>,
+) -> Result<Option<JobResult>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(format!("cache entry {key}: {e}"))))
+        .transpose()
+}

@@ -106,7 +106,10 @@ async fn up_started_from_an_empty_directory_serves_jobs_to_completion() {
     // Its log goes to a file, not a terminal: plain text, no colour codes.
     let log = up.log_contents();
     assert!(log.contains("StoryForge is up"), "{log}");
-    assert!(!log.contains('\u{1b}'), "colour codes in a log file: {log:?}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file: {log:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

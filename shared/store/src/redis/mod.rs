@@ -51,7 +51,7 @@ use uuid::Uuid;
 use crate::record::{batch_from_fields, corrupt, job_from_fields, json_field, utc_millis};
 use crate::{
     ApiStore, Delivery, DeliveryOutcome, Lease, LeaseState, Page, StoreError, StorePolicy, Subject,
-    Ticket, Work, WorkKind, split_page,
+    Ticket, Work, WorkKind, page_of,
 };
 use storyforge_domain::batch::{Batch, BatchSpec};
 use storyforge_domain::job::{Job, JobError, JobSpec};
@@ -389,8 +389,7 @@ impl RedisJobStore {
                 break;
             }
         }
-        let (items, next_cursor) = split_page(items, limit, T::id);
-        Ok(Page { items, next_cursor })
+        Ok(page_of(items, limit, T::id))
     }
 
     async fn load(&self, ids: &[String]) -> Result<Vec<Option<Job>>, StoreError> {

@@ -4,7 +4,7 @@
 use crate::record::{batch_from_fields, corrupt, job_from_fields, to_json, utc_millis};
 use crate::{
     ApiStore, CancelOutcome, Changes, Created, CreatedBatch, DeliveryAttempt, DeliveryOutcome,
-    ListQuery, Page, Redelivery, StoreError, StoreStats, Subject, split_page,
+    ListQuery, Page, Redelivery, StoreError, StoreStats, Subject, page_of,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -71,8 +71,7 @@ impl ApiStore for SqliteJobStore {
             .iter()
             .map(|row| job_from_fields(&text(row, "id")?, &fields(row)))
             .collect::<Result<Vec<_>, _>>()?;
-        let (items, next_cursor) = split_page(items, limit, |j| j.id);
-        Ok(Page { items, next_cursor })
+        Ok(page_of(items, limit, |j| j.id))
     }
 
     async fn cancel(&self, id: Uuid) -> Result<CancelOutcome<Job>, StoreError> {
@@ -278,8 +277,7 @@ impl ApiStore for SqliteJobStore {
             .iter()
             .map(|row| batch_from_fields(text(row, "id")?.parse().map_err(corrupt)?, &fields(row)))
             .collect::<Result<Vec<_>, _>>()?;
-        let (items, next_cursor) = split_page(items, limit, |b| b.id);
-        Ok(Page { items, next_cursor })
+        Ok(page_of(items, limit, |b| b.id))
     }
 
     async fn cancel_batch(&self, id: Uuid) -> Result<CancelOutcome<Batch>, StoreError> {

@@ -1,7 +1,7 @@
 //! What a worker needs of the embedded store (`WorkerStore`): due work taken and claimed, leases held
 //! and handed back, each kind's commit, the reconciler, heartbeats and the result cache.
 
-use crate::record::{corrupt, to_json};
+use crate::record::{cached_result, corrupt, to_json};
 use crate::{
     AttemptReport, Claim, DeliveryNext, Lease, LeaseState, Reconciled, RunNext, StoreError,
     Subject, Ticket, WorkerStore,
@@ -388,10 +388,7 @@ impl WorkerStore for SqliteJobStore {
         .fetch_optional(self.pool())
         .await
         .map_err(db_error)?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|e| corrupt(format!("cache entry {key}: {e}")))
-        })
-        .transpose()
+        cached_result(key, text)
     }
 
     async fn cache_result(&self, key: &str, result: &JobResult) -> Result<(), StoreError> {
