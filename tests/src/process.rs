@@ -18,6 +18,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -401,13 +402,28 @@ where
     }
 }
 
-/// A port the OS considers free right now. Another process may take it before it is bound;
-/// callers that start servers retry on that rare collision.
+/// A port free right now for a server a test starts and binds a moment later. It is drawn from
+/// below the kernel's ephemeral range (32768–60999 by default), which every server bound to
+/// port 0 and every outgoing connection of the suite draw from, so none of them can take it in
+/// that moment; another process still might, and callers that start servers retry on that rare
+/// collision.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .unwrap_or_else(|error| panic!("cannot find a free port: {error}"))
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos())
+        ^ std::process::id();
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + seed.wrapping_add(step.wrapping_mul(7_919)) % SPAN;
+        let port = u16::try_from(port).expect("below 32000");
+        if std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("cannot find a free port between {LOW} and {}", LOW + SPAN)
 }
 
 /// Waits (up to a minute) until the API at `base` answers `/health`.
