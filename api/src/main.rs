@@ -24,6 +24,8 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
     let _telemetry =
         storyforge_runtime::telemetry::init("storyforge-api", settings.log_format, "info");
+    // The API reports the providers the workers use, so it chooses them the same way.
+    let settings = storyforge_runtime::generator::choose(settings, "storyforge-api").await;
     let listener = tokio::net::TcpListener::bind(settings.api_addr)
         .await
         .with_context(|| format!("binding {}", settings.api_addr))?;

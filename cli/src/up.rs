@@ -18,18 +18,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use storyforge_api::AppState;
-use storyforge_llm::{ProviderKind, ProviderSettings, build_provider};
 use storyforge_runtime::config::Settings;
+use storyforge_runtime::generator;
 use storyforge_runtime::services::Services;
 use storyforge_worker::context::Context as WorkerContext;
 use tokio::sync::watch;
-
-/// How long `up` waits for Ollama at its default address before choosing the built-in designer.
-const OLLAMA_PROBE: Duration = Duration::from_secs(2);
 
 /// Where `up` keeps its jobs and listens, from its command line.
 #[derive(Debug, Default)]
@@ -91,7 +87,7 @@ fn check_writable(dir: &Path) -> anyhow::Result<()> {
 
 /// Runs until SIGTERM or Ctrl-C; an error when either half could not start or stopped unasked.
 pub async fn up(settings: Settings) -> anyhow::Result<()> {
-    let settings = choose_provider(settings).await;
+    let settings = generator::choose(settings, "storyforge").await;
     let (halves, listener) = start(&settings, settings.api_addr).await?;
     tracing::info!(addr = %settings.api_addr, "StoryForge is up: API and one worker");
     serve(halves, listener, storyforge_runtime::shutdown::signal()).await
@@ -170,42 +166,4 @@ pub async fn serve(
             Ok(())
         }
     }
-}
-
-/// The settings with the built-in test designer as the provider, and as the judge when the
-/// judge was the unconfigured default too.
-pub fn with_builtin_designer(mut settings: Settings) -> Settings {
-    let builtin = ProviderSettings::new(ProviderKind::Builtin);
-    let default = &settings.llm[0];
-    if settings.judge_llm.kind == default.kind && settings.judge_llm.base_url == default.base_url {
-        settings.judge_llm = builtin.clone();
-    }
-    settings.llm = vec![builtin];
-    settings
-}
-
-/// With no provider configured: Ollama at its default address if it answers, else the built-in
-/// test designer (whose cases need no judge). Says which on stderr.
-async fn choose_provider(settings: Settings) -> Settings {
-    if settings.llm_configured {
-        return settings;
-    }
-    let ollama = settings.llm[0].clone();
-    let probe = build_provider(ollama.clone(), reqwest::Client::new());
-    let answers = matches!(
-        tokio::time::timeout(OLLAMA_PROBE, probe.probe()).await,
-        Ok(Ok(()))
-    );
-    if answers {
-        eprintln!(
-            "storyforge: no LLM provider configured; using Ollama at {} ({})",
-            ollama.base_url, ollama.model
-        );
-        return settings;
-    }
-    eprintln!(
-        "storyforge: no LLM provider configured and none answers at {}: using the built-in test designer (set STORYFORGE_LLM_PROVIDER to use an LLM)",
-        ollama.base_url
-    );
-    with_builtin_designer(settings)
 }

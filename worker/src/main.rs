@@ -25,5 +25,6 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
     let _telemetry =
         storyforge_runtime::telemetry::init("storyforge-worker", settings.log_format, "info");
+    let settings = storyforge_runtime::generator::choose(settings, "storyforge-worker").await;
     storyforge_worker::run::run(settings, storyforge_runtime::shutdown::signal()).await
 }

@@ -204,7 +204,7 @@ impl Local {
         // runs (its store, with any run not yet written, is deleted at the end).
         settings.mlflow_tracking_uri = None;
         if !settings.llm_configured {
-            settings = crate::up::with_builtin_designer(settings);
+            settings = storyforge_runtime::generator::with_builtin_designer(settings);
         }
         let (halves, listener) =
             crate::up::start(&settings, SocketAddr::from(([127, 0, 0, 1], 0))).await?;

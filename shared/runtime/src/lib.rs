@@ -5,10 +5,13 @@
 //! - [`config`]: the typed `Settings`, from environment variables and an optional TOML file.
 //! - [`telemetry`]: logging (coloured only on a terminal, or JSON) and OpenTelemetry traces.
 //! - [`metrics`]: the process's Prometheus metrics, with the store's gauges read at scrape time.
+//! - [`generator`]: which generator a process uses when none is configured, decided the same
+//!   way by every binary.
 //! - [`services`]: the job store, provider chains and metrics a process connects to at start-up.
 //! - [`shutdown`]: the signal every process stops on.
 
 pub mod config;
+pub mod generator;
 pub mod metrics;
 pub mod services;
 pub mod shutdown;

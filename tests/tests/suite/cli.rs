@@ -310,6 +310,39 @@ async fn up_with_no_llm_anywhere_answers_with_the_builtin_designer() {
     assert_eq!(env.llm.request_count(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_separate_worker_with_no_llm_chooses_as_up_does_and_says_so() {
+    let env = TestEnv::new(FakeLlm::with_responder(|_| Reply::status(500)).await).await;
+    let api = env.start_api().await;
+    let mut vars: Vec<(String, String)> = env
+        .env_map()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("STORYFORGE_LLM_") && k != "STORYFORGE_JUDGE")
+        .collect();
+    vars.push((
+        "OLLAMA_HOST".into(),
+        format!("http://127.0.0.1:{}", free_port()),
+    ));
+    let worker = ChildProcess::spawn("storyforge-worker", &pairs(&vars));
+
+    let job = env
+        .run_job(
+            &api,
+            json!({"story": "As a shopper, I want to pay for my cart so that my order ships",
+                   "acceptance_criteria": ["A declined card shows an error"]}),
+        )
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["usage"]["provider"], "builtin");
+    assert_eq!(env.llm.request_count(), 0);
+    let log = worker.log_contents();
+    assert!(
+        log.contains("storyforge-worker: no LLM provider configured and none answers at")
+            && log.contains("using the built-in test designer"),
+        "{log}"
+    );
+}
+
 /// The settings of an `up` with no LLM configured, and none answering at Ollama's address.
 fn no_llm_up_env(env: &TestEnv) -> (Vec<(String, String)>, String) {
     let (vars, base) = up_env(env);
