@@ -46,13 +46,21 @@ impl FieldError {
     }
 }
 
+/// "the body's Content-Type is text/plain; send application/json", in words rather than Rust's.
+fn media_type_message(found: Option<&str>, expected: &str) -> String {
+    match found {
+        Some(found) => format!("the body's Content-Type is {found}; send {expected}"),
+        None => format!("the body has no Content-Type; send {expected}"),
+    }
+}
+
 /// Everything that can go wrong while answering a request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The body is not JSON at all; `pointer` is where the parser gave up (usually `""`).
     #[error("the request body is not valid JSON: {detail}")]
     MalformedJson { pointer: String, detail: String },
-    #[error("unsupported content type {found:?}; send {expected}")]
+    #[error("{}", media_type_message(found.as_deref(), expected))]
     UnsupportedMediaType {
         found: Option<String>,
         expected: &'static str,

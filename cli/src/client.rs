@@ -38,7 +38,10 @@ impl Api {
             .or_else(|| std::env::var("STORYFORGE_API_URL").ok())
             .unwrap_or_else(|| DEFAULT_API.to_string());
         let base = base.trim_end_matches('/').to_string();
-        reqwest::Url::parse(&base).map_err(|e| anyhow!("--api {base:?} is not a URL: {e}"))?;
+        if !base.contains("://") {
+            bail!("--api {base} has no scheme: add http:// (--api http://{base})");
+        }
+        reqwest::Url::parse(&base).map_err(|e| anyhow!("--api {base} is not a URL: {e}"))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))

@@ -182,7 +182,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
         Ok(BodyType::Json) => Ok(()),
         Ok(BodyType::Csv) => Err(ApiError::UnsupportedMediaType {
             found: Some("text/csv".to_string()),
-            expected: "application/json",
+            expected: "application/json (a CSV backlog goes to POST /v1/batches)",
         }),
         Err(found) => Err(ApiError::UnsupportedMediaType {
             found,

@@ -246,7 +246,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Ok(seconds) = text.parse::<u64>() {
         return Ok(Duration::from_secs(seconds));
     }
-    humantime::parse_duration(text).map_err(|e| e.to_string())
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e}; write a duration such as 30s, 500ms or 1h 30m"))
 }
 
 impl Settings {
@@ -707,6 +708,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("STORYFORGE_LLM_PROVIDER"), "{err}");
+        // A duration says how one is written.
+        let err = Settings::from_sources(None, env(&[("STORYFORGE_LEASE_TTL", "abc")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("STORYFORGE_LEASE_TTL") && err.contains("such as 30s"),
+            "{err}"
+        );
     }
 
     #[test]

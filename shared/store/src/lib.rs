@@ -256,6 +256,17 @@ pub enum DeliveryNext {
     Dead,
 }
 
+/// "retried in 2.5s", as logs say it.
+impl std::fmt::Display for DeliveryNext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeliveryNext::Delivered => f.write_str("delivered"),
+            DeliveryNext::RetryAfter(delay) => write!(f, "retried in {:.1}s", delay.as_secs_f64()),
+            DeliveryNext::Dead => f.write_str("given up"),
+        }
+    }
+}
+
 impl DeliveryNext {
     pub fn outcome(self) -> DeliveryOutcome {
         match self {

@@ -110,7 +110,7 @@ pub async fn check_destination(url: &str) -> Result<(), String> {
     for addr in addrs {
         if let Some(reason) = forbidden(addr.ip()) {
             return Err(format!(
-                "resolves to {reason} ({}); webhooks may not reach inside the network",
+                "resolves to {reason} ({}); webhooks may not reach inside the network unless STORYFORGE_WEBHOOK_ALLOW_PRIVATE=true",
                 addr.ip()
             ));
         }
@@ -127,7 +127,7 @@ pub fn literal_refusal(url: &Url) -> Option<String> {
         url::Host::Domain(_) => return None,
     };
     forbidden(ip)
-        .map(|reason| format!("is {reason} ({ip}); webhooks may not reach inside the network"))
+        .map(|reason| format!("is {reason} ({ip}); webhooks may not reach inside the network unless STORYFORGE_WEBHOOK_ALLOW_PRIVATE=true"))
 }
 
 /// A DNS resolver that drops forbidden addresses, so a connection can only go to an address

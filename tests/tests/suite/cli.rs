@@ -273,6 +273,24 @@ async fn an_unreachable_api_is_named_by_its_url() {
         "{said}"
     );
     assert_eq!(said.trim().lines().count(), 1, "one sentence: {said}");
+
+    // An address without its scheme says how to write it.
+    let bare = format!("127.0.0.1:{port}");
+    let (ok, said) = storyforge(
+        dir.path(),
+        &[
+            "status",
+            "0195a2b4-0000-7000-8000-000000000000",
+            "--api",
+            &bare,
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        said.contains(&format!("add http:// (--api http://{bare})")),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -534,9 +534,30 @@ async fn a_body_that_is_not_json_is_a_415_problem() {
         .await
         .unwrap();
 
+    let csv = app
+        .post_raw("text/csv", "story\nAs a user, I want x\n")
+        .await;
+
     let problem = assert_problem(text, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
     assert_eq!(pointers(&problem), ["/headers/content-type"]);
-    assert_problem(none, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(
+        problem["detail"],
+        "the body's Content-Type is text/plain; send application/json"
+    );
+    let problem = assert_problem(none, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(
+        problem["detail"],
+        "the body has no Content-Type; send application/json"
+    );
+    // A backlog sent to the jobs endpoint is pointed to the batches one.
+    let problem = assert_problem(csv, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("POST /v1/batches"),
+        "{problem}"
+    );
 }
 
 #[tokio::test]

@@ -287,6 +287,11 @@ async fn webhooks_into_the_network_are_refused_at_submission() {
         );
         let detail = problem["errors"][0]["detail"].as_str().unwrap();
         assert!(detail.contains("address"), "{url}: {detail}");
+        // It says how to allow it, for a receiver on the user's own machine.
+        assert!(
+            detail.contains("STORYFORGE_WEBHOOK_ALLOW_PRIVATE=true"),
+            "{url}: {detail}"
+        );
     }
 }
 

@@ -117,13 +117,20 @@ impl BackgroundJob for DeliverWebhook {
             }
             Decision::GiveUp(error) => (error, DeliveryNext::Dead),
         };
-        tracing::info!(
-            event.id = %self.delivery.event_id,
-            status = ?report.status_code,
-            error = report.error.as_deref().unwrap_or(""),
-            ?next,
-            "webhook attempt"
-        );
+        match next {
+            DeliveryNext::Delivered => tracing::info!(
+                event.id = %self.delivery.event_id,
+                status = report.status_code,
+                "webhook delivered"
+            ),
+            _ => tracing::warn!(
+                event.id = %self.delivery.event_id,
+                status = report.status_code,
+                error = report.error.as_deref().unwrap_or(""),
+                next = %next,
+                "webhook not delivered"
+            ),
+        }
         let state = ctx.store.record_delivery(lease, &report, next).await?;
         if state == LeaseState::Held {
             ctx.metrics.webhook_delivery(next.outcome());
