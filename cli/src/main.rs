@@ -78,6 +78,7 @@ enum Command {
         /// json, csv or gherkin for a job (default json); also ndjson for a batch (its default).
         #[arg(long, value_parser = results::FORMATS)]
         format: Option<String>,
+        /// The directory to write into, or - for standard output.
         #[arg(long, default_value = ".")]
         out: PathBuf,
     },

@@ -45,8 +45,15 @@ pub async fn submit(api: &Api, args: Submit<'_>) -> anyhow::Result<()> {
         batch["counts"]["canceled"],
         batch["total"]
     );
-    let path = results::write(api, "batch", &id, args.format, args.out).await?;
-    println!("{}", path.display());
+    // `sprint-42.csv` → `sprint-42.results.ndjson`, beside the other exports of that backlog.
+    let stem = args
+        .file
+        .file_stem()
+        .map_or_else(|| id.clone(), |s| s.to_string_lossy().into_owned());
+    let name = format!("{stem}.results");
+    if let Some(path) = results::write(api, "batch", &id, args.format, args.out, &name).await? {
+        println!("{}", path.display());
+    }
     Ok(())
 }
 
@@ -77,8 +84,15 @@ async fn wait(api: &Api, id: &str, first: &Value) -> anyhow::Result<Value> {
     let total = first["total"].as_u64().unwrap_or(0);
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} done, {msg} · {per_sec} · ETA {eta}")
-            .map_err(|e| anyhow!("progress bar template: {e}"))?,
+        ProgressStyle::with_template("{bar:40} {pos}/{len} done, {msg} · {rate} · ETA {eta}")
+            .map_err(|e| anyhow!("progress bar template: {e}"))?
+            // "5.9/s", not indicatif's "5.9658/s".
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1}/s", state.per_sec());
+                },
+            ),
     );
     let mut batch = first.clone();
     loop {

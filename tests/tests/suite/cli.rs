@@ -174,7 +174,8 @@ async fn submit_wait_shows_progress_and_writes_the_results() {
     .await;
     assert!(ok, "{said}");
     let batch_id = said.lines().next().unwrap().trim().to_string();
-    let written = dir.path().join("out").join(format!("{batch_id}.csv"));
+    // Named after the backlog it came from.
+    let written = dir.path().join("out").join("sprint.results.csv");
     assert!(
         said.contains(&written.file_name().unwrap().to_string_lossy().to_string()),
         "{said}"
@@ -215,6 +216,25 @@ async fn submit_wait_shows_progress_and_writes_the_results() {
     assert!(ok, "{said}");
     let feature = std::fs::read_to_string(dir.path().join(format!("{job_id}.feature"))).unwrap();
     gherkin::Feature::parse(&feature, gherkin::GherkinEnv::default()).expect("a valid feature");
+
+    // `--out -` writes to standard output, not to a directory named "-".
+    let (ok, said) = storyforge(
+        dir.path(),
+        &[
+            "results",
+            &job_id,
+            "--api",
+            &api.base_url,
+            "--format",
+            "gherkin",
+            "--out",
+            "-",
+        ],
+    )
+    .await;
+    assert!(ok, "{said}");
+    assert!(said.contains(feature.trim()), "{said}");
+    assert!(!dir.path().join("-").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
