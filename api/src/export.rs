@@ -100,6 +100,22 @@ fn cases(jobs: &[Job]) -> impl Iterator<Item = (&Job, &TestCase)> {
         })
 }
 
+/// When the job finished, as a zip entry's time (UTC; the zip format has no zone).
+fn zip_time(job: &Job) -> zip::DateTime {
+    use chrono::{Datelike as _, Timelike as _};
+    let at = job.finished_at.unwrap_or(job.created_at);
+    let narrow = |n: u32| u8::try_from(n).unwrap_or(0);
+    zip::DateTime::from_date_and_time(
+        u16::try_from(at.year()).unwrap_or(1980),
+        narrow(at.month()),
+        narrow(at.day()),
+        narrow(at.hour()),
+        narrow(at.minute()),
+        narrow(at.second()),
+    )
+    .unwrap_or_default()
+}
+
 /// A zip with one `.feature` per succeeded story, named after its story id (or job id); a story
 /// id used twice gets the job id added to the second file's name.
 pub fn gherkin_zip(jobs: &[Job]) -> Result<Vec<u8>, ExportError> {
@@ -114,7 +130,7 @@ pub fn gherkin_zip(jobs: &[Job]) -> Result<Vec<u8>, ExportError> {
             name = format!("{stem}-{}.feature", job.id);
             names.insert(name.clone());
         }
-        zip.start_file(name, options)?;
+        zip.start_file(name, options.last_modified_time(zip_time(job)))?;
         zip.write_all(text.as_bytes())?;
     }
     Ok(zip.finish()?.into_inner())

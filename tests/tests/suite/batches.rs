@@ -418,6 +418,11 @@ async fn results_come_in_every_format_and_real_parsers_read_them() {
     let _worker = env.start_worker().await;
     let mut backlog = stories(3);
     backlog[1]["story_id"] = json!("SHOP 1/odd: id");
+    // A description line a Gherkin parser would take for a step, a tag or a table.
+    backlog[0]["story"] = json!(
+        "As a shopper, I want feature number 0 so that I can buy things\n\
+         Given the cart page\n@mobile | only"
+    );
     let batch = submit_json(&env, &api, json!({"stories": backlog})).await;
     let id = batch["id"].as_str().unwrap();
     wait_for_batch(&env, &api, id).await;
@@ -477,6 +482,9 @@ async fn results_come_in_every_format_and_real_parsers_read_them() {
     for i in 0..archive.len() {
         let mut file = archive.by_index(i).unwrap();
         let name = file.name().unwrap().to_string();
+        // The entry carries when its job finished, not the zip format's 1980.
+        let year = file.last_modified().map(|t| t.year());
+        assert!(year.is_some_and(|y| y >= 2025), "{name}: {year:?}");
         names.push(name.clone());
         let mut text = String::new();
         file.read_to_string(&mut text).unwrap();
@@ -526,6 +534,21 @@ async fn results_come_in_every_format_and_real_parsers_read_them() {
     )
     .unwrap();
     assert!(feature.tags.contains(&"SHOP-0".to_string()));
+    // The story and each criterion's text are where a test manager reads them: the Feature's
+    // description, the criteria under the ids the scenarios' tags use.
+    let description = feature.description.clone().unwrap_or_default();
+    for expected in [
+        "As a shopper, I want feature number 0 so that I can buy things",
+        "- Given the cart page",
+        "- @mobile | only",
+        "AC1: The happy path works",
+        "AC2: A wrong input shows an error",
+    ] {
+        assert!(
+            description.contains(expected),
+            "{expected:?} in {description}"
+        );
+    }
     let (_, job_csv) = results(&env, &api, &format!("/v1/jobs/{job_id}/results?format=csv")).await;
     assert_eq!(
         csv::Reader::from_reader(job_csv.as_slice())
