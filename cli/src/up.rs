@@ -56,7 +56,11 @@ impl UpArgs {
                 );
             }
             settings.store_dir = None;
-            eprintln!("storyforge: keeping jobs in Redis");
+            eprintln!(
+                "storyforge: keeping jobs in Redis at {} (namespace {})",
+                without_password(&settings.redis_url),
+                settings.namespace
+            );
             return Ok(settings);
         }
         let dir = match self.data.or(settings.store_dir.take()) {
@@ -72,6 +76,18 @@ impl UpArgs {
         );
         settings.store_dir = Some(dir);
         Ok(settings)
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`, for saying which Redis is used.
+fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => "the configured address".to_string(),
     }
 }
 
@@ -165,5 +181,20 @@ pub async fn serve(
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_redis_password_is_never_said() {
+        assert_eq!(
+            super::without_password("redis://:s3cret@redis.internal:6379/0"),
+            "redis://:***@redis.internal:6379/0"
+        );
+        assert_eq!(
+            super::without_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }
