@@ -35,6 +35,13 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error("the configuration file {path} has a key StoryForge does not read: {key}{hint}")]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        /// " (did you mean …?)", or nothing when no known key is close.
+        hint: String,
+    },
 }
 
 /// Everything the API and the workers are configured with.
@@ -252,8 +259,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 impl Settings {
     /// Loads from the process environment and, if given, a TOML file.
+    /// Warns on stderr about `STORYFORGE_*` variables no setting reads (a typo is otherwise
+    /// ignored without a word).
     pub fn load(config_file: Option<&Path>) -> Result<Settings, ConfigError> {
         let env: HashMap<String, String> = std::env::vars().collect();
+        for warning in unknown_variables(env.keys()) {
+            eprintln!("storyforge: warning: {warning}");
+        }
         Settings::from_sources(config_file, env)
     }
 
@@ -276,7 +288,11 @@ impl Settings {
             .map(Path::to_path_buf)
             .or_else(|| env.get("STORYFORGE_CONFIG").map(PathBuf::from));
         let file = match file_path {
-            Some(path) => read_toml(&path)?,
+            Some(path) => {
+                let file = read_toml(&path)?;
+                refuse_unknown_keys(&path, &file)?;
+                file
+            }
             None => HashMap::new(),
         };
         Settings::from_source(&Source {
@@ -289,9 +305,13 @@ impl Settings {
     /// Every environment variable the settings read (with everything at its default), so
     /// deployment files can be checked against the code.
     pub fn variables() -> std::collections::BTreeSet<String> {
+        // With an evaluation judge named, its provider's other variables are read too.
         let src = Source {
             file: HashMap::new(),
-            env: HashMap::new(),
+            env: HashMap::from([(
+                "STORYFORGE_EVAL_JUDGE_PROVIDER".to_string(),
+                "openai".to_string(),
+            )]),
             asked: Default::default(),
         };
         let _ = Settings::from_source(&src);
@@ -418,6 +438,62 @@ impl Settings {
     /// The model used when a job does not ask for one.
     pub fn generation_model(&self) -> &str {
         &self.llm[0].model
+    }
+}
+
+/// `STORYFORGE_*` variables read by other parts than the settings: the command-line client's
+/// and the test suite's.
+const NOT_SETTINGS: [&str; 4] = [
+    "STORYFORGE_API_URL",
+    "STORYFORGE_API_KEY",
+    "STORYFORGE_TEST_STORE",
+    "STORYFORGE_TEST_MLFLOW",
+];
+
+/// " (did you mean X?)" for the known name closest to `name`, when one is close.
+fn did_you_mean<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> String {
+    // Compared without the prefix every variable shares, which would make all of them close.
+    let bare = |n: &'a str| n.strip_prefix("STORYFORGE_").unwrap_or(n);
+    let name = name.strip_prefix("STORYFORGE_").unwrap_or(name);
+    known
+        .map(|k| (strsim::jaro_winkler(name, bare(k)), k))
+        .filter(|(score, _)| *score > 0.85)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or_else(String::new, |(_, k)| format!(" (did you mean {k}?)"))
+}
+
+/// A sentence for each `STORYFORGE_*` name in `names` that nothing reads.
+pub fn unknown_variables<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let known = Settings::variables();
+    let mut unknown: Vec<String> = names
+        .filter(|n| n.starts_with("STORYFORGE_"))
+        .filter(|n| !known.contains(*n) && !NOT_SETTINGS.contains(&n.as_str()))
+        .map(|n| {
+            let hint = did_you_mean(n, known.iter().map(String::as_str));
+            format!("{n} is not a setting StoryForge reads, so it is ignored{hint}")
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+/// Refuses a configuration file key no setting reads: a misspelt key would otherwise leave its
+/// setting at the default without a word.
+fn refuse_unknown_keys(path: &Path, file: &HashMap<String, String>) -> Result<(), ConfigError> {
+    let known: Vec<String> = Settings::variables()
+        .iter()
+        .filter_map(|v| v.strip_prefix("STORYFORGE_"))
+        .map(str::to_lowercase)
+        .collect();
+    let mut keys: Vec<&String> = file.keys().collect();
+    keys.sort();
+    match keys.into_iter().find(|k| !known.contains(k)) {
+        Some(key) => Err(ConfigError::UnknownKey {
+            path: path.to_path_buf(),
+            key: key.clone(),
+            hint: did_you_mean(key, known.iter().map(String::as_str)),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -729,6 +805,39 @@ mod tests {
         assert_eq!(
             s.worker_concurrency, 8,
             "the environment wins over the file"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_key_in_the_config_file_is_refused_with_the_nearest_one() {
+        let dir = tempdir();
+        let path = dir.join("sf.toml");
+        std::fs::write(&path, "namespace = \"x\"\nlease_tll = \"30s\"\n").unwrap();
+        let err = Settings::from_sources(Some(&path), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lease_tll") && err.contains("did you mean lease_ttl?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_storyforge_variables_are_named_with_the_nearest_one() {
+        let names = [
+            "STORYFORGE_LEASE_TTLL".to_string(),
+            "STORYFORGE_LEASE_TTL".to_string(),
+            "STORYFORGE_API_URL".to_string(),
+            "STORYFORGE_EVAL_JUDGE_MODEL".to_string(),
+            "PATH".to_string(),
+            "STORYFORGE_ZZZ".to_string(),
+        ];
+        assert_eq!(
+            unknown_variables(names.iter()),
+            [
+                "STORYFORGE_LEASE_TTLL is not a setting StoryForge reads, so it is ignored (did you mean STORYFORGE_LEASE_TTL?)",
+                "STORYFORGE_ZZZ is not a setting StoryForge reads, so it is ignored",
+            ]
         );
     }
 

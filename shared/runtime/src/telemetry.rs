@@ -45,9 +45,13 @@ pub fn init(service: &'static str, format: LogFormat, default_level: &str) -> Te
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let fmt = match format {
-        // Colour only where a person reads it: a file or a pipe gets plain text.
+        // Colour only where a person reads it and has not asked for none (`NO_COLOR`,
+        // no-color.org): a file or a pipe gets plain text.
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            )
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
