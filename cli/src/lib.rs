@@ -2,8 +2,9 @@
 //!
 //! # Layout
 //! - [`up`]: the API and a worker pool in one process.
-//! - [`submit`], [`status`], [`results`]: clients of a running API — a backlog in as a batch
-//!   (with a progress bar), a job's or batch's state, results written to a file.
+//! - [`submit`], [`status`], [`results`], [`list`]: clients of a running API — a backlog in as
+//!   a batch (with a progress bar), a job's or batch's state, results written to a file or
+//!   standard output, jobs and batches listed, and canceled.
 //! - [`client`]: the HTTP client they share, and errors a person can act on.
 //! - [`eval`]: measuring generated test cases against an evaluation set (must-cover matching).
 //!
@@ -11,6 +12,7 @@
 
 pub mod client;
 pub mod eval;
+pub mod list;
 pub mod results;
 pub mod status;
 pub mod submit;

@@ -10,7 +10,7 @@ use storyforge_cli::client::Api;
 use storyforge_cli::eval::{self, Evaluation, Target};
 use storyforge_cli::submit::{self, Submit};
 use storyforge_cli::up::UpArgs;
-use storyforge_cli::{results, status};
+use storyforge_cli::{list, results, status};
 use storyforge_llm::{ProviderKind, ProviderSettings};
 use storyforge_mlflow::MlflowClient;
 use storyforge_runtime::config::Settings;
@@ -58,6 +58,33 @@ enum Command {
         /// With --wait: where to write the results.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// Accept the valid stories and skip the invalid ones (each is named), instead of
+        /// refusing the whole backlog.
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+    /// List jobs (or batches), newest first.
+    List {
+        #[command(flatten)]
+        api: ApiArg,
+        /// List batches instead of jobs.
+        #[arg(long)]
+        batches: bool,
+        /// Only jobs in this status: queued, running, succeeded, failed or canceled.
+        #[arg(long, conflicts_with = "batches")]
+        status: Option<String>,
+        /// Only the jobs of this batch.
+        #[arg(long, conflicts_with = "batches")]
+        batch: Option<String>,
+        /// How many (at most 500).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Cancel a queued or running job, or a batch's queued jobs.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        api: ApiArg,
     },
     /// Show a job or a batch.
     Status {
@@ -244,17 +271,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
             wait,
             format,
             out,
+            skip_invalid,
         } => {
             let submit = Submit {
                 file: &file,
                 wait,
                 format: format.as_deref(),
                 out: &out,
+                skip_invalid,
             };
             submit::submit(&Api::new(api.url)?, submit).await
         }
         Command::Eval(eval) => eval.run(args.config.as_deref()).await,
         Command::Status { id, api, json } => status::status(&Api::new(api.url)?, &id, json).await,
+        Command::List {
+            api,
+            batches,
+            status,
+            batch,
+            limit,
+        } => {
+            let list = list::List {
+                batches,
+                status: status.as_deref(),
+                batch: batch.as_deref(),
+                limit,
+            };
+            list::list(&Api::new(api.url)?, list).await
+        }
+        Command::Cancel { id, api } => list::cancel(&Api::new(api.url)?, &id).await,
         Command::Results {
             id,
             api,

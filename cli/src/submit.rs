@@ -1,6 +1,6 @@
-//! `storyforge submit FILE [--wait] [--format …] [--out DIR]`: a backlog (CSV or JSON, as
-//! `POST /v1/batches` takes) sent as a batch; with `--wait`, a progress bar until it completes,
-//! then its results written in the chosen format.
+//! `storyforge submit FILE [--skip-invalid] [--wait] [--format …] [--out DIR|-]`: a backlog (CSV
+//! or JSON, as `POST /v1/batches` takes) sent as a batch, the rows skipped named on stderr; with
+//! `--wait`, a progress bar until it completes, then its results written in the chosen format.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +20,8 @@ pub struct Submit<'a> {
     pub wait: bool,
     pub format: Option<&'a str>,
     pub out: &'a Path,
+    /// Accept the valid stories, skipping the invalid ones (`?skip_invalid=true`).
+    pub skip_invalid: bool,
 }
 
 pub async fn submit(api: &Api, args: Submit<'_>) -> anyhow::Result<()> {
@@ -27,8 +29,22 @@ pub async fn submit(api: &Api, args: Submit<'_>) -> anyhow::Result<()> {
     let bytes = std::fs::read(args.file).with_context(|| format!("cannot read {name}"))?;
     let (content_type, body) =
         backlog_body(args.file, bytes).with_context(|| format!("{name} is not a backlog"))?;
-    let answer = api.post("/v1/batches", content_type, body).await?;
+    let path = if args.skip_invalid {
+        "/v1/batches?skip_invalid=true"
+    } else {
+        "/v1/batches"
+    };
+    let answer = api.post(path, content_type, body).await?;
     let batch = client::ok(answer, Some(&name))?.json()?;
+    for skipped in batch["rejected"].as_array().into_iter().flatten() {
+        let why: Vec<&str> = skipped["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["detail"].as_str())
+            .collect();
+        eprintln!("{name}: skipped row {}: {}", skipped["row"], why.join("; "));
+    }
     let id = batch["id"]
         .as_str()
         .ok_or_else(|| anyhow!("the API answered a batch without an id"))?

@@ -238,6 +238,57 @@ async fn submit_wait_shows_progress_and_writes_the_results() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn skip_invalid_list_and_cancel_work_from_the_command_line() {
+    // Jobs never finish, so there is something to list and cancel.
+    let env = TestEnv::new(FakeLlm::with_responder(|_| Reply::hang()).await).await;
+    let api = env.start_api().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("backlog.csv"),
+        "story,key\n\"As a user, I want to log in\",A-1\n  ,A-2\n\"As a user, I want to log out\",A-3\n",
+    )
+    .unwrap();
+    let base = api.base_url.as_str();
+
+    let (ok, said) = storyforge(
+        dir.path(),
+        &["submit", "backlog.csv", "--skip-invalid", "--api", base],
+    )
+    .await;
+    assert!(ok, "{said}");
+    assert!(said.contains("backlog.csv: skipped row 3"), "{said}");
+    let batch_id = said
+        .lines()
+        .find(|l| l.trim().len() == 36)
+        .unwrap_or_else(|| panic!("a batch id in {said}"))
+        .trim()
+        .to_string();
+
+    let (ok, said) = storyforge(dir.path(), &["list", "--batches", "--api", base]).await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&batch_id) && said.contains("2 stories"),
+        "{said}"
+    );
+    let (ok, said) = storyforge(dir.path(), &["list", "--batch", &batch_id, "--api", base]).await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("A-1") && said.contains("A-3") && !said.contains("A-2"),
+        "{said}"
+    );
+
+    let (ok, said) = storyforge(dir.path(), &["cancel", &batch_id, "--api", base]).await;
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&format!("batch {batch_id}: canceled")),
+        "{said}"
+    );
+    let (ok, said) = storyforge(dir.path(), &["cancel", &batch_id, "--api", base]).await;
+    assert!(!ok, "{said}");
+    assert!(said.contains("has already finished"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn submit_names_the_file_row_and_column_of_a_malformed_backlog() {
     let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
     let api = env.start_api().await;
