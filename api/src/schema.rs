@@ -166,6 +166,7 @@ mod tests {
                 ..JobError::new("c", "m")
             }),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            last_error: Some(JobError::new("llm_unreachable", "m")),
         }
     }
 

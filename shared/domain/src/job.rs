@@ -517,4 +517,9 @@ pub struct Job {
     /// second field is the trace id (MLflow shows the trace as `tr-<trace id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Why the last attempt failed, while the job waits to be tried again (a provider that
+    /// does not answer, a worker that stopped); absent once it has finished or when no attempt
+    /// failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<JobError>,
 }

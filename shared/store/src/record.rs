@@ -78,6 +78,10 @@ pub(crate) fn job_from_fields(id: &str, fields: &Fields) -> Result<Job, StoreErr
         result: json_field::<JobResult>(fields, "result")?,
         error: json_field::<JobError>(fields, "error")?,
         traceparent: spec.traceparent,
+        last_error: match status.is_final() {
+            true => None,
+            false => json_field::<JobError>(fields, "last_error")?,
+        },
     })
 }
 

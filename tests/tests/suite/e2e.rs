@@ -158,6 +158,31 @@ async fn an_llm_failing_with_500s_is_retried_until_it_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_job_waiting_for_its_retry_shows_why_the_last_attempt_failed() {
+    let llm = FakeLlm::with_responder(|_| Reply::status(503)).await;
+    let mut env = TestEnv::new(llm).await;
+    // The retry is far off, so the job is seen waiting for it.
+    env.set("max_attempts", "3").set("retry_base", "60s");
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let id = env.submit_id(&api, story(STORY)).await;
+
+    let job = wait_until(WAIT, "the job waits for its retry", || async {
+        let job = env.get_json(&api, &format!("/v1/jobs/{id}")).await;
+        (job["status"] == "queued" && job["attempts"] == 1).then_some(job)
+    })
+    .await;
+    assert_eq!(job["last_error"]["code"], "llm_unavailable", "{job:#}");
+    assert!(
+        job["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{job:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_llm_that_never_answers_fails_the_job_after_its_attempts() {
     let llm = FakeLlm::with_responder(|_| Reply::hang()).await;
     let mut env = TestEnv::new(llm).await;

@@ -52,7 +52,7 @@ impl ApiStore for SqliteJobStore {
     async fn list(&self, query: &ListQuery) -> Result<Page<Job>, StoreError> {
         let limit = query.limit.max(1);
         let rows = sqlx::query(
-            "SELECT j.id, j.spec, j.stage, j.result, w.status, w.attempts, w.error, w.created_at,
+            "SELECT j.id, j.spec, j.stage, j.result, w.status, w.attempts, w.error, w.last_error, w.created_at,
                     w.started_at, w.finished_at
              FROM jobs j JOIN work w ON w.kind = 'job' AND w.id = j.id
              WHERE (?1 IS NULL OR w.status = ?1) AND (?2 IS NULL OR j.batch_id = ?2)

@@ -161,7 +161,7 @@ impl SqliteJobStore {
     /// The job with `id` unless it expired.
     async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         let row = sqlx::query(
-            "SELECT j.spec, j.stage, j.result, w.status, w.attempts, w.error, w.created_at,
+            "SELECT j.spec, j.stage, j.result, w.status, w.attempts, w.error, w.last_error, w.created_at,
                     w.started_at, w.finished_at
              FROM jobs j JOIN work w ON w.kind = 'job' AND w.id = j.id
              WHERE j.id = ?1 AND (w.expires_at IS NULL OR w.expires_at > ?2)",
