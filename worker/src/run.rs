@@ -158,6 +158,12 @@ pub async fn serve(
     }
     dispatcher.abort();
     housekeeping.abort();
+    // No heartbeat may land after the sign-off.
+    let _ = housekeeping.await;
+    // A clean stop leaves at once rather than counting as live until its heartbeat is stale.
+    if let Err(e) = ctx.store.sign_off(&ctx.worker_name).await {
+        tracing::warn!(error = %e, "could not sign off; the worker drops out when its heartbeat is stale");
+    }
     tracing::info!(worker = %ctx.worker_name, "worker stopped");
     Ok(())
 }

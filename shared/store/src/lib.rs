@@ -531,6 +531,9 @@ pub trait WorkerStore: Send + Sync {
     async fn cache_result(&self, key: &str, result: &JobResult) -> Result<(), StoreError>;
     /// Marks a worker live; `capacity` (jobs it runs at once) sizes the dispatch window.
     async fn heartbeat(&self, worker: &str, capacity: usize) -> Result<(), StoreError>;
+    /// Forgets a worker that stopped cleanly, so it no longer counts as live or sizes the
+    /// dispatch window (a crashed one drops out when its heartbeats stop).
+    async fn sign_off(&self, worker: &str) -> Result<(), StoreError>;
     /// Publishes a worker's provider states; only live workers' reports are read back.
     async fn report_providers(&self, report: &ProviderReport) -> Result<(), StoreError>;
 }

@@ -183,6 +183,24 @@ async fn a_job_waiting_for_its_retry_shows_why_the_last_attempt_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_stops_cleanly_leaves_the_live_workers_at_once() {
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
+    let api = env.start_api().await;
+    let worker = env.start_worker().await;
+    wait_until(WAIT, "the worker counts as live", || async {
+        let status = env.get_json(&api, "/status").await;
+        (status["live_workers"] == 1).then_some(())
+    })
+    .await;
+
+    worker.stop().await.expect("the worker stops cleanly");
+
+    // Without signing off it would count for another 30 s, until its heartbeat is stale.
+    let status = env.get_json(&api, "/status").await;
+    assert_eq!(status["live_workers"], 0, "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_llm_that_never_answers_fails_the_job_after_its_attempts() {
     let llm = FakeLlm::with_responder(|_| Reply::hang()).await;
     let mut env = TestEnv::new(llm).await;

@@ -222,6 +222,21 @@ impl WorkerStore for RedisJobStore {
         self.run::<i64>(&invocation).await.map(drop)
     }
 
+    async fn sign_off(&self, worker: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .zrem(self.key("workers"), worker)
+            .ignore()
+            .hdel(self.key("capacity"), worker)
+            .ignore()
+            .hdel(self.key("providers"), worker)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn report_providers(&self, report: &ProviderReport) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         conn.hset(self.key("providers"), &report.worker, to_json(report)?)

@@ -421,6 +421,16 @@ impl WorkerStore for SqliteJobStore {
         self.commit(step).await
     }
 
+    async fn sign_off(&self, worker: &str) -> Result<(), StoreError> {
+        let mut step = self.begin().await?;
+        sqlx::query("DELETE FROM workers WHERE name = ?1")
+            .bind(worker)
+            .execute(step.conn())
+            .await
+            .map_err(db_error)?;
+        self.commit(step).await
+    }
+
     async fn report_providers(&self, report: &ProviderReport) -> Result<(), StoreError> {
         let mut step = self.begin().await?;
         sqlx::query(
