@@ -201,37 +201,22 @@ async fn submit_wait_shows_progress_and_writes_the_results() {
         .as_str()
         .unwrap()
         .to_string();
-    let (ok, said) = storyforge(
-        dir.path(),
-        &[
-            "results",
-            &job_id,
-            "--api",
-            &api.base_url,
-            "--format",
-            "gherkin",
-        ],
-    )
-    .await;
+    let gherkin_of_job = [
+        "results",
+        &job_id,
+        "--api",
+        &api.base_url,
+        "--format",
+        "gherkin",
+    ];
+    let (ok, said) = storyforge(dir.path(), &gherkin_of_job).await;
     assert!(ok, "{said}");
     let feature = std::fs::read_to_string(dir.path().join(format!("{job_id}.feature"))).unwrap();
     gherkin::Feature::parse(&feature, gherkin::GherkinEnv::default()).expect("a valid feature");
 
     // `--out -` writes to standard output, not to a directory named "-".
-    let (ok, said) = storyforge(
-        dir.path(),
-        &[
-            "results",
-            &job_id,
-            "--api",
-            &api.base_url,
-            "--format",
-            "gherkin",
-            "--out",
-            "-",
-        ],
-    )
-    .await;
+    let to_stdout = [&gherkin_of_job[..], &["--out", "-"]].concat();
+    let (ok, said) = storyforge(dir.path(), &to_stdout).await;
     assert!(ok, "{said}");
     assert!(said.contains(feature.trim()), "{said}");
     assert!(!dir.path().join("-").exists());
@@ -327,17 +312,23 @@ async fn submit_names_the_file_row_and_column_of_a_malformed_backlog() {
 async fn an_unreachable_api_is_named_by_its_url() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let status_at = |api: String| {
+        let dir = dir.path().to_path_buf();
+        async move {
+            storyforge(
+                &dir,
+                &[
+                    "status",
+                    "0195a2b4-0000-7000-8000-000000000000",
+                    "--api",
+                    &api,
+                ],
+            )
+            .await
+        }
+    };
     let url = format!("http://127.0.0.1:{port}");
-    let (ok, said) = storyforge(
-        dir.path(),
-        &[
-            "status",
-            "0195a2b4-0000-7000-8000-000000000000",
-            "--api",
-            &url,
-        ],
-    )
-    .await;
+    let (ok, said) = status_at(url.clone()).await;
     assert!(!ok);
     assert!(
         said.contains(&format!("cannot reach the StoryForge API at {url}")),
@@ -347,16 +338,7 @@ async fn an_unreachable_api_is_named_by_its_url() {
 
     // An address without its scheme says how to write it.
     let bare = format!("127.0.0.1:{port}");
-    let (ok, said) = storyforge(
-        dir.path(),
-        &[
-            "status",
-            "0195a2b4-0000-7000-8000-000000000000",
-            "--api",
-            &bare,
-        ],
-    )
-    .await;
+    let (ok, said) = status_at(bare.clone()).await;
     assert!(!ok);
     assert!(
         said.contains(&format!("add http:// (--api http://{bare})")),
