@@ -150,24 +150,8 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<Providers> {
 }
 
 async fn probe(chain: &ProviderChain, reports: &[ProviderReport], which: Chain) -> Vec<Provider> {
-    let outcomes: Vec<(ProviderState, Result<(), String>)> =
-        match tokio::time::timeout(PROBE_DEADLINE, chain.probe_all()).await {
-            Ok(results) => results
-                .into_iter()
-                .map(|(state, result)| (state, result.map_err(|e: LlmError| e.to_string())))
-                .collect(),
-            Err(_) => chain
-                .states()
-                .into_iter()
-                .map(|state| {
-                    (
-                        state,
-                        Err(format!("no answer within {} s", PROBE_DEADLINE.as_secs())),
-                    )
-                })
-                .collect(),
-        };
-    outcomes
+    probe_outcomes(chain, PROBE_DEADLINE)
+        .await
         .into_iter()
         .map(|(state, outcome)| {
             let workers = worker_views(reports, which, &state);
@@ -176,9 +160,30 @@ async fn probe(chain: &ProviderChain, reports: &[ProviderReport], which: Chain) 
         .collect()
 }
 
+/// Each provider of the chain and whether it answered a probe within `deadline`.
+pub(crate) async fn probe_outcomes(
+    chain: &ProviderChain,
+    deadline: Duration,
+) -> Vec<(ProviderState, Result<(), String>)> {
+    match tokio::time::timeout(deadline, chain.probe_all()).await {
+        Ok(results) => results
+            .into_iter()
+            .map(|(state, result)| (state, result.map_err(|e: LlmError| e.to_string())))
+            .collect(),
+        Err(_) => chain
+            .states()
+            .into_iter()
+            .map(|state| {
+                let waited = deadline.as_secs_f64();
+                (state, Err(format!("no answer within {waited} s")))
+            })
+            .collect(),
+    }
+}
+
 /// The URL without `user:password@` or a query string (where some proxies take a key); left as
 /// it is if it does not parse.
-fn without_credentials(base_url: &str) -> String {
+pub(crate) fn without_credentials(base_url: &str) -> String {
     match url::Url::parse(base_url) {
         Ok(mut url)
             if !url.username().is_empty() || url.password().is_some() || url.query().is_some() =>

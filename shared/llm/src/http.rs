@@ -79,6 +79,16 @@ fn classify(error: reqwest::Error) -> LlmError {
     if error.is_timeout() {
         return LlmError::Timeout;
     }
+    if error.is_connect() {
+        // "http://llm:8000/v1/models: Connection refused (os error 111)": the address and the
+        // innermost cause, without the layers of "error sending request", "client error".
+        let mut cause: &dyn std::error::Error = &error;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        let url = error.url().map(|u| format!("{u}: ")).unwrap_or_default();
+        return LlmError::Connect(format!("{url}{cause}"));
+    }
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

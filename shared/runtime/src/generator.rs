@@ -1,7 +1,8 @@
 //! Which generator a process uses, decided the same way by `storyforge up`, `storyforge-worker`
 //! and `storyforge-api`: the configured provider when there is one; with none configured, Ollama
 //! at its default address when it answers, else the built-in test designer (whose cases need no
-//! judge). Each says on stderr, in one line at start, which it uses.
+//! judge). Each says on stderr, in one line at start, which it uses, and whether a configured
+//! provider answers.
 
 use std::time::Duration;
 
@@ -9,16 +10,22 @@ use storyforge_llm::{ProviderKind, ProviderSettings, build_provider};
 
 use crate::config::Settings;
 
-/// How long a process waits for Ollama at its default address before choosing the built-in
-/// designer.
-const OLLAMA_PROBE: Duration = Duration::from_secs(2);
+/// How long a process waits for its provider at start: for Ollama at its default address before
+/// choosing the built-in designer, for a configured one before saying it does not answer.
+const PROBE: Duration = Duration::from_secs(2);
 
 /// The settings with the generator chosen, said on stderr under `process`'s name.
 pub async fn choose(settings: Settings, process: &str) -> Settings {
     if settings.llm_configured {
         let primary = &settings.llm[0];
+        let answer = match probe(primary).await {
+            Ok(()) => String::new(),
+            Err(why) => format!(
+                ", which does not answer now ({why}): jobs wait and are retried until it does"
+            ),
+        };
         eprintln!(
-            "{process}: generating with {} ({}) at {}",
+            "{process}: generating with {} ({}) at {}{answer}",
             primary.kind.as_str(),
             primary.model,
             primary.base_url
@@ -26,12 +33,7 @@ pub async fn choose(settings: Settings, process: &str) -> Settings {
         return settings;
     }
     let ollama = settings.llm[0].clone();
-    let probe = build_provider(ollama.clone(), reqwest::Client::new());
-    let answers = matches!(
-        tokio::time::timeout(OLLAMA_PROBE, probe.probe()).await,
-        Ok(Ok(()))
-    );
-    if answers {
+    if probe(&ollama).await.is_ok() {
         eprintln!(
             "{process}: no LLM provider configured; using Ollama at {} ({})",
             ollama.base_url, ollama.model
@@ -43,6 +45,16 @@ pub async fn choose(settings: Settings, process: &str) -> Settings {
         ollama.base_url
     );
     with_builtin_designer(settings)
+}
+
+/// Whether the provider answers a probe (a model listing, no tokens) in time; why not.
+async fn probe(provider: &ProviderSettings) -> Result<(), String> {
+    let client = build_provider(provider.clone(), reqwest::Client::new());
+    match tokio::time::timeout(PROBE, client.probe()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", PROBE.as_secs())),
+    }
 }
 
 /// The settings with the built-in test designer as the provider, and as the judge when the

@@ -661,6 +661,16 @@ async fn providers_answer_within_the_deadline_when_the_llm_is_down() {
         assert_eq!(first["circuit"], "closed");
         assert!(first["model"].is_string() && first["base_url"].is_string());
     }
+
+    // `/ready` says so too, and stays 200: the store answers, and jobs wait for the LLM.
+    let response = app.get("/ready").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let ready: Value = response.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["store"], "ok");
+    assert_eq!(ready["generation"][0]["reachable"], false, "{ready}");
+    assert!(ready["generation"][0]["error"].is_string(), "{ready}");
+    assert!(!ready.to_string().contains("sk-never-shown"));
 }
 
 #[tokio::test]
