@@ -35,6 +35,10 @@ pub struct FieldError {
     pub pointer: String,
     /// What is wrong, in a sentence fragment meant for people ("must not be empty").
     pub detail: String,
+    /// The story's own key (`story_id`, a CSV row's key column), when a story of a batch is at
+    /// fault and has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub story_id: Option<String>,
 }
 
 impl FieldError {
@@ -42,6 +46,7 @@ impl FieldError {
         FieldError {
             pointer: pointer.into(),
             detail: detail.into(),
+            story_id: None,
         }
     }
 }
@@ -65,14 +70,25 @@ pub enum ApiError {
         found: Option<String>,
         expected: &'static str,
     },
-    /// A CSV backlog that cannot be read at all (bad UTF-8, an unterminated quote).
-    #[error("{detail}")]
-    UnreadableCsv { row: u64, detail: String },
+    /// A CSV backlog that cannot be read at all (bad UTF-8, an unterminated quote): the row,
+    /// the column when one is at fault (its header), and what is wrong with it.
+    #[error("row {row}{} {problem}", column.as_ref().map(|c| format!(", column {c},")).unwrap_or_default())]
+    UnreadableCsv {
+        row: u64,
+        column: Option<String>,
+        problem: String,
+    },
+    /// A `multipart/form-data` body that cannot be read as one.
+    #[error("the multipart body cannot be read: {0}")]
+    MalformedMultipart(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// Well-formed JSON that breaks the rules; lists every problem found, not only the first.
     #[error("{} problem(s) in the request", .0.len())]
     Invalid(Vec<FieldError>),
+    /// A backlog refused whole for some of its stories, which `skip_invalid=true` would skip.
+    #[error("{} problem(s) in the backlog's stories", .0.len())]
+    InvalidStories(Vec<FieldError>),
     #[error("{0}")]
     NotFound(String),
     #[error("{method} is not allowed here")]
@@ -100,12 +116,12 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson { .. } | ApiError::UnreadableCsv { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::MalformedJson { .. }
+            | ApiError::UnreadableCsv { .. }
+            | ApiError::MalformedMultipart(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::InvalidStories(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -119,11 +135,14 @@ impl ApiError {
         match self {
             ApiError::MalformedJson { .. } => ("malformed-json", "Malformed JSON"),
             ApiError::UnreadableCsv { .. } => ("unreadable-csv", "Unreadable CSV"),
+            ApiError::MalformedMultipart(_) => ("malformed-multipart", "Malformed multipart body"),
             ApiError::UnsupportedMediaType { .. } => {
                 ("unsupported-media-type", "Unsupported media type")
             }
             ApiError::PayloadTooLarge { .. } => ("payload-too-large", "Request body too large"),
-            ApiError::Invalid(_) => ("validation-failed", "Validation failed"),
+            ApiError::Invalid(_) | ApiError::InvalidStories(_) => {
+                ("validation-failed", "Validation failed")
+            }
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
             ApiError::Conflict { slug, title, .. } => (slug, title),
@@ -133,19 +152,26 @@ impl ApiError {
     }
 
     fn detail(&self) -> String {
-        match self {
-            ApiError::Invalid(errors) => errors
+        let listed = |errors: &[FieldError]| {
+            errors
                 .iter()
                 .map(|e| format!("{} {}", describe(&e.pointer), e.detail))
                 .collect::<Vec<_>>()
-                .join("; "),
+                .join("; ")
+        };
+        match self {
+            ApiError::Invalid(errors) => listed(errors),
+            ApiError::InvalidStories(errors) => format!(
+                "{}; send skip_invalid=true to accept the valid stories and skip these",
+                listed(errors)
+            ),
             other => other.to_string(),
         }
     }
 
     fn errors(&self) -> Vec<FieldError> {
         match self {
-            ApiError::Invalid(errors) => errors.clone(),
+            ApiError::Invalid(errors) | ApiError::InvalidStories(errors) => errors.clone(),
             ApiError::MalformedJson { pointer, detail } => {
                 vec![FieldError::new(pointer.clone(), detail.clone())]
             }
@@ -153,8 +179,16 @@ impl ApiError {
                 "/headers/content-type",
                 format!("must be {expected}"),
             )],
-            ApiError::UnreadableCsv { row, detail } => {
-                vec![FieldError::new(format!("/rows/{row}"), detail.clone())]
+            ApiError::UnreadableCsv {
+                row,
+                column,
+                problem,
+            } => {
+                let pointer = match column {
+                    Some(column) => format!("/rows/{row}/{}", pointer_token(column)),
+                    None => format!("/rows/{row}"),
+                };
+                vec![FieldError::new(pointer, problem.clone())]
             }
             ApiError::PayloadTooLarge { limit } => {
                 vec![FieldError::new(
@@ -248,6 +282,11 @@ pub(crate) const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
         "A CSV backlog that cannot be read (bad UTF-8, an unterminated quote); names the row.",
     ),
     (
+        "malformed-multipart",
+        400,
+        "A multipart/form-data backlog whose parts cannot be read.",
+    ),
+    (
         "not-found",
         404,
         "No such route or job (a malformed job id is also not found).",
@@ -290,7 +329,7 @@ pub(crate) const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     (
         "unsupported-media-type",
         415,
-        "Content-Type is not application/json (or text/csv, for batches).",
+        "Content-Type is not application/json (or text/csv or multipart/form-data, for batches).",
     ),
     (
         "validation-failed",

@@ -9,7 +9,8 @@
 //! - `error.rs`: [`ApiError`], the one error type, rendered as RFC 9457 problem+json.
 //! - `submission.rs`: a `POST /v1/jobs` body checked field by field and turned into a `JobSpec`;
 //!   the same checks for each story of a batch.
-//! - `backlog.rs`: a `POST /v1/batches` body, JSON or CSV, into checked stories.
+//! - `backlog/`: a `POST /v1/batches` body (JSON, CSV, or a multipart form of a CSV and the
+//!   batch's options) into checked stories; `csv.rs` reads the CSV in the file's own terms.
 //! - `export.rs`: finished jobs as NDJSON, JSON, CSV and Gherkin.
 //! - `extract.rs`: typed path extractors, `JobId` and `BatchId`.
 //! - `routes/`: one file per area — `jobs.rs` (`/v1/jobs…`), `batches.rs` (`/v1/batches…`),

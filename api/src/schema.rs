@@ -285,3 +285,19 @@ pub(crate) struct BatchRequestSchema {
     webhook: Option<crate::submission::WebhookRequest>,
     metadata: Option<HashMap<String, serde_json::Value>>,
 }
+
+/// The `multipart/form-data` body of `POST /v1/batches`: a CSV backlog with the batch's fields,
+/// each part holding the JSON the JSON body's field of that name takes.
+#[derive(ToSchema)]
+#[schema(as = BatchForm)]
+pub(crate) struct BatchFormSchema {
+    /// The CSV backlog, as `text/csv` takes it.
+    #[schema(value_type = String, format = Binary)]
+    backlog: Vec<u8>,
+    /// JSON: as `options` of the JSON body.
+    options: Option<crate::submission::OptionsRequest>,
+    /// JSON: as `webhook` of the JSON body.
+    webhook: Option<crate::submission::WebhookRequest>,
+    /// JSON: any object.
+    metadata: Option<HashMap<String, serde_json::Value>>,
+}

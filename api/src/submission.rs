@@ -257,6 +257,7 @@ impl BatchFields {
             webhook: self.webhook.map(WebhookRequest::into_stored),
             metadata: self.metadata.unwrap_or_default(),
             tracked,
+            rejected: Vec::new(),
         }
     }
 }

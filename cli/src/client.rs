@@ -111,6 +111,19 @@ impl Api {
             .body(body);
         self.send(request).await
     }
+
+    /// POSTs a `multipart/form-data` body.
+    pub async fn post_form(
+        &self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> anyhow::Result<Answer> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .multipart(form);
+        self.send(request).await
+    }
 }
 
 /// The API's problem as one sentence; `source` (a file name) prefixes each field at fault, and
@@ -129,7 +142,10 @@ pub fn problem(answer: &Answer, source: Option<&str>) -> anyhow::Error {
             errors
                 .iter()
                 .map(|e| {
-                    let place = place(e["pointer"].as_str().unwrap_or_default());
+                    let place = place(
+                        e["pointer"].as_str().unwrap_or_default(),
+                        e["story_id"].as_str(),
+                    );
                     let detail = e["detail"].as_str().unwrap_or_default();
                     match (source, place.is_empty()) {
                         (Some(file), false) => format!("{file}: {place}: {detail}"),
@@ -148,15 +164,21 @@ pub fn problem(answer: &Answer, source: Option<&str>) -> anyhow::Error {
     }
 }
 
-/// A JSON pointer as a person says it: `/rows/18/story` → `row 18, column story`,
-/// `/stories/3/acceptance_criteria/1` → `story 3, acceptance_criteria 1`.
-fn place(pointer: &str) -> String {
-    let parts: Vec<&str> = pointer.split('/').filter(|p| !p.is_empty()).collect();
+/// A JSON pointer as a person says it, with the story's key when it has one: `/rows/18/Summary`
+/// → `row 18 (SHOP-3), column Summary`, `/stories/3/acceptance_criteria/1` → `story 3,
+/// acceptance_criteria 1`.
+fn place(pointer: &str, story_id: Option<&str>) -> String {
+    let parts: Vec<String> = pointer
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let key = story_id.map(|k| format!(" ({k})")).unwrap_or_default();
     match parts.as_slice() {
-        ["rows", row] => format!("row {row}"),
-        ["rows", row, column, ..] => format!("row {row}, column {column}"),
-        ["stories", index, rest @ ..] if !rest.is_empty() => {
-            format!("story {index}, {}", rest.join(" "))
+        [rows, row] if rows == "rows" => format!("row {row}{key}"),
+        [rows, row, column, ..] if rows == "rows" => format!("row {row}{key}, column {column}"),
+        [stories, index, rest @ ..] if stories == "stories" && !rest.is_empty() => {
+            format!("story {index}{key}, {}", rest.join(" "))
         }
         _ => parts.join(" "),
     }

@@ -47,7 +47,7 @@ pub async fn list(api: &Api, list: List<'_>) -> anyhow::Result<()> {
 }
 
 /// `<id>  succeeded  AUTH-12  5 cases  As a customer, I want …`
-fn job_line(job: &Value) -> String {
+pub(crate) fn job_line(job: &Value) -> String {
     let cases = job["result"]["test_cases"]
         .as_array()
         .map(|c| format!("{} cases", c.len()))
@@ -71,18 +71,56 @@ fn job_line(job: &Value) -> String {
     )
 }
 
-/// `<id>  completed  12 stories: 11 succeeded, 1 failed`
+/// `<id>  completed  12 stories: 11 succeeded, 1 failed, 0 canceled; 1 row skipped`
 fn batch_line(batch: &Value) -> String {
     let counts = &batch["counts"];
     format!(
-        "{}  {:<9}  {} stories: {} succeeded, {} failed, {} canceled",
+        "{}  {:<9}  {}: {} succeeded, {} failed, {} canceled{}",
         batch["id"].as_str().unwrap_or("?"),
         batch["status"].as_str().unwrap_or("?"),
-        batch["total"],
+        stories(batch),
         counts["succeeded"],
         counts["failed"],
-        counts["canceled"]
+        counts["canceled"],
+        skipped(batch)
     )
+}
+
+/// "1 story", "12 stories": a batch's total.
+pub(crate) fn stories(batch: &Value) -> String {
+    match batch["total"].as_u64().unwrap_or(0) {
+        1 => "1 story".to_string(),
+        n => format!("{n} stories"),
+    }
+}
+
+/// "; 1 row skipped" for a batch that skipped invalid stories, else nothing.
+pub(crate) fn skipped(batch: &Value) -> String {
+    match batch["rejected"].as_array().map_or(0, Vec::len) {
+        0 => String::new(),
+        1 => "; 1 row skipped".to_string(),
+        n => format!("; {n} rows skipped"),
+    }
+}
+
+/// "row 3: is empty …" (a CSV row) or "story 3: …" (a JSON backlog's index): one
+/// rejected story of a batch.
+pub(crate) fn rejected_line(rejected: &Value) -> String {
+    let from_json = rejected["errors"][0]["pointer"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("/stories/"));
+    let place = if from_json { "story" } else { "row" };
+    let key = rejected["story_id"]
+        .as_str()
+        .map(|k| format!(" ({k})"))
+        .unwrap_or_default();
+    let why: Vec<&str> = rejected["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["detail"].as_str())
+        .collect();
+    format!("{place} {}{key}: {}", rejected["row"], why.join("; "))
 }
 
 /// Cancels the job or batch `id` and says what it is now.

@@ -62,6 +62,8 @@ enum Command {
         /// refusing the whole backlog.
         #[arg(long)]
         skip_invalid: bool,
+        #[command(flatten)]
+        fields: submit::BatchFields,
     },
     /// List jobs (or batches), newest first.
     List {
@@ -272,6 +274,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             format,
             out,
             skip_invalid,
+            fields,
         } => {
             let submit = Submit {
                 file: &file,
@@ -279,6 +282,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 format: format.as_deref(),
                 out: &out,
                 skip_invalid,
+                fields,
             };
             submit::submit(&Api::new(api.url)?, submit).await
         }

@@ -1,8 +1,13 @@
-//! `storyforge status ID [--json]`: a job or a batch, human-readable (or the raw document).
+//! `storyforge status ID [--json]`: a job or a batch, human-readable (or the raw document); a
+//! batch with its stories' jobs and the rows it skipped.
 
 use serde_json::Value;
 
 use crate::client::{self, Api};
+use crate::list;
+
+/// Most of a batch's jobs `status` lists; `storyforge list --batch` pages through the rest.
+const BATCH_JOBS_SHOWN: usize = 50;
 
 pub async fn status(api: &Api, id: &str, raw: bool) -> anyhow::Result<()> {
     let (kind, document) = client::find(api, id).await?;
@@ -12,6 +17,22 @@ pub async fn status(api: &Api, id: &str, raw: bool) -> anyhow::Result<()> {
         println!("{}", describe_job(&document));
     } else {
         println!("{}", describe_batch(&document));
+        let path = format!("/v1/jobs?batch_id={id}&limit={BATCH_JOBS_SHOWN}");
+        let page = client::ok(api.get(&path).await?, None)?.json()?;
+        let jobs = page["items"].as_array().cloned().unwrap_or_default();
+        for job in &jobs {
+            println!("  {}", list::job_line(job));
+        }
+        let total = document["total"].as_u64().unwrap_or(0) as usize;
+        if total > jobs.len() {
+            println!(
+                "  … and {} more: storyforge list --batch {id} --limit 500",
+                total - jobs.len()
+            );
+        }
+        for rejected in document["rejected"].as_array().into_iter().flatten() {
+            println!("  skipped {}", list::rejected_line(rejected));
+        }
     }
     Ok(())
 }
@@ -70,16 +91,17 @@ fn describe_batch(batch: &Value) -> String {
         .map(|c| format!(", ${c:.4}"))
         .unwrap_or_default();
     format!(
-        "batch {}: {} — {} stories: {} succeeded, {} failed, {} canceled, {} running, {} queued\n  \
-         {} LLM calls, {} prompt + {} completion tokens{cost}",
+        "batch {}: {} — {}: {} succeeded, {} failed, {} canceled, {} running, {} \
+         queued{}\n  {} LLM calls, {} prompt + {} completion tokens{cost}",
         text(&batch["id"]),
         text(&batch["status"]),
-        batch["total"],
+        list::stories(batch),
         counts["succeeded"],
         counts["failed"],
         counts["canceled"],
         counts["running"],
         counts["queued"],
+        list::skipped(batch),
         usage["llm_calls"],
         usage["prompt_tokens"],
         usage["completion_tokens"],

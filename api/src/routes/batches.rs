@@ -1,6 +1,6 @@
-//! `/v1/batches`: submit a backlog (JSON or CSV), read, list and cancel batches.
+//! `/v1/batches`: submit a backlog (JSON, CSV, or CSV with options as a multipart form), read, list and cancel batches.
 //!
-//! Parsing and checking the backlog is `backlog.rs`'s; this module deals with HTTP (content
+//! Parsing and checking the backlog is `backlog/`'s; this module deals with HTTP (content
 //! type, body limit, `Idempotency-Key`, `skip_invalid`) and the store's answers.
 
 use axum::Json;
@@ -10,7 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use storyforge_domain::batch::Batch;
+use storyforge_domain::batch::{Batch, RejectedStory, StoryProblem};
 use storyforge_runtime::telemetry;
 use storyforge_store::CancelOutcome;
 use tracing::Instrument as _;
@@ -24,7 +24,7 @@ use crate::backlog::{self, Limits};
 use crate::error::{ApiError, FieldError, pointer_token};
 use crate::extract::BatchId;
 use crate::problems::{IdempotencyConflict, InvalidQuery, NoSuchBatch, StoreUnavailable};
-use crate::schema::{BatchPageSchema, BatchRequestSchema, ProblemSchema};
+use crate::schema::{BatchFormSchema, BatchPageSchema, BatchRequestSchema, ProblemSchema};
 use crate::state::AppState;
 use crate::submission::{self, JobRequest};
 
@@ -33,9 +33,11 @@ use crate::submission::{self, JobRequest};
 /// A batch with any invalid story is refused whole with `422` naming every bad one
 /// (`/stories/17/story` for JSON, `/rows/18/story` for CSV, rows numbered as a spreadsheet shows
 /// them), unless `skip_invalid=true`: then the valid ones are accepted and the answer lists
-/// `rejected: [{"row", "errors"}]`. CSV columns: `story` (or `summary`/`description`),
-/// `acceptance_criteria` (split on newlines or `;`), `story_id` (or `key`, `issue key`, `id`);
-/// other columns go into each job's metadata. A CSV batch has default options and no webhook.
+/// `rejected: [{"row", "story_id"?, "errors"}]`, as the batch does from then on. CSV columns:
+/// `story` (or `summary`/`description`), `acceptance_criteria` (split on newlines or `;`),
+/// `story_id` (or `key`, `issue key`, `id`); other columns go into each job's metadata. A CSV
+/// sent as `text/csv` has default options and no webhook; sent as `multipart/form-data`, its
+/// `options`, `webhook` and `metadata` parts are the JSON body's fields.
 #[utoipa::path(
     post,
     path = "/v1/batches",
@@ -51,6 +53,7 @@ use crate::submission::{self, JobRequest};
     request_body(content(
         (BatchRequestSchema = "application/json"),
         (String = "text/csv"),
+        (BatchFormSchema = "multipart/form-data"),
     )),
     responses(
         (status = 202, description = "The batch and its jobs are queued.", body = Batch,
@@ -77,7 +80,7 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let kind = body_type(&headers).map_err(|found| ApiError::UnsupportedMediaType {
         found,
-        expected: "application/json or text/csv",
+        expected: "application/json, text/csv, or multipart/form-data with a backlog part",
     })?;
     let skip_invalid = skip_invalid(query.as_deref().unwrap_or_default())?;
     let key = idempotency_key(&headers).map_err(ApiError::Invalid)?;
@@ -89,6 +92,7 @@ pub(crate) async fn create(
     let backlog = match kind {
         BodyType::Json => backlog::from_json(&body, limits)?,
         BodyType::Csv => backlog::from_csv(&body, limits)?,
+        BodyType::Multipart(boundary) => backlog::from_multipart(body, &boundary, limits).await?,
     };
     let (accepted, rejected) = sorted_stories(backlog.stories, skip_invalid)?;
     let fingerprint = submission::fingerprint(&json!({
@@ -96,9 +100,10 @@ pub(crate) async fn create(
         "stories": accepted,
         "skip_invalid": skip_invalid,
     }));
-    let spec = backlog
+    let mut spec = backlog
         .fields
         .into_spec(state.settings.mlflow_tracking_uri.is_some());
+    spec.rejected = rejected;
     check_webhook(&state, spec.webhook.as_ref()).await?;
     // Every job's worker spans continue the trace from this one.
     let enqueue = tracing::info_span!("batch.enqueue");
@@ -127,34 +132,40 @@ pub(crate) async fn create(
         state.metrics.jobs_submitted.inc_by(batch.total);
     }
 
-    accepted_response(&batch, skip_invalid.then_some(rejected), created.replayed)
+    accepted_response(&batch, created.replayed)
 }
 
-/// The rows of a backlog that failed their checks, each with its errors.
-type Rejected = Vec<(u64, Vec<FieldError>)>;
-
-/// The stories that passed their checks, and the rows that did not with their errors; unless
-/// `skip_invalid`, any rejected row refuses the whole backlog, and a backlog without a valid
+/// The stories that passed their checks, and those that did not with their errors; unless
+/// `skip_invalid`, any rejected story refuses the whole backlog, and a backlog without a valid
 /// story is refused either way.
 fn sorted_stories(
     stories: Vec<backlog::BacklogStory>,
     skip_invalid: bool,
-) -> Result<(Vec<JobRequest>, Rejected), ApiError> {
+) -> Result<(Vec<JobRequest>, Vec<RejectedStory>), ApiError> {
     let mut accepted = Vec::new();
     let mut rejected = Vec::new();
+    let mut problems = Vec::new();
     for story in stories {
         match story.outcome {
             Ok(request) => accepted.push(request),
-            Err(errors) => rejected.push((story.row, errors)),
+            Err(errors) => {
+                rejected.push(RejectedStory {
+                    row: story.row,
+                    story_id: story.story_id,
+                    errors: errors
+                        .iter()
+                        .map(|e| StoryProblem {
+                            pointer: e.pointer.clone(),
+                            detail: e.detail.clone(),
+                        })
+                        .collect(),
+                });
+                problems.extend(errors);
+            }
         }
     }
-    if !rejected.is_empty() && !skip_invalid {
-        return Err(ApiError::Invalid(
-            rejected
-                .into_iter()
-                .flat_map(|(_, errors)| errors)
-                .collect(),
-        ));
+    if !problems.is_empty() && !skip_invalid {
+        return Err(ApiError::InvalidStories(problems));
     }
     if accepted.is_empty() {
         return Err(ApiError::invalid("", "has no valid story"));
@@ -162,22 +173,10 @@ fn sorted_stories(
     Ok((accepted, rejected))
 }
 
-/// The `202` for a created (or replayed) batch: its document, the rows skipped when asked to
-/// skip invalid ones, its `Location`.
-fn accepted_response(
-    batch: &Batch,
-    rejected: Option<Rejected>,
-    replayed: bool,
-) -> Result<Response, ApiError> {
-    let mut document =
-        serde_json::to_value(batch).map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Some(rejected) = rejected {
-        document["rejected"] = rejected
-            .into_iter()
-            .map(|(row, errors)| json!({"row": row, "errors": errors}))
-            .collect();
-    }
-    let mut response = (StatusCode::ACCEPTED, Json(document)).into_response();
+/// The `202` for a created (or replayed) batch: its document (the rows skipped as invalid
+/// included) and its `Location`.
+fn accepted_response(batch: &Batch, replayed: bool) -> Result<Response, ApiError> {
+    let mut response = (StatusCode::ACCEPTED, Json(batch)).into_response();
     let location = HeaderValue::from_str(&format!("/v1/batches/{}", batch.id))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     response.headers_mut().insert(header::LOCATION, location);

@@ -153,14 +153,16 @@ pub(super) async fn check_webhook(
 }
 
 /// What a body's `Content-Type` says it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum BodyType {
     Json,
     Csv,
+    /// `multipart/form-data`, with its boundary.
+    Multipart(String),
 }
 
-/// The body type: `application/json` (with or without parameters, or any `application/*+json`)
-/// or `text/csv`; the raw header when it is neither.
+/// The body type: `application/json` (with or without parameters, or any `application/*+json`),
+/// `text/csv` or `multipart/form-data` with a boundary; the raw header when it is none of them.
 pub(super) fn body_type(headers: &HeaderMap) -> Result<BodyType, Option<String>> {
     let found = headers
         .get(header::CONTENT_TYPE)
@@ -173,6 +175,11 @@ pub(super) fn body_type(headers: &HeaderMap) -> Result<BodyType, Option<String>>
         Some("application/json") => Ok(BodyType::Json),
         Some(e) if e.starts_with("application/") && e.ends_with("+json") => Ok(BodyType::Json),
         Some("text/csv") => Ok(BodyType::Csv),
+        Some("multipart/form-data") => found
+            .as_deref()
+            .and_then(|v| multer::parse_boundary(v).ok())
+            .map(BodyType::Multipart)
+            .ok_or(found),
         _ => Err(found),
     }
 }
@@ -180,8 +187,10 @@ pub(super) fn body_type(headers: &HeaderMap) -> Result<BodyType, Option<String>>
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     match body_type(headers) {
         Ok(BodyType::Json) => Ok(()),
-        Ok(BodyType::Csv) => Err(ApiError::UnsupportedMediaType {
-            found: Some("text/csv".to_string()),
+        Ok(BodyType::Csv | BodyType::Multipart(_)) => Err(ApiError::UnsupportedMediaType {
+            found: headers
+                .get(header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
             expected: "application/json (a CSV backlog goes to POST /v1/batches)",
         }),
         Err(found) => Err(ApiError::UnsupportedMediaType {

@@ -43,6 +43,30 @@ pub struct BatchSpec {
     /// tracking is on.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tracked: bool,
+    /// The stories left out because they failed their checks (`skip_invalid`), kept so that the
+    /// batch can say "3 imported, 1 skipped" long after its `202`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<RejectedStory>,
+}
+
+/// A story of a backlog that failed its checks and was skipped: where it was, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RejectedStory {
+    /// Its spreadsheet row (CSV; the header is row 1) or its index in `stories` (JSON).
+    pub row: u64,
+    /// The row's own key, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub story_id: Option<String>,
+    pub errors: Vec<StoryProblem>,
+}
+
+/// One thing wrong with a rejected story: a JSON pointer (`/rows/3/Summary`) and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoryProblem {
+    pub pointer: String,
+    pub detail: String,
 }
 
 /// How many of the batch's jobs are in each status; always adds up to the batch's `total`.
@@ -94,4 +118,8 @@ pub struct Batch {
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub usage: BatchUsage,
+    /// The backlog's stories that were skipped as invalid (`skip_invalid=true`); `total` counts
+    /// only those accepted.
+    #[serde(default)]
+    pub rejected: Vec<RejectedStory>,
 }

@@ -443,9 +443,10 @@ impl Settings {
 
 /// `STORYFORGE_*` variables read by other parts than the settings: the command-line client's
 /// and the test suite's.
-const NOT_SETTINGS: [&str; 4] = [
+const NOT_SETTINGS: [&str; 5] = [
     "STORYFORGE_API_URL",
     "STORYFORGE_API_KEY",
+    "STORYFORGE_WEBHOOK_SECRET",
     "STORYFORGE_TEST_STORE",
     "STORYFORGE_TEST_MLFLOW",
 ];

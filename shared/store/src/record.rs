@@ -115,6 +115,7 @@ pub(crate) fn batch_from_fields(id: Uuid, fields: &Fields) -> Result<Batch, Stor
             secret: None,
         }),
         metadata: spec.metadata,
+        rejected: spec.rejected,
         created_at: time_field(fields, "created_at")?
             .ok_or_else(|| corrupt(format!("batch {id} has no created_at")))?,
         finished_at: time_field(fields, "finished_at")?,

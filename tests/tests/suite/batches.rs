@@ -293,6 +293,159 @@ async fn bad_backlogs_are_refused_naming_every_bad_row_unless_skipped() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn skipped_rows_stay_with_the_batch_named_by_row_key_and_column() {
+    let env = TestEnv::new(llm(Duration::ZERO).await).await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    // A Jira export: the story is in Summary and Description, and SHOP-2 has neither.
+    let csv = b"Issue Key,Summary,Description\nSHOP-1,Log in,As a user I log in\nSHOP-2,,\n\
+                SHOP-3,Log out,As a user I log out\n"
+        .to_vec();
+
+    let (status, problem) = post_batch(&env, &api, "", "text/csv", csv.clone()).await;
+    assert_eq!(status, 422, "{problem}");
+    let error = &problem["errors"][0];
+    assert_eq!(error["pointer"], "/rows/3/Summary", "{problem}");
+    assert_eq!(error["story_id"], "SHOP-2", "{problem}");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Summary and Description are empty")
+            && detail.contains("Issue Key, Summary, Description"),
+        "{detail}"
+    );
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("skip_invalid=true"), "{detail}");
+
+    let (status, accepted) = post_batch(&env, &api, "?skip_invalid=true", "text/csv", csv).await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    wait_for_batch(&env, &api, id).await;
+    // Long after the 202, the batch still says "2 imported, 1 skipped", and why.
+    let batch = get_batch(&env, &api, id).await;
+    assert_eq!(batch["status"], "completed");
+    assert_eq!(batch["total"], 2);
+    assert_eq!(batch["rejected"], accepted["rejected"]);
+    let rejected = batch["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{batch}");
+    assert_eq!(rejected[0]["row"], 3);
+    assert_eq!(rejected[0]["story_id"], "SHOP-2");
+    assert_eq!(rejected[0]["errors"][0]["pointer"], "/rows/3/Summary");
+    let listed = env.get_json(&api, "/v1/batches").await;
+    let listed = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id);
+    assert_eq!(listed.unwrap()["rejected"], batch["rejected"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_csv_backlog_in_a_form_carries_its_options_and_webhook() {
+    let mut env = TestEnv::new(llm(Duration::ZERO).await).await;
+    env.set("webhook_allow_private", "true");
+    let receiver = WebhookReceiver::start(|_| Answer::Status(200)).await;
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let secret = "form-secret";
+    let form = |options: &str| {
+        let backlog = reqwest::multipart::Part::bytes(
+            b"key,story\nF-1,\"As a user, I want to log in\"\n".to_vec(),
+        )
+        .file_name("sprint.csv");
+        reqwest::multipart::Form::new()
+            .part("backlog", backlog)
+            .text("options", options.to_string())
+            .text(
+                "webhook",
+                json!({"url": receiver.url, "secret": secret}).to_string(),
+            )
+    };
+    let post = |form: reqwest::multipart::Form| {
+        env.http
+            .post(format!("{}/v1/batches", api.base_url))
+            .multipart(form)
+            .send()
+    };
+
+    let refused = post(form(r#"{"min_cases": 0}"#)).await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/options/min_cases");
+
+    let response = post(form(r#"{"min_cases": 2, "max_cases": 4, "judge": false}"#))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let batch: Value = response.json().await.unwrap();
+    assert_eq!(batch["options"]["min_cases"], 2);
+    assert_eq!(batch["options"]["max_cases"], 4);
+    assert_eq!(batch["options"]["judge"], false);
+    assert_eq!(batch["webhook"]["url"], receiver.url.as_str());
+    assert!(batch["webhook"].get("secret").is_none_or(Value::is_null));
+    let id = batch["id"].as_str().unwrap();
+    wait_for_batch(&env, &api, id).await;
+    let jobs = env.get_json(&api, &format!("/v1/jobs?batch_id={id}")).await;
+    let job = &jobs["items"][0];
+    assert_eq!(job["story_id"], "F-1");
+    assert_eq!(job["options"]["max_cases"], 4);
+    assert!(
+        job["result"]["quality"].is_null(),
+        "the judge is off: {job}"
+    );
+    let cases = job["result"]["test_cases"].as_array().unwrap().len();
+    assert!((2..=4).contains(&cases), "{cases} cases");
+    wait_until(WAIT, "batch.completed is delivered", || async {
+        let received = receiver.received();
+        received
+            .first()
+            .map(|r| r.signed_with(secret))
+            .filter(|&ok| ok)
+    })
+    .await;
+
+    let no_backlog = reqwest::multipart::Form::new().text("options", "{}");
+    let refused = post(no_backlog).await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/backlog");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn excel_exports_are_read_or_refused_saying_how_to_fix_them() {
+    let env = TestEnv::new(llm(Duration::ZERO).await).await;
+    let api = env.start_api().await;
+    // Excel's "CSV" in a European locale: semicolon-separated.
+    let (status, batch) = post_batch(
+        &env,
+        &api,
+        "",
+        "text/csv",
+        b"Key;Story;Acceptance Criteria\nE-1;\"As a user, I log in\";\"ok; fails\"\n".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 202, "{batch}");
+    assert_eq!(batch["total"], 1);
+
+    // Windows-1252 text ("Caf\xe9"), as Excel saves plain "CSV" on Windows.
+    let (status, problem) = post_batch(
+        &env,
+        &api,
+        "",
+        "text/csv",
+        b"Key,Story\nE-1,ok\nE-2,Caf\xe9 order\n".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert_eq!(detail.matches("row 3").count(), 1, "{detail}");
+    assert!(
+        detail.contains("column Story") && detail.contains("CSV UTF-8"),
+        "{detail}"
+    );
+    assert_eq!(problem["errors"][0]["pointer"], "/rows/3/Story");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_idempotency_key_returns_the_same_batch() {
     let env = TestEnv::new(llm(Duration::ZERO).await).await;
     let api = env.start_api().await;

@@ -11,6 +11,7 @@ use storyforge_tests::app::TestEnv;
 use storyforge_tests::fake_llm::{FakeLlm, Reply, answer};
 use storyforge_tests::metrics_text::sample;
 use storyforge_tests::process::{ChildProcess, free_port, wait_healthy, wait_until};
+use storyforge_tests::webhook_receiver::{Answer, WebhookReceiver};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -145,7 +146,9 @@ async fn storyforge(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_wait_shows_progress_and_writes_the_results() {
-    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
+    let mut env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
+    env.set("webhook_allow_private", "true");
+    let receiver = WebhookReceiver::start(|_| Answer::Status(200)).await;
     let api = env.start_api().await;
     let _worker = env.start_worker().await;
     let dir = tempfile::tempdir().unwrap();
@@ -169,11 +172,29 @@ async fn submit_wait_shows_progress_and_writes_the_results() {
             "csv",
             "--out",
             "out",
+            "--min-cases",
+            "4",
+            "--no-judge",
+            "--webhook",
+            &receiver.url,
+            "--webhook-secret",
+            "cli-secret",
         ],
     )
     .await;
     assert!(ok, "{said}");
     let batch_id = said.lines().next().unwrap().trim().to_string();
+    let batch = env.get_json(&api, &format!("/v1/batches/{batch_id}")).await;
+    assert_eq!(batch["options"]["min_cases"], 4, "{batch}");
+    assert_eq!(batch["options"]["judge"], false, "{batch}");
+    wait_until(WAIT, "batch.completed reaches the webhook", || async {
+        let received = receiver.received();
+        received
+            .first()
+            .map(|r| r.signed_with("cli-secret"))
+            .filter(|&ok| ok)
+    })
+    .await;
     // Named after the backlog it came from.
     let written = dir.path().join("out").join("sprint.results.csv");
     assert!(
@@ -194,6 +215,31 @@ async fn submit_wait_shows_progress_and_writes_the_results() {
         said.contains("completed") && said.contains("2 succeeded"),
         "{said}"
     );
+    // The batch's stories, one line each.
+    assert!(said.contains("AUTH-1") && said.contains("AUTH-2"), "{said}");
+
+    // A JSON backlog gets the options set into its body, over the file's own.
+    std::fs::write(
+        dir.path().join("sprint.json"),
+        json!({"stories": [{"story": "As a user, I want to reset my password"}],
+               "options": {"max_cases": 8, "min_cases": 5}})
+        .to_string(),
+    )
+    .unwrap();
+    let json_submit = [
+        "submit",
+        "sprint.json",
+        "--api",
+        &api.base_url,
+        "--max-cases",
+        "6",
+    ];
+    let (ok, said) = storyforge(dir.path(), &json_submit).await;
+    assert!(ok, "{said}");
+    let id = said.lines().next().unwrap().trim();
+    let batch = env.get_json(&api, &format!("/v1/batches/{id}")).await;
+    assert_eq!(batch["options"]["max_cases"], 6, "{batch}");
+    assert_eq!(batch["options"]["min_cases"], 5, "{batch}");
 
     let job_id = env
         .get_json(&api, &format!("/v1/jobs?batch_id={batch_id}"))
@@ -241,7 +287,10 @@ async fn skip_invalid_list_and_cancel_work_from_the_command_line() {
     )
     .await;
     assert!(ok, "{said}");
-    assert!(said.contains("backlog.csv: skipped row 3"), "{said}");
+    assert!(
+        said.contains("backlog.csv: skipped row 3 (A-2): "),
+        "{said}"
+    );
     let batch_id = said
         .lines()
         .find(|l| l.trim().len() == 36)
@@ -252,9 +301,13 @@ async fn skip_invalid_list_and_cancel_work_from_the_command_line() {
     let (ok, said) = storyforge(dir.path(), &["list", "--batches", "--api", base]).await;
     assert!(ok, "{said}");
     assert!(
-        said.contains(&batch_id) && said.contains("2 stories"),
+        said.contains(&batch_id) && said.contains("2 stories") && said.contains("1 row skipped"),
         "{said}"
     );
+    // The skipped row stays with the batch.
+    let (ok, said) = storyforge(dir.path(), &["status", &batch_id, "--api", base]).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("skipped row 3 (A-2)"), "{said}");
     let (ok, said) = storyforge(dir.path(), &["list", "--batch", &batch_id, "--api", base]).await;
     assert!(ok, "{said}");
     assert!(
@@ -291,7 +344,8 @@ async fn submit_names_the_file_row_and_column_of_a_malformed_backlog() {
     .await;
     assert!(!ok);
     assert!(
-        said.contains("backlog.csv: row 3, column story: is required"),
+        said.contains("backlog.csv: row 3 (A-2), column story: has no story")
+            && said.contains("--skip-invalid"),
         "{said}"
     );
     assert!(
@@ -410,6 +464,42 @@ async fn a_separate_worker_with_no_llm_chooses_as_up_does_and_says_so() {
     assert!(
         log.contains("storyforge-worker: no LLM provider configured and none answers at")
             && log.contains("using the built-in test designer"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_whose_llm_does_not_answer_says_so_and_its_jobs_show_why() {
+    let env = TestEnv::new(FakeLlm::with_responder(answer).await).await;
+    let api = env.start_api().await;
+    let mut vars = env.env_map();
+    let nowhere = format!("http://127.0.0.1:{}/v1", free_port());
+    vars.insert("STORYFORGE_LLM_BASE_URL".into(), nowhere.clone());
+    vars.insert("STORYFORGE_JUDGE".into(), "off".into());
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    let worker = ChildProcess::spawn("storyforge-worker", &pairs(&vars));
+
+    let id = env
+        .submit_id(
+            &api,
+            json!({"story": "As a shopper, I want to pay for my cart so that my order ships"}),
+        )
+        .await;
+    let waiting = wait_until(WAIT, "the job shows why it waits", || async {
+        let job = env.get_json(&api, &format!("/v1/jobs/{id}")).await;
+        job["last_error"]["code"].is_string().then_some(job)
+    })
+    .await;
+    assert_eq!(waiting["status"], "queued", "{waiting:#}");
+    assert_eq!(
+        waiting["last_error"]["code"], "llm_unreachable",
+        "{waiting:#}"
+    );
+    let log = worker.log_contents();
+    assert!(
+        log.contains(&format!(
+            "generating with openai (fake-model) at {nowhere}, which does not answer now"
+        )) && log.contains("jobs wait and are retried"),
         "{log}"
     );
 }

@@ -38,16 +38,18 @@ async fn deployment(mlflow: &str) -> (TestEnv, String, FakeLlm) {
     (env, experiment, judge)
 }
 
+/// A batch of `n` stories, and one invalid story skipped.
 async fn submit_batch(env: &TestEnv, api: &Running, prefix: &str, n: usize) -> String {
-    let stories: Vec<Value> = (1..=n)
+    let mut stories: Vec<Value> = (1..=n)
         .map(|i| {
             json!({"story": format!("As a clerk, I want report {i} filed so that it is archived"),
                         "story_id": format!("{prefix}-{i}")})
         })
         .collect();
+    stories.push(json!({"story": " ", "story_id": format!("{prefix}-blank")}));
     let response = env
         .http
-        .post(format!("{}/v1/batches", api.base_url))
+        .post(format!("{}/v1/batches?skip_invalid=true", api.base_url))
         .json(&json!({"stories": stories}))
         .send()
         .await
@@ -132,6 +134,7 @@ async fn every_finished_job_is_a_run_and_a_batch_a_parent_run() {
     let aggregates = pairs(parent, "metrics");
     assert_eq!(aggregates["total"], 10.0);
     assert_eq!(aggregates["succeeded"], 10.0);
+    assert_eq!(aggregates["skipped_rows"], 1.0);
     let relevance = aggregates["relevance/mean"].as_f64().unwrap();
     assert!((relevance - 0.9).abs() < 1e-9, "relevance/mean {relevance}");
     assert_eq!(

@@ -425,6 +425,8 @@ async fn batch_data(ctx: &Context, batch: &Batch) -> Result<RunData, StoreError>
     data.metric("succeeded", batch.counts.succeeded as f64);
     data.metric("failed", batch.counts.failed as f64);
     data.metric("canceled", batch.counts.canceled as f64);
+    // The backlog's invalid stories left out (`skip_invalid`); batch.json lists them.
+    data.metric("skipped_rows", batch.rejected.len() as f64);
     data.metric("llm_calls", batch.usage.llm_calls as f64);
     data.metric("prompt_tokens", batch.usage.prompt_tokens as f64);
     data.metric("completion_tokens", batch.usage.completion_tokens as f64);
