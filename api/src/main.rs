@@ -1,6 +1,7 @@
 //! `storyforge-api`: the HTTP API. Everything but argument parsing lives in the library.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -18,9 +19,15 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    storyforge_runtime::start::run("storyforge-api", serve)
+}
+
+async fn serve(dotenv: Option<PathBuf>) -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = dotenv {
+        eprintln!("storyforge-api: read settings from {}", path.display());
+    }
     let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
     let _telemetry =
         storyforge_runtime::telemetry::init("storyforge-api", settings.log_format, "info");

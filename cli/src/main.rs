@@ -246,20 +246,17 @@ struct ApiArg {
     url: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("storyforge: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> ExitCode {
+    storyforge_runtime::start::run("storyforge", run)
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(dotenv: Option<PathBuf>) -> anyhow::Result<()> {
+    let args = Args::parse();
     match args.command {
         Command::Up { data, redis, addr } => {
+            if let Some(path) = dotenv {
+                eprintln!("storyforge: read settings from {}", path.display());
+            }
             let settings =
                 Settings::load(args.config.as_deref()).context("loading configuration")?;
             let _telemetry =

@@ -3,6 +3,7 @@
 //! holds its files.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
@@ -19,9 +20,15 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    storyforge_runtime::start::run("storyforge-worker", work)
+}
+
+async fn work(dotenv: Option<PathBuf>) -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = dotenv {
+        eprintln!("storyforge-worker: read settings from {}", path.display());
+    }
     let settings = Settings::load(args.config.as_deref()).context("loading configuration")?;
     let _telemetry =
         storyforge_runtime::telemetry::init("storyforge-worker", settings.log_format, "info");

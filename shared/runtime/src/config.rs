@@ -254,7 +254,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(seconds));
     }
     humantime::parse_duration(text)
-        .map_err(|e| format!("{e}; write a duration such as 30s, 500ms or 1h 30m"))
+        .map_err(|_| "not a duration; write one such as 30s, 500ms or 1h 30m".to_string())
 }
 
 impl Settings {

@@ -9,12 +9,14 @@
 //!   way by every binary.
 //! - [`services`]: the job store, provider chains and metrics a process connects to at start-up.
 //! - [`shutdown`]: the signal every process stops on.
+//! - [`start`]: how every binary starts (a `.env` read first) and ends (a failure as one line).
 
 pub mod config;
 pub mod generator;
 pub mod metrics;
 pub mod services;
 pub mod shutdown;
+pub mod start;
 pub mod telemetry;
 
 /// The version reported by `/status` and the binaries.

@@ -678,3 +678,58 @@ async fn up_ends_bad_start_up_conditions_with_one_sentence() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_binary_reads_dotenv_and_ends_a_bad_setting_with_one_line() {
+    let said_by = |binary: &'static str,
+                   dir: std::path::PathBuf,
+                   vars: Vec<(&'static str, &'static str)>| async move {
+        let args: &[&str] = if binary == "storyforge" { &["up"] } else { &[] };
+        // A backtrace asked for, as some shells have it set: still one line.
+        let vars = [&vars[..], &[("RUST_BACKTRACE", "1")]].concat();
+        let mut process = ChildProcess::spawn_in(&dir, binary, args, &vars);
+        let status = process.wait_exit(WAIT).await.expect("it exits");
+        assert!(!status.success());
+        process.log_contents()
+    };
+    let bad_ttl = "loading configuration: STORYFORGE_LEASE_TTL=\"abc\" is invalid: not a duration; \
+                   write one such as 30s, 500ms or 1h 30m";
+    for binary in ["storyforge", "storyforge-api", "storyforge-worker"] {
+        let dir = tempfile::tempdir().unwrap();
+        let said = said_by(
+            binary,
+            dir.path().into(),
+            vec![("STORYFORGE_LEASE_TTL", "abc")],
+        )
+        .await;
+        assert_eq!(said.trim(), format!("{binary}: {bad_ttl}"));
+
+        // The same setting from a .env in the working directory.
+        std::fs::write(
+            dir.path().join(".env"),
+            "# local\nSTORYFORGE_LEASE_TTL=abc\n",
+        )
+        .unwrap();
+        let said = said_by(binary, dir.path().into(), vec![]).await;
+        let lines: Vec<&str> = said.trim().lines().collect();
+        assert_eq!(
+            lines.last(),
+            Some(&format!("{binary}: {bad_ttl}").as_str()),
+            "{said}"
+        );
+        assert_eq!(lines.len(), 2, "{said}");
+        assert!(
+            lines[0].contains("read settings from") && lines[0].ends_with(".env"),
+            "{said}"
+        );
+
+        std::fs::write(dir.path().join(".env"), "this is not a setting\n").unwrap();
+        let said = said_by(binary, dir.path().into(), vec![]).await;
+        assert!(
+            said.trim()
+                .starts_with(&format!("{binary}: .env cannot be read: "))
+                && said.trim().lines().count() == 1,
+            "{said}"
+        );
+    }
+}

@@ -320,3 +320,40 @@ async fn the_health_paths_and_the_scaling_metric_exist() {
         "{metrics}"
     );
 }
+
+/// `.env.example`'s `NAME=value` lines, those commented out (`# NAME=value`) included when
+/// `commented`.
+fn env_example(commented: bool) -> BTreeMap<String, String> {
+    read(".env.example")
+        .lines()
+        .filter_map(|line| match line.strip_prefix("# ") {
+            Some(rest) if commented => Some(rest),
+            Some(_) => None,
+            None => Some(line),
+        })
+        .filter_map(|line| line.split_once('='))
+        .filter(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        })
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_env_example_names_real_settings_and_keeps_the_zero_install_path() {
+    let every = env_example(true);
+    assert!(every.len() > 10, "{every:?}");
+    let unknown = storyforge_runtime::config::unknown_variables(every.keys());
+    assert!(unknown.is_empty(), ".env.example: {unknown:?}");
+    let loads = every.clone().into_iter().collect();
+    if let Err(e) = Settings::from_sources(None, loads) {
+        panic!(".env.example with every line uncommented does not load: {e}");
+    }
+    // As shipped it moves `up` neither off the embedded store nor off the designer's fallback.
+    let set = Settings::from_sources(None, env_example(false).into_iter().collect()).unwrap();
+    assert!(
+        !set.redis_configured && !set.llm_configured,
+        "{:?}",
+        env_example(false)
+    );
+}
