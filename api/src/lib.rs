@@ -19,6 +19,7 @@
 //!   `health.rs` (`/health`, `/ready`,
 //!   `/status`), `providers.rs` (`/v1/providers`), `metrics.rs` (`/metrics` and the request
 //!   counters), `docs.rs` (`/openapi.json`, `/docs`).
+//! - `examples.rs`: the requests and jobs `/openapi.json` shows as examples.
 //! - `schema.rs`: OpenAPI descriptions of what only the API speaks (requests, problems, pages).
 //! - `problems.rs`: the problem responses many operations share, declared once for the document.
 //!
@@ -26,6 +27,7 @@
 
 mod backlog;
 mod error;
+mod examples;
 mod export;
 mod extract;
 mod problems;

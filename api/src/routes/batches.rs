@@ -22,6 +22,7 @@ use super::jobs::{
 };
 use crate::backlog::{self, Limits};
 use crate::error::{ApiError, FieldError, pointer_token};
+use crate::examples;
 use crate::extract::BatchId;
 use crate::problems::{IdempotencyConflict, InvalidQuery, NoSuchBatch, StoreUnavailable};
 use crate::schema::{BatchFormSchema, BatchPageSchema, BatchRequestSchema, ProblemSchema};
@@ -43,7 +44,7 @@ use crate::submission::{self, JobRequest};
     path = "/v1/batches",
     operation_id = "createBatch",
     tag = "batches",
-    summary = "Submit a backlog (JSON or CSV) as a batch of jobs",
+    summary = "Submit a backlog (JSON, CSV, or a CSV with the batch's options as a form) as a batch of jobs",
     params(
         ("skip_invalid" = Option<bool>, Query,
          description = "Accept the valid stories and list the rejected ones instead of refusing the batch"),
@@ -51,8 +52,8 @@ use crate::submission::{self, JobRequest};
          description = "Makes a retried POST return the same batch; 1 to 255 visible ASCII characters."),
     ),
     request_body(content(
-        (BatchRequestSchema = "application/json"),
-        (String = "text/csv"),
+        (BatchRequestSchema = "application/json", example = json!(examples::batch_request())),
+        (String = "text/csv", example = json!(examples::BATCH_CSV)),
         (BatchFormSchema = "multipart/form-data"),
     )),
     responses(

@@ -31,27 +31,30 @@ use storyforge_domain::job::Job;
                        `errors` name the fields at fault as JSON pointers: `/story` for body \
                        fields, `/query/<name>` for query parameters, `/headers/<name>` for headers."
     ),
+    // In the order a user meets them: submit a story, follow it, take its results; then the
+    // same for a backlog; webhooks; what the deployment runs on. The document keeps this order
+    // (utoipa's preserve_path_order), and so does the /docs page.
     paths(
         jobs::create,
-        jobs::list,
         jobs::show,
-        jobs::cancel,
-        results::for_job,
         events::for_job,
+        results::for_job,
+        jobs::list,
+        jobs::cancel,
         batches::create,
-        batches::list,
         batches::show,
-        batches::cancel,
-        results::for_batch,
         events::for_batch,
+        results::for_batch,
+        batches::list,
+        batches::cancel,
         deliveries::for_job,
-        deliveries::for_batch,
         deliveries::redeliver_job,
+        deliveries::for_batch,
         deliveries::redeliver_batch,
+        providers::list,
         health::health,
         health::ready,
         health::status,
-        providers::list,
         metrics::render,
         openapi,
         page,
@@ -116,7 +119,8 @@ pub(crate) async fn page(State(state): State<AppState>) -> Html<String> {
     Html(render_page(&document(&state.settings)))
 }
 
-const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+/// The methods of one path in the order a user meets them: create before read.
+const METHODS: [&str; 5] = ["post", "get", "put", "patch", "delete"];
 
 fn render_page(document: &Value) -> String {
     let title = document["info"]["title"].as_str().unwrap_or("API");
@@ -330,6 +334,13 @@ const SCRIPT: &str = r##"
     Object.keys(content || {}).forEach(function (type) {
       parent.appendChild(el("p")).appendChild(el("code", type));
       parent.appendChild(schemaNode(content[type].schema, [], 0));
+      var example = content[type].example;
+      if (example !== undefined) {
+        var shown = el("details");
+        shown.appendChild(el("summary", "Example"));
+        shown.appendChild(el("pre", typeof example === "string" ? example : JSON.stringify(example, null, 2)));
+        parent.appendChild(shown);
+      }
     });
   }
 
@@ -380,7 +391,7 @@ const SCRIPT: &str = r##"
 
   function render() {
     root.textContent = "";
-    var methods = ["get", "post", "put", "patch", "delete"];
+    var methods = ["post", "get", "put", "patch", "delete"];
     Object.keys(spec.paths || {}).forEach(function (path) {
       methods.forEach(function (method) {
         var op = spec.paths[path][method];

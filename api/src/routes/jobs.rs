@@ -18,6 +18,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::error::{ApiError, FieldError, pointer_token};
+use crate::examples;
 use crate::extract::JobId;
 use crate::problems::{IdempotencyConflict, InvalidQuery, NoSuchJob, StoreUnavailable};
 use crate::schema::{JobPageSchema, ProblemSchema};
@@ -47,14 +48,17 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
         ("Idempotency-Key" = Option<String>, Header,
          description = "Makes a retried POST return the same job; 1 to 255 visible ASCII characters."),
     ),
-    request_body(content = JobRequest, content_type = "application/json"),
+    request_body(content(
+        (JobRequest = "application/json", example = json!(examples::job_request())),
+    )),
     responses(
         (status = 202, description = "The job is queued (or was, for a replayed Idempotency-Key).",
          body = Job,
          headers(
              ("Location" = String, description = "`/v1/jobs/{id}`"),
              ("Idempotent-Replayed" = String, description = "`true` when an earlier job was returned"),
-         )),
+         ),
+         example = json!(examples::queued_job())),
         (status = 400, description = "The body is not JSON.", body = ProblemSchema,
          content_type = "application/problem+json"),
         IdempotencyConflict,
@@ -230,7 +234,7 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Vec
     summary = "Read a job: status, stage, and its result once finished",
     params(("id" = Uuid, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "The job.", body = Job),
+        (status = 200, description = "The job.", body = Job, example = json!(examples::job())),
         NoSuchJob,
         StoreUnavailable,
     )

@@ -835,6 +835,57 @@ async fn the_openapi_document_lists_every_endpoint() {
 }
 
 #[tokio::test]
+async fn the_documents_examples_are_accepted_and_operations_come_in_a_users_order() {
+    let app = spawn_app().await;
+    let document: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let paths = document["paths"].as_object().unwrap();
+    let first: Vec<&str> = paths.keys().take(2).map(String::as_str).collect();
+    assert_eq!(
+        first,
+        ["/v1/jobs", "/v1/jobs/{id}"],
+        "submit and read a job come first"
+    );
+    let job_post = &paths["/v1/jobs"]["post"];
+
+    let example = &job_post["requestBody"]["content"]["application/json"]["example"];
+    let response = app.post_json("/v1/jobs", example).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "the POST /v1/jobs example"
+    );
+    let job: Value = response.json().await.unwrap();
+    let shown = &job_post["responses"]["202"]["content"]["application/json"]["example"];
+    assert_eq!(job["story_id"], shown["story_id"]);
+    let read = &paths["/v1/jobs/{id}"]["get"]["responses"]["200"]["content"]["application/json"];
+    assert_eq!(read["example"]["status"], "succeeded");
+
+    let batch = &paths["/v1/batches"]["post"]["requestBody"]["content"];
+    let response = app
+        .post_json("/v1/batches", &batch["application/json"]["example"])
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "the JSON backlog example"
+    );
+    let csv = batch["text/csv"]["example"].as_str().unwrap().to_string();
+    let response = app
+        .client
+        .post(app.url("/v1/batches"))
+        .header(CONTENT_TYPE, "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::ACCEPTED,
+        "the CSV backlog example"
+    );
+}
+
+#[tokio::test]
 async fn the_docs_page_is_self_contained_html() {
     let app = spawn_app().await;
 
