@@ -240,6 +240,8 @@ pub(crate) struct DeliveryAttemptSchema {
     error: Option<String>,
     outcome: DeliveryOutcomeSchema,
     at: DateTime<Utc>,
+    /// When a `retrying` attempt's event is tried again.
+    next_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// A manual redelivery: the event is due again with the same `webhook-id`.

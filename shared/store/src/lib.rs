@@ -229,6 +229,9 @@ pub struct DeliveryAttempt {
     /// `delivered`, `retrying` (another attempt is scheduled) or `dead` (given up).
     pub outcome: DeliveryOutcome,
     pub at: DateTime<Utc>,
+    /// When a `retrying` attempt's event is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

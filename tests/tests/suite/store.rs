@@ -593,27 +593,53 @@ async fn racing_workers_agree_on_one_parent_run_per_batch() {
 }
 
 #[tokio::test]
-async fn an_embedded_store_of_schema_version_1_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let id = {
+async fn an_embedded_store_of_an_older_schema_is_upgraded_in_place() {
+    // What versions 1 and 2 wrote: no table for the batches' MLflow runs (1), no time of a
+    // retrying delivery's next attempt (1 and 2).
+    let older = [
+        (
+            1,
+            "DROP TABLE mlflow_runs; ALTER TABLE delivery_log DROP COLUMN next_attempt_at",
+        ),
+        (2, "ALTER TABLE delivery_log DROP COLUMN next_attempt_at"),
+    ];
+    for (version, downgrade) in older {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = SqliteJobStore::open(dir.path(), policy(Duration::from_secs(30), 3))
+                .await
+                .unwrap();
+            store.create(&spec("kept"), None).await.unwrap().job.id
+        };
+        let path = dir.path().join(storyforge_store::sqlite::STORE_FILE);
+        let pool = storyforge_store::sqlite::open_pool(&path).await.unwrap();
+        let script = format!("{downgrade}; PRAGMA user_version = {version}");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
         let store = SqliteJobStore::open(dir.path(), policy(Duration::from_secs(30), 3))
             .await
             .unwrap();
-        store.create(&spec("kept"), None).await.unwrap().job.id
-    };
-    // Make the file what version 1 wrote: no table for the batches' MLflow runs.
-    let path = dir.path().join(storyforge_store::sqlite::STORE_FILE);
-    let pool = storyforge_store::sqlite::open_pool(&path).await.unwrap();
-    sqlx::raw_sql("DROP TABLE mlflow_runs; PRAGMA user_version = 1")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-
-    let store = SqliteJobStore::open(dir.path(), policy(Duration::from_secs(30), 3))
-        .await
-        .unwrap();
-    assert_eq!(store.get(id).await.unwrap().unwrap().story, "kept");
-    let batch = uuid::Uuid::now_v7();
-    assert_eq!(store.batch_run(batch, "run-1").await.unwrap(), "run-1");
+        assert_eq!(store.get(id).await.unwrap().unwrap().story, "kept");
+        let batch = uuid::Uuid::now_v7();
+        assert_eq!(store.batch_run(batch, "run-1").await.unwrap(), "run-1");
+        assert_eq!(
+            store.deliveries(Subject::Job(id)).await.unwrap(),
+            Some(Vec::new()),
+            "version {version}: the delivery log reads"
+        );
+        let pool = storyforge_store::sqlite::open_pool(&path).await.unwrap();
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('delivery_log')")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert!(
+            columns.contains(&"next_attempt_at".to_string()),
+            "{columns:?}"
+        );
+    }
 }

@@ -131,6 +131,22 @@ async fn a_receiver_that_fails_three_times_gets_the_event_once_with_valid_signat
             .all(|a| a["event_id"] == *event_id && a["type"] == "job.succeeded")
     );
     assert!(attempts[0]["error"].as_str().unwrap().contains("500"));
+    // A retrying attempt says when the next one is due: after it, and no later than the next
+    // attempt began (the worker picks it up once due).
+    let time = |value: &Value| {
+        chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_else(|| panic!("{value}")))
+            .unwrap()
+    };
+    for pair in attempts.windows(2) {
+        let next = time(&pair[0]["next_attempt_at"]);
+        assert!(next > time(&pair[0]["at"]), "{pair:?}");
+        assert!(next <= time(&pair[1]["at"]), "{pair:?}");
+    }
+    assert!(
+        attempts[3].get("next_attempt_at").is_none(),
+        "{:?}",
+        attempts[3]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

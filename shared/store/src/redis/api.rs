@@ -106,6 +106,7 @@ impl ApiStore for RedisJobStore {
                     error: logged.error,
                     outcome: logged.outcome,
                     at: utc_millis(logged.at_ms)?,
+                    next_attempt_at: logged.next_attempt_ms.map(utc_millis).transpose()?,
                 })
             })
             .collect::<Result<Vec<_>, _>>()

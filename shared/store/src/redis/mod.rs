@@ -190,6 +190,8 @@ struct LoggedAttempt {
     error: Option<String>,
     outcome: DeliveryOutcome,
     at_ms: i64,
+    #[serde(default)]
+    next_attempt_ms: Option<i64>,
 }
 
 #[derive(Clone)]

@@ -107,7 +107,8 @@ impl ApiStore for SqliteJobStore {
             return Ok(None);
         }
         let rows = sqlx::query(
-            "SELECT event_id, event_type, attempt, status_code, error, outcome, at
+            "SELECT event_id, event_type, attempt, status_code, error, outcome, at,
+                next_attempt_at
              FROM delivery_log WHERE subject_id = ?1 ORDER BY seq",
         )
         .bind(subject.id().to_string())
@@ -123,6 +124,7 @@ impl ApiStore for SqliteJobStore {
                 };
                 let attempt: i64 = row.try_get("attempt").map_err(db_error)?;
                 let status_code: Option<i64> = row.try_get("status_code").map_err(db_error)?;
+                let next: Option<i64> = row.try_get("next_attempt_at").map_err(db_error)?;
                 Ok(DeliveryAttempt {
                     event_id: text(row, "event_id")?,
                     event_type: text(row, "event_type")?,
@@ -131,6 +133,7 @@ impl ApiStore for SqliteJobStore {
                     error: row.try_get("error").map_err(db_error)?,
                     outcome,
                     at: utc_millis(row.try_get("at").map_err(db_error)?)?,
+                    next_attempt_at: next.map(utc_millis).transpose()?,
                 })
             })
             .collect::<Result<Vec<_>, _>>()

@@ -44,7 +44,7 @@ use storyforge_domain::job::{Job, JobError, JobSpec, StoredWebhook};
 /// The store's file inside the data directory.
 pub const STORE_FILE: &str = "storyforge.db";
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 const SCHEMA: &str = include_str!("schema.sql");
 /// A worker that has not beaten for this long is not counted as live.
 const LIVE_WINDOW_MS: i64 = 30_000;
@@ -286,12 +286,16 @@ impl SqliteJobStore {
     }
 }
 
-/// What version 2 added to version 1: the batches' MLflow parent runs.
-const SCHEMA_2: &str = "CREATE TABLE mlflow_runs (
-    subject_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
-);";
+/// What each version added to the one before: `UPGRADES[0]` takes version 1 to 2 (the batches'
+/// MLflow parent runs), `UPGRADES[1]` version 2 to 3 (when a retrying delivery is tried next).
+const UPGRADES: [&str; 2] = [
+    "CREATE TABLE mlflow_runs (
+        subject_id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
+    "ALTER TABLE delivery_log ADD COLUMN next_attempt_at INTEGER;",
+];
 
 /// Creates the tables on a new file, upgrades an older one; refuses a file written by a newer
 /// StoryForge.
@@ -301,22 +305,24 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         .await
         .map_err(db_error)?;
     match version {
-        0 | 1 => {
+        0..SCHEMA_VERSION => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
             // Another process may have changed the tables while this one waited.
             let version: i64 = sqlx::query_scalar("PRAGMA user_version")
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            let script = match version {
-                0 => SCHEMA,
-                1 => SCHEMA_2,
+            let scripts: Vec<&str> = match version {
+                0 => vec![SCHEMA],
+                1..SCHEMA_VERSION => UPGRADES[usize::try_from(version - 1).unwrap_or(0)..].to_vec(),
                 _ => return Ok(()),
             };
-            sqlx::raw_sql(script)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            for script in scripts {
+                sqlx::raw_sql(script)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+            }
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "PRAGMA user_version = {SCHEMA_VERSION}"
             )))

@@ -85,7 +85,9 @@ CREATE TABLE delivery_log (
     status_code INTEGER,
     error TEXT,
     outcome TEXT NOT NULL,
-    at INTEGER NOT NULL
+    at INTEGER NOT NULL,
+    -- When a `retrying` attempt's event is tried again (unix ms).
+    next_attempt_at INTEGER
 );
 CREATE INDEX delivery_log_subject ON delivery_log (subject_id, seq);
 

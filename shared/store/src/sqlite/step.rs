@@ -352,6 +352,7 @@ impl Step<'_> {
                 None,
                 Some(&error.message),
                 DeliveryOutcome::Dead,
+                None,
             )
             .await?;
         }
@@ -366,6 +367,7 @@ impl Step<'_> {
         status_code: Option<u16>,
         error: Option<&str>,
         outcome: DeliveryOutcome,
+        next_attempt_at: Option<i64>,
     ) -> Result<(), StoreError> {
         let outcome = match outcome {
             DeliveryOutcome::Delivered => "delivered",
@@ -374,8 +376,8 @@ impl Step<'_> {
         };
         sqlx::query(
             "INSERT INTO delivery_log (subject_id, event_id, event_type, attempt, status_code,
-                error, outcome, at)
-             SELECT subject_id, event_id, event_type, ?2, ?3, ?4, ?5, ?6
+                error, outcome, at, next_attempt_at)
+             SELECT subject_id, event_id, event_type, ?2, ?3, ?4, ?5, ?6, ?7
              FROM deliveries WHERE event_id = ?1",
         )
         .bind(event_id)
@@ -384,6 +386,7 @@ impl Step<'_> {
         .bind(error)
         .bind(outcome)
         .bind(self.now)
+        .bind(next_attempt_at)
         .execute(self.conn())
         .await
         .map_err(db_error)?;

@@ -294,21 +294,23 @@ impl WorkerStore for SqliteJobStore {
                 .fetch_one(step.conn())
                 .await
                 .map_err(db_error)?;
+        let due = match next {
+            DeliveryNext::RetryAfter(delay) => Some(step.now + millis(delay)),
+            DeliveryNext::Delivered | DeliveryNext::Dead => None,
+        };
         step.log_attempt(
             id,
             attempts,
             report.status_code,
             report.error.as_deref(),
             next.outcome(),
+            due,
         )
         .await?;
-        match next {
-            DeliveryNext::Delivered => step.finish("delivery", id, "succeeded").await?,
-            DeliveryNext::Dead => step.finish("delivery", id, "failed").await?,
-            DeliveryNext::RetryAfter(delay) => {
-                let due = step.now + millis(delay);
-                step.requeue("delivery", id, due).await?
-            }
+        match (next, due) {
+            (DeliveryNext::Delivered, _) => step.finish("delivery", id, "succeeded").await?,
+            (_, Some(due)) => step.requeue("delivery", id, due).await?,
+            (_, None) => step.finish("delivery", id, "failed").await?,
         }
         self.commit(step).await?;
         Ok(LeaseState::Held)

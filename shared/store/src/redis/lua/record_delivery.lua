@@ -14,6 +14,7 @@ local entry = cjson.decode(report)
 entry.event_id, entry.type, entry.attempt, entry.at_ms = spec.event_id, spec.type, tonumber(f[2]), now
 local outcomes = {delivered = 'delivered', retry = 'retrying', dead = 'dead'}
 entry.outcome = outcomes[next_step]
+if next_step == 'retry' then entry.next_attempt_ms = now + delay end
 local log = key('deliveries', spec.subject_id)
 redis.call('RPUSH', log, cjson.encode(entry))
 redis.call('PEXPIRE', log, ttl)
