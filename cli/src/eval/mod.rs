@@ -17,6 +17,7 @@
 pub mod dataset;
 pub mod judged;
 pub mod must_cover;
+pub mod render;
 pub mod report;
 pub mod run;
 pub mod tracking;

@@ -122,6 +122,7 @@ impl<P: Protocol> ChatProvider for Client<P> {
             text: reading.text,
             provider: P::NAME.to_owned(),
             model: reading.model.unwrap_or_else(|| model.to_owned()),
+            requested_model: model.to_owned(),
             prompt_tokens: reading.prompt_tokens,
             completion_tokens: reading.completion_tokens,
             finish: reading.finish,

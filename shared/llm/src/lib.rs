@@ -164,6 +164,9 @@ pub struct ChatResponse {
     pub provider: String,
     /// The model that answered, as the provider reported it.
     pub model: String,
+    /// The model asked for: the configured one or the job's override. A self-hosted server often
+    /// reports another name for it (its weights file), so prices fall back to this one.
+    pub requested_model: String,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub finish: FinishReason,

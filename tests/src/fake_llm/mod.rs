@@ -75,6 +75,9 @@ pub struct Reply {
     raw_body: Option<String>,
     /// `(prompt, completion)` token counts; estimated from the text when `None`.
     usage: Option<(u64, u64)>,
+    /// The model name the reply reports, when not the one asked for (a self-hosted server names
+    /// its weights file).
+    served_model: Option<String>,
 }
 
 impl Reply {
@@ -88,6 +91,7 @@ impl Reply {
             truncated: false,
             raw_body: None,
             usage: None,
+            served_model: None,
         }
     }
 
@@ -131,6 +135,12 @@ impl Reply {
             raw_body: Some(body.into()),
             ..Reply::text("")
         }
+    }
+
+    /// Reports `name` as the model that answered, whatever was asked for.
+    pub fn with_served_model(mut self, name: &str) -> Self {
+        self.served_model = Some(name.to_string());
+        self
     }
 
     /// Reports these token counts instead of estimating them.
@@ -551,7 +561,10 @@ fn render(wire: Wire, request: &RecordedRequest, reply: &Reply) -> Response {
         let completion = reply.content.len() / 4;
         (prompt.max(1) as u64, completion.max(1) as u64)
     });
-    let model = request.model();
+    let model = reply
+        .served_model
+        .clone()
+        .unwrap_or_else(|| request.model());
     let body = match wire {
         Wire::OpenAi => json!({
             "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),

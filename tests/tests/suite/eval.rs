@@ -184,6 +184,84 @@ async fn eval_against_a_running_api_compares_with_an_earlier_report() {
     assert!(md.contains("| earlier run |"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn local_and_api_runs_of_one_provider_report_one_cost_and_the_same_pages() {
+    // A self-hosted server names its model after its weights; the price is set for the name
+    // configured.
+    let llm = FakeLlm::with_responder(|request| {
+        answer(request)
+            .with_usage(1_000, 200)
+            .with_served_model("fake-weights-q4.gguf")
+    })
+    .await;
+    let mut env = TestEnv::new(llm).await;
+    env.set("pricing", "fake-model=1.00/2.00")
+        .set("judge", "off");
+    let api = env.start_api().await;
+    let _worker = env.start_worker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2);
+
+    let args = ["eval", &data, "--api", &api.base_url, "--out", "api"];
+    let (ok, said) = storyforge(dir.path(), &args, &[]).await;
+    assert!(ok, "{said}");
+    let vars: Vec<(String, String)> = env
+        .env_map()
+        .into_iter()
+        .filter(|(k, _)| {
+            k.starts_with("STORYFORGE_LLM_")
+                || k.starts_with("STORYFORGE_PRICING")
+                || k == "STORYFORGE_JUDGE"
+        })
+        .collect();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args = ["eval", &data, "--local", "--out", "local"];
+    let (ok, said) = storyforge(dir.path(), &args, &vars).await;
+    assert!(ok, "{said}");
+
+    let (by_api, local) = (
+        report(&dir.path().join("api")),
+        report(&dir.path().join("local")),
+    );
+    let cost = |report: &Value| report["summary"]["cost_usd"].as_f64();
+    assert!(
+        cost(&by_api).is_some_and(|c| c > 0.0),
+        "{:#}",
+        by_api["summary"]
+    );
+    assert_eq!(cost(&by_api), cost(&local));
+    assert_eq!(by_api["summary"]["tokens"], local["summary"]["tokens"]);
+
+    // report.html shows what report.md shows: the per-story table and every generated case.
+    let md = std::fs::read_to_string(dir.path().join("local/report.md")).unwrap();
+    let html = std::fs::read_to_string(dir.path().join("local/report.html")).unwrap();
+    for heading in ["Stories", "Must-cover matches", "Generated cases"] {
+        assert!(
+            md.contains(&format!("## {heading}")),
+            "{heading} in report.md"
+        );
+        assert!(
+            html.contains(&format!("<h2>{heading}</h2>")),
+            "{heading} in report.html"
+        );
+    }
+    for item in local["items"].as_array().unwrap() {
+        for case in item["test_cases"].as_array().unwrap() {
+            let title = case["title"].as_str().unwrap();
+            assert!(
+                md.contains(&title.replace('|', "\\|")),
+                "{title} in report.md"
+            );
+            let escaped = title
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;");
+            assert!(html.contains(&escaped), "{title} in report.html");
+        }
+    }
+}
+
 /// Whether a request is the evaluation judge's question about one phrase.
 fn asks_which_case(request: &RecordedRequest) -> bool {
     request

@@ -76,7 +76,11 @@ impl Meter {
         pricing: &HashMap<String, (f64, f64)>,
         purpose: Purpose,
     ) -> &CallUsage {
-        let cost = pricing.get(&response.model).map(|(input, output)| {
+        // Priced by the name the provider answered with, else by the name configured for it.
+        let price = pricing
+            .get(&response.model)
+            .or_else(|| pricing.get(&response.requested_model));
+        let cost = price.map(|(input, output)| {
             response.prompt_tokens as f64 * input / 1e6
                 + response.completion_tokens as f64 * output / 1e6
         });
@@ -160,6 +164,7 @@ mod tests {
             text: String::new(),
             provider: "openai".into(),
             model: model.into(),
+            requested_model: "configured".into(),
             prompt_tokens: prompt,
             completion_tokens: completion,
             finish: FinishReason::Stop,
@@ -192,5 +197,18 @@ mod tests {
         meter.record(&response("m", 10, 10), &pricing, Purpose::Generation);
         meter.record(&response("unknown", 10, 10), &pricing, Purpose::Judge);
         assert_eq!(meter.usage().cost_usd, None);
+    }
+
+    #[test]
+    fn a_server_that_names_its_model_otherwise_is_priced_by_the_configured_name() {
+        let pricing = HashMap::from([("configured".to_string(), (1.0, 2.0))]);
+        let mut meter = Meter::new();
+        let weights = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
+        meter.record(
+            &response(weights, 1_000, 500),
+            &pricing,
+            Purpose::Generation,
+        );
+        assert!((meter.usage().cost_usd.unwrap() - 0.002).abs() < 1e-12);
     }
 }
