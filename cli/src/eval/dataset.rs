@@ -1,6 +1,6 @@
 //! Reading an evaluation set: a JSON array of `{"id", "user_story", "acceptance_criteria"?,
 //! "expected_test_count"?, "expected_priorities"?, "must_cover": [str],
-//! "must_cover_categories"?: [str]}` (CONTRACT.md; other fields, such as `domain`, are kept out
+//! "must_cover_categories"?: [str]}` (docs/evaluation.md; other fields, such as `domain`, are kept out
 //! of the way). A malformed set is refused with the item
 //! and field named.
 

@@ -1,4 +1,4 @@
-//! The job as clients see it (`CONTRACT.md`'s Job shape) and the submission it was made from.
+//! The job as clients see it (the Job of `/openapi.json`) and the submission it was made from.
 //!
 //! Nothing here knows about Redis: the store turns these types into its own records.
 

@@ -357,3 +357,44 @@ fn the_env_example_names_real_settings_and_keeps_the_zero_install_path() {
         env_example(false)
     );
 }
+
+/// The variable names the README's tables document: `STORYFORGE_X`, and the short forms of a
+/// row that names a family (`STORYFORGE_JUDGE_PROVIDER`, `_BASE_URL` → `STORYFORGE_JUDGE_BASE_URL`).
+fn documented_variables() -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in read("README.md").lines().filter(|l| l.starts_with("| `")) {
+        let first_cell = line.split(" | ").next().unwrap_or_default();
+        let mut family = None;
+        for token in first_cell.split('`').skip(1).step_by(2) {
+            let token = token.split('=').next().unwrap_or_default();
+            if let Some(short) = token.strip_prefix('_') {
+                if let Some(prefix) = &family {
+                    names.insert(format!("{prefix}_{short}"));
+                }
+            } else if token.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                family = token.rsplit_once('_').map(|(prefix, _)| prefix.to_string());
+                names.insert(token.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_readme_documents_every_setting_and_no_other() {
+    let documented = documented_variables();
+    let read_by_code = Settings::variables();
+    let undocumented: Vec<&String> = read_by_code
+        .iter()
+        .filter(|n| !documented.contains(*n))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in the README's settings: {undocumented:?}"
+    );
+    let unknown = storyforge_runtime::config::unknown_variables(documented.iter());
+    assert!(
+        unknown.is_empty(),
+        "the README names settings nothing reads: {unknown:?}"
+    );
+}

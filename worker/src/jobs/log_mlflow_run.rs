@@ -313,7 +313,7 @@ fn start_ms(job: &Job) -> i64 {
     job.started_at.unwrap_or(job.created_at).timestamp_millis()
 }
 
-/// What CONTRACT.md lists for a job's run.
+/// What a job's run holds (docs/design.md, "MLflow runs").
 fn job_data(ctx: &Context, job: &Job) -> RunData {
     let mut data = RunData::default();
     job_params(&mut data, &ctx.settings, job);
