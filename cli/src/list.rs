@@ -50,7 +50,7 @@ pub async fn list(api: &Api, list: List<'_>) -> anyhow::Result<()> {
 pub(crate) fn job_line(job: &Value) -> String {
     let cases = job["result"]["test_cases"]
         .as_array()
-        .map(|c| format!("{} cases", c.len()))
+        .map(|c| counted(c.len() as u64, "case"))
         .or_else(|| job["error"]["code"].as_str().map(str::to_string))
         .unwrap_or_default();
     let story: String = job["story"]
@@ -86,20 +86,25 @@ fn batch_line(batch: &Value) -> String {
     )
 }
 
-/// "1 story", "12 stories": a batch's total.
-pub(crate) fn stories(batch: &Value) -> String {
-    match batch["total"].as_u64().unwrap_or(0) {
-        1 => "1 story".to_string(),
-        n => format!("{n} stories"),
+/// "1 case", "6 cases", "12 stories": a count with its noun, plural when it is not one.
+pub(crate) fn counted(n: u64, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {noun}s"),
     }
+}
+
+/// "12 stories": a batch's total.
+pub(crate) fn stories(batch: &Value) -> String {
+    counted(batch["total"].as_u64().unwrap_or(0), "story")
 }
 
 /// "; 1 row skipped" for a batch that skipped invalid stories, else nothing.
 pub(crate) fn skipped(batch: &Value) -> String {
     match batch["rejected"].as_array().map_or(0, Vec::len) {
         0 => String::new(),
-        1 => "; 1 row skipped".to_string(),
-        n => format!("; {n} rows skipped"),
+        n => format!("; {} skipped", counted(n as u64, "row")),
     }
 }
 

@@ -17,6 +17,7 @@ use storyforge_runtime::config::Settings;
 
 #[derive(Parser)]
 #[command(
+    name = "storyforge",
     version,
     about = "StoryForge: user stories in, Given-When-Then test cases out"
 )]

@@ -59,7 +59,8 @@ fn describe_job(job: &Value) -> String {
         } else {
             ""
         };
-        lines.push(format!("  {} test cases{complete}", cases.len()));
+        let count = list::counted(cases.len() as u64, "test case");
+        lines.push(format!("  {count}{complete}"));
         for case in cases {
             lines.push(format!(
                 "    {} [{}] {}",
