@@ -366,13 +366,20 @@ async fn a_retried_post_with_the_same_idempotency_key_returns_the_same_job() {
     assert_eq!(conflict.status(), 409);
 }
 
-/// Starts the API and a worker process, submits a job, SIGTERMs the worker while the job runs,
-/// and checks that the worker exits cleanly (after finishing or handing back the job).
+/// Starts the API and a worker process, submits a job, SIGTERMs the worker while the job waits
+/// on its first LLM call, and checks that the worker exits cleanly (after finishing or handing
+/// back the job).
 async fn sigterm_a_worker_mid_job(env: &TestEnv) -> (Running, String) {
     let api = env.start_api().await;
     let mut worker = env.spawn_worker_process();
     let id = env.submit_id(&api, story(STORY)).await;
     env.wait_for_status(&api, &id, &["running"], WAIT).await;
+    // "running" is the claim; a debug build can take longer than a short grace period to get
+    // from there to its first call, and a job handed back before it would not be mid-call.
+    wait_until(WAIT, "the job's first LLM call", || async {
+        (env.llm.request_count() > 0).then_some(())
+    })
+    .await;
     worker.terminate();
     let exit = worker
         .wait_exit(WAIT)
@@ -398,6 +405,7 @@ async fn sigterm_hands_back_a_job_that_outlives_the_grace_period() {
     let mut env = TestEnv::new(llm).await;
     env.set("shutdown_grace", "300ms").set("llm_timeout", "60s");
     let (api, id) = sigterm_a_worker_mid_job(&env).await;
+
     let handed_back = env.get_job(&api, &id).await;
     assert_eq!(handed_back["status"], "queued", "{handed_back:#}");
     assert_eq!(handed_back["attempts"], 0, "a hand-back is not an attempt");
